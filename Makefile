@@ -1,0 +1,31 @@
+# The README's two commands: `make train` and `make test`. Both build .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Rebuilt when pyproject.toml changes, so a new dependency reaches an existing .venv.
+INSTALLED := $(VENV)/.installed
+
+.PHONY: train test test-slow setup clean
+
+setup: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch pulls a CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+# The main job: tabular Q-learning on CliffWalking-v1 with its preset.
+train: $(INSTALLED)
+	$(BIN)/rlf train q-learning CliffWalking-v1
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: $(INSTALLED)
+	$(BIN)/python -m pytest -m slow -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

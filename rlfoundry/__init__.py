@@ -1,0 +1,47 @@
+"""rlfoundry: reinforcement-learning algorithms that read like their equations.
+
+    import rlfoundry
+    model = rlfoundry.QLearning("CliffWalking-v1", learning_rate=0.5).learn(30_000)
+    print(rlfoundry.evaluate(model, n_episodes=10).mean)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rlfoundry.algorithms import ALGORITHMS, SARSA, ExpectedSARSA, QLearning
+from rlfoundry.envs.vector import EnvSource, make_env, register_optional_envs
+from rlfoundry.run.checkpoint import CheckpointAlgorithmError, read_manifest
+from rlfoundry.run.evaluation import EvaluationResult, evaluate
+
+__version__ = "0.1.0"
+
+register_optional_envs()
+
+
+def load(path: str | Path, env: EnvSource | None = None, **options: Any):
+    """Load any rlfoundry checkpoint as an instance of the algorithm that wrote it.
+
+    `env` (optional) replaces the env id recorded in the checkpoint; options such as
+    run_dir=... and quiet=... are passed on to the algorithm.
+    """
+    algorithm = read_manifest(path)["algorithm"]
+    if algorithm not in ALGORITHMS:
+        raise CheckpointAlgorithmError(
+            f"{path} was written by algorithm {algorithm!r}, which this rlfoundry does not have "
+            f"(it has {', '.join(sorted(ALGORITHMS))})"
+        )
+    return ALGORITHMS[algorithm].load(path, env=env, **options)
+
+
+__all__ = [
+    "ALGORITHMS",
+    "EvaluationResult",
+    "ExpectedSARSA",
+    "QLearning",
+    "SARSA",
+    "evaluate",
+    "load",
+    "make_env",
+]

@@ -1,0 +1,336 @@
+"""Tabular temporal-difference control: Q-learning, SARSA and Expected SARSA (seed 003, section 4).
+
+    Q(s, a) <- Q(s, a) + alpha [y - Q(s, a)]
+    Q-learning:      y = r + gamma (1 - terminated) max_a' Q(s', a')
+    SARSA:           y = r + gamma (1 - terminated) Q(s', a'),  a' the next action actually taken
+    Expected SARSA:  y = r + gamma (1 - terminated) sum_a' pi(a'|s') Q(s', a')
+
+One class runs all three; the three public classes differ only in their target rule. Transitions
+from N parallel envs are applied one at a time in env order, so N = 1 is the textbook algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from rlfoundry.envs import state as env_state
+from rlfoundry.envs.toytext import path_picture
+from rlfoundry.envs.spaces import require_discrete_actions, require_discrete_observations, space_from_dict, space_to_dict
+from rlfoundry.envs.vector import EnvSource, EpisodeTracker, env_id_of, make_env, step_vector
+from rlfoundry.losses.tabular import (
+    epsilon_greedy_probabilities,
+    expected_sarsa_target,
+    q_learning_target,
+    sarsa_target,
+    td_update,
+)
+from rlfoundry.run.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from rlfoundry.run.config import check_keys, config_from_dict, config_to_dict, require_choice, require_int, require_range
+from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.schedules import LinearSchedule
+from rlfoundry.run.seeding import generator_state, restore_generator, seed_everything
+
+
+@dataclass(frozen=True)
+class TabularConfig:
+    """Hyperparameters of tabular Q-learning, SARSA and Expected SARSA."""
+
+    seed: int = 0
+    """Seeds python, numpy, torch and the environments."""
+    n_envs: int = 1
+    """Parallel environments; their transitions are applied one at a time, in env order."""
+    gamma: float = 0.99
+    """Discount factor, in [0, 1]."""
+    learning_rate: float = 0.1
+    """Step size alpha in (0, 1] when learning_rate_schedule is 'constant'."""
+    learning_rate_schedule: Literal["constant", "visit_count"] = "constant"
+    """'visit_count': alpha = 1 / (1 + visits(s, a))^visit_exponent, visits counted before the update."""
+    visit_exponent: float = 1.0
+    """Exponent of the visit-count schedule, in (0.5, 1]; 1 is the seeds' 1 / (1 + visits)."""
+    epsilon_start: float = 1.0
+    """Exploration probability at step 0, in [0, 1]."""
+    epsilon_end: float = 0.05
+    """Exploration probability after epsilon_decay_steps, in [0, 1]."""
+    epsilon_decay_steps: int = 10_000
+    """Env steps (over all envs) for epsilon's linear decay; absolute, so resumed runs continue it."""
+    tie_break: Literal["random", "first"] = "random"
+    """How greedy choices break ties while training: uniformly at random, or the lowest action index."""
+    initial_q: float = 0.0
+    """Initial value of every Q(s, a); optimistic values encourage exploration."""
+
+    def __post_init__(self) -> None:
+        require_int("seed", self.seed, 0)
+        require_int("n_envs", self.n_envs, 1)
+        require_range("gamma", self.gamma, 0.0, 1.0)
+        require_range("learning_rate", self.learning_rate, 0.0, 1.0, low_inclusive=False)
+        require_choice("learning_rate_schedule", self.learning_rate_schedule, ("constant", "visit_count"))
+        require_range("visit_exponent", self.visit_exponent, 0.5, 1.0, low_inclusive=False)
+        require_range("epsilon_start", self.epsilon_start, 0.0, 1.0)
+        require_range("epsilon_end", self.epsilon_end, 0.0, 1.0)
+        require_int("epsilon_decay_steps", self.epsilon_decay_steps, 0)
+        require_choice("tie_break", self.tie_break, ("random", "first"))
+        require_range("initial_q", self.initial_q)
+
+
+class TabularTD:
+    """A tabular TD control agent; use QLearning, SARSA or ExpectedSARSA."""
+
+    name = "tabular"
+    target_rule: Literal["q_learning", "sarsa", "expected_sarsa"] = "q_learning"
+    Config = TabularConfig
+
+    def __init__(
+        self,
+        env: EnvSource | None,
+        *,
+        run_dir: str | Path | None = None,
+        quiet: bool = False,
+        **config: Any,
+    ):
+        check_keys(self.Config, config)
+        self.config = self.Config(**config)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.quiet = quiet
+        self.rng = seed_everything(self.config.seed)
+        self.steps = 0
+        self._env_source = env
+        self.env_id = env_id_of(env) if env is not None else None
+        self.env = None
+        self._observations: np.ndarray | None = None
+        self._actions: np.ndarray | None = None
+        self._episodes = EpisodeTracker(self.config.n_envs)
+        if env is not None:
+            self._open_env()
+            self._check_spaces(self.env.single_observation_space, self.env.single_action_space)
+            self.q_table = np.full((self.n_states, self.n_actions), self.config.initial_q, dtype=np.float64)
+            self.visits = np.zeros((self.n_states, self.n_actions), dtype=np.int64)
+
+    def _check_spaces(self, observation_space, action_space) -> None:
+        self.observation_space, self.action_space = observation_space, action_space
+        self.n_states = require_discrete_observations(observation_space, type(self).__name__)
+        self.n_actions = require_discrete_actions(action_space, type(self).__name__, "PPO (or discretise the actions)")
+
+    def _open_env(self) -> None:
+        self.env = make_env(self._env_source, n_envs=self.config.n_envs)
+
+    # -- acting -------------------------------------------------------------------------------
+
+    def epsilon(self) -> float:
+        """The exploration probability at the current step."""
+        schedule = LinearSchedule(self.config.epsilon_start, self.config.epsilon_end, self.config.epsilon_decay_steps)
+        return schedule(self.steps)
+
+    def _greedy(self, states: np.ndarray, tie_break: str) -> np.ndarray:
+        q_values = self.q_table[states]
+        if tie_break == "first":
+            return q_values.argmax(axis=1)
+        is_max = q_values == q_values.max(axis=1, keepdims=True)
+        # Uniform noise on the maxima only: argmax then picks one of them uniformly.
+        return (is_max * (1.0 + self.rng.random(q_values.shape))).argmax(axis=1)
+
+    def _behaviour(self, states: np.ndarray, epsilon: float) -> np.ndarray:
+        """Epsilon-greedy actions for a batch of states."""
+        greedy = self._greedy(states, self.config.tie_break)
+        explore = self.rng.random(states.shape[0]) < epsilon
+        return np.where(explore, self.rng.integers(self.n_actions, size=states.shape[0]), greedy)
+
+    def predict(self, observations: Any, deterministic: bool = True) -> Any:
+        """Greedy actions (lowest index on ties), or epsilon-greedy ones if not deterministic."""
+        states = np.asarray(observations, dtype=np.int64)
+        batch = np.atleast_1d(states)
+        if batch.min() < 0 or batch.max() >= self.n_states:
+            raise ValueError(f"observations must be state indices in [0, {self.n_states}), got {observations!r}")
+        if deterministic:
+            actions = self.q_table[batch].argmax(axis=1)
+        else:
+            actions = self._behaviour(batch, self.epsilon())
+        return actions if states.ndim else int(actions[0])
+
+    # -- learning -----------------------------------------------------------------------------
+
+    def _target(self, reward: float, next_state: int, next_action: int, terminated: bool, epsilon: float) -> float:
+        next_q_values = self.q_table[next_state]
+        gamma = self.config.gamma
+        if self.target_rule == "q_learning":
+            return q_learning_target(reward, next_q_values, terminated, gamma)
+        if self.target_rule == "sarsa":
+            return sarsa_target(reward, next_q_values, next_action, terminated, gamma)
+        probabilities = epsilon_greedy_probabilities(next_q_values, epsilon, self.config.tie_break)
+        return expected_sarsa_target(reward, next_q_values, probabilities, terminated, gamma)
+
+    def _learning_rate(self, state: int, action: int) -> float:
+        if self.config.learning_rate_schedule == "constant":
+            return self.config.learning_rate
+        return 1.0 / (1.0 + self.visits[state, action]) ** self.config.visit_exponent
+
+    def learn(self, total_steps: int) -> "TabularTD":
+        """Train for `total_steps` more env steps (rounded up to a multiple of n_envs)."""
+        require_int("total_steps", total_steps, 1)
+        if self.env is None:
+            self._open_env()
+        if self._observations is None:
+            self._observations, _ = self.env.reset(seed=self.config.seed)
+            self.env.action_space.seed(self.config.seed)
+            self._actions = self._behaviour(self._observations, self.epsilon())
+        monitor = TrainingMonitor(self.run_dir, total_steps, self.steps, self.quiet, title=self.name)
+        n_envs = self.config.n_envs
+        # SARSA's target needs the next action before the update; the others choose after it.
+        chooses_next_action_first = self.target_rule == "sarsa"
+        for _ in range(math.ceil(total_steps / n_envs)):
+            states, actions = self._observations, self._actions
+            step = step_vector(self.env, actions)
+            epsilon = self.epsilon()
+            next_states = step.next_observations
+            next_actions = self._behaviour(next_states, epsilon) if chooses_next_action_first else actions
+            for index in range(n_envs):
+                state, action = states[index], actions[index]
+                target = self._target(
+                    step.rewards[index], next_states[index], next_actions[index], step.terminated[index], epsilon
+                )
+                self.q_table[state, action] = td_update(
+                    self.q_table[state, action], target, self._learning_rate(state, action)
+                )
+                self.visits[state, action] += 1
+            self.steps += n_envs
+            done = step.done
+            if chooses_next_action_first:
+                if done.any():
+                    next_actions[done] = self._behaviour(step.observations[done], epsilon)
+            else:
+                next_actions = self._behaviour(step.observations, self.epsilon())
+            self._observations, self._actions = step.observations, next_actions
+            finished_returns, finished_lengths = self._episodes.update(step.rewards, done)
+            monitor.episodes(self.steps, finished_returns, finished_lengths)
+            monitor.step(self.steps)
+        monitor.record("train/epsilon", self.epsilon())
+        monitor.close(self.steps)
+        if self.run_dir is not None:
+            self.save(self.run_dir / "checkpoints" / "final")
+        self.last_mean_return = monitor.recent_mean_return
+        return self
+
+    def describe_policy(self) -> str:
+        """The greedy path from an initial state, as text (and as a picture on grid worlds)."""
+        states, actions, total = greedy_path(self)
+        ended = len(states) > len(actions)
+        lines = [
+            f"greedy path ({len(actions)} steps, return {total:g}{'' if ended else ', episode not finished'}): "
+            + " -> ".join(str(state) for state in states)
+        ]
+        picture = path_picture(gym.make(self.env_id), states, actions) if self.env_id else None
+        if picture is not None:
+            lines.append(picture)
+        return "\n".join(lines)
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint directory that `rlfoundry.load` reads back exactly."""
+        has_position = self._observations is not None
+        checkpoint = Checkpoint(
+            algorithm=self.name,
+            config=config_to_dict(self.config),
+            counters={"steps": self.steps},
+            state={
+                "env_id": self.env_id,
+                "observation_space": space_to_dict(self.observation_space),
+                "action_space": space_to_dict(self.action_space),
+                "rng": generator_state(self.rng),
+                "env": env_state.capture(self.env) if has_position and self.env is not None else None,
+            },
+            arrays={
+                "q_table": self.q_table,
+                "visits": self.visits,
+                **(
+                    {
+                        "observations": self._observations,
+                        "actions": self._actions,
+                        "episode_returns": self._episodes.returns,
+                        "episode_lengths": self._episodes.lengths,
+                    }
+                    if has_position
+                    else {}
+                ),
+            },
+        )
+        return save_checkpoint(path, checkpoint)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "TabularTD":
+        """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
+        env state could be saved (toy-text and classic-control envs), else with fresh episodes."""
+        checkpoint = load_checkpoint(path, algorithm=cls.name)
+        config = config_from_dict(cls.Config, checkpoint.config)
+        model = cls.__new__(cls)
+        model.config = config
+        model.run_dir = Path(options["run_dir"]) if options.get("run_dir") is not None else None
+        model.quiet = options.get("quiet", False)
+        model.rng = restore_generator(checkpoint.state["rng"])
+        model.steps = checkpoint.counters["steps"]
+        model.env_id = checkpoint.state.get("env_id")
+        model._env_source = env if env is not None else model.env_id
+        model.env = None
+        model._check_spaces(
+            space_from_dict(checkpoint.state["observation_space"]), space_from_dict(checkpoint.state["action_space"])
+        )
+        model.q_table = checkpoint.arrays["q_table"].copy()
+        model.visits = checkpoint.arrays["visits"].copy()
+        model._episodes = EpisodeTracker(config.n_envs)
+        model._observations = model._actions = None
+        saved_env = checkpoint.state.get("env")
+        if saved_env is not None and model._env_source is not None and "observations" in checkpoint.arrays:
+            model._open_env()
+            env_state.restore(model.env, saved_env)
+            model._observations = checkpoint.arrays["observations"].copy()
+            model._actions = checkpoint.arrays["actions"].copy()
+            model._episodes.returns[:] = checkpoint.arrays["episode_returns"]
+            model._episodes.lengths[:] = checkpoint.arrays["episode_lengths"]
+        return model
+
+
+class QLearning(TabularTD):
+    """Off-policy TD control: y = r + gamma (1 - terminated) max_a' Q(s', a')."""
+
+    name = "q-learning"
+    target_rule = "q_learning"
+
+
+class SARSA(TabularTD):
+    """On-policy TD control: y = r + gamma (1 - terminated) Q(s', a') with a' the next action taken."""
+
+    name = "sarsa"
+    target_rule = "sarsa"
+
+
+class ExpectedSARSA(TabularTD):
+    """TD control on the expectation under the epsilon-greedy policy: y = r + gamma (1 - terminated) E_pi Q(s', .)."""
+
+    name = "expected-sarsa"
+    target_rule = "expected_sarsa"
+
+
+def greedy_path(model: TabularTD, max_steps: int = 200, seed: int = 0) -> tuple[list[int], list[int], float]:
+    """Follow the greedy policy from an initial state: (states, actions, return); states has one
+    more entry than actions when the episode ended."""
+    env = make_env(model.env_id, n_envs=1)
+    observations, _ = env.reset(seed=seed)
+    states, actions, total = [int(observations[0])], [], 0.0
+    for _ in range(max_steps):
+        action = model.predict(observations, deterministic=True)
+        step = step_vector(env, action)
+        actions.append(int(action[0]))
+        total += float(step.rewards[0])
+        states.append(int(step.next_observations[0]))
+        if step.done[0]:
+            break
+        observations = step.observations
+    else:
+        states.pop()
+    env.close()
+    return states, actions, total

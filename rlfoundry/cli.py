@@ -1,0 +1,163 @@
+"""The `rlf` command line: train, eval, plot, list.
+
+Errors a user can fix (an unknown algorithm, env id or config key, a bad value, a missing or
+corrupt checkpoint) print one line naming what was wrong and exit with status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rlfoundry.algorithms import ALGORITHMS
+from rlfoundry.envs.spaces import SpaceError
+from rlfoundry.envs.vector import AutoresetModeError, UnknownEnvironmentError, check_env_id
+from rlfoundry.presets import all_presets, load_preset
+from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError
+from rlfoundry.run.config import ConfigError, check_keys, config_to_dict, parse_overrides, unknown_name_message
+from rlfoundry.run.monitor import make_run_dir
+from rlfoundry.run.plotting import RunDirectoryError, plot_learning_curves
+
+USER_ERRORS = (
+    ConfigError,
+    UnknownEnvironmentError,
+    AutoresetModeError,
+    SpaceError,
+    CheckpointError,
+    NonFiniteError,
+    RunDirectoryError,
+)
+DEFAULT_STEPS = 100_000
+
+
+class UsageError(Exception):
+    """A command-line mistake: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlf", description="Train, evaluate and plot rlfoundry agents.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train ALGO on ENV and write a run directory")
+    train.add_argument("algorithm", metavar="ALGO", help="an algorithm name (see `rlf list`)")
+    train.add_argument("env_id", metavar="ENV", help="a Gymnasium environment id, e.g. CliffWalking-v1")
+    train.add_argument("--steps", type=int, help="environment steps (default: the preset's, else 100000)")
+    train.add_argument("--seed", type=int, default=0, help="seed for python, numpy, torch and the envs")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field (repeatable), e.g. --set learning_rate=0.3")
+    train.add_argument("--no-preset", action="store_true", help="ignore the tuned preset for this env")
+    train.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
+    train.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes after training")
+    train.add_argument("--quiet", action="store_true", help="print only the final summary")
+
+    evaluate = commands.add_parser("eval", help="evaluate a saved checkpoint")
+    evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint directory")
+    evaluate.add_argument("--episodes", type=int, default=20, help="number of episodes (default 20)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs")
+    evaluate.add_argument("--env", dest="env_id", help="evaluate on this env id instead of the training one")
+    evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of acting greedily")
+
+    plot = commands.add_parser("plot", help="plot learning curves of run directories")
+    plot.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories written by `rlf train`")
+    plot.add_argument("-o", "--output", help="PNG file (default: RUN_DIR/learning_curve.png for one run, "
+                      "learning_curves.png for several)")
+
+    commands.add_parser("list", help="list algorithms and their presets")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    handlers = {"train": train, "eval": evaluate_checkpoint, "plot": plot, "list": list_algorithms}
+    try:
+        return handlers[arguments.command](arguments)
+    except (UsageError, *USER_ERRORS) as error:
+        print(f"rlf {arguments.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rlf {arguments.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def algorithm_class(name: str):
+    normalised = name.lower().replace("_", "-")
+    if normalised not in ALGORITHMS:
+        raise UsageError(unknown_name_message("algorithm", name, ALGORITHMS))
+    return ALGORITHMS[normalised]
+
+
+def train(arguments: argparse.Namespace) -> int:
+    import rlfoundry
+
+    cls = algorithm_class(arguments.algorithm)
+    check_env_id(arguments.env_id)
+    preset = None if arguments.no_preset else load_preset(cls.name, arguments.env_id)
+    config: dict[str, Any] = dict(preset.config) if preset else {}
+    check_keys(cls.Config, config)
+    config.update(parse_overrides(cls.Config, arguments.overrides))
+    config["seed"] = arguments.seed
+    steps = arguments.steps or (preset.steps if preset else DEFAULT_STEPS)
+    if steps < 1:
+        raise UsageError(f"--steps={steps} is out of range: allowed integers >= 1")
+    cls.Config(**config)  # validate before anything is written
+    run_dir = make_run_dir(cls.name, arguments.env_id, arguments.seed, arguments.runs_dir)
+    model = cls(arguments.env_id, run_dir=run_dir, quiet=arguments.quiet, **config)
+    (run_dir / "config.json").write_text(json.dumps({
+        "algorithm": cls.name,
+        "env_id": arguments.env_id,
+        "total_steps": steps,
+        "preset_source": preset.source if preset else None,
+        "config": config_to_dict(model.config),
+        "rlfoundry_version": rlfoundry.__version__,
+    }, indent=2))
+    if preset and not arguments.quiet:
+        print(f"preset {cls.name} / {arguments.env_id}: {preset.source}")
+    model.learn(steps)
+    result = rlfoundry.evaluate(model, arguments.env_id, n_episodes=arguments.eval_episodes, seed=arguments.seed + 10_000)
+    summary = getattr(model, "describe_policy", None)
+    if summary is not None:
+        print(summary())
+    print(f"evaluation: {result}")
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
+    import rlfoundry
+
+    if arguments.episodes < 1:
+        raise UsageError(f"--episodes={arguments.episodes} is out of range: allowed integers >= 1")
+    if arguments.env_id:
+        check_env_id(arguments.env_id)
+    model = rlfoundry.load(arguments.checkpoint, quiet=True)
+    result = rlfoundry.evaluate(
+        model, arguments.env_id, n_episodes=arguments.episodes, deterministic=not arguments.stochastic, seed=arguments.seed
+    )
+    print(f"{model.name} on {arguments.env_id or model.env_id}: {result}")
+    print("returns: " + " ".join(f"{value:g}" for value in result.returns))
+    return 0
+
+
+def plot(arguments: argparse.Namespace) -> int:
+    run_dirs = [Path(path) for path in arguments.run_dirs]
+    if arguments.output:
+        output = Path(arguments.output)
+    else:
+        output = run_dirs[0] / "learning_curve.png" if len(run_dirs) == 1 else Path("learning_curves.png")
+    print(plot_learning_curves(run_dirs, output))
+    return 0
+
+
+def list_algorithms(arguments: argparse.Namespace) -> int:
+    for name, cls in ALGORITHMS.items():
+        presets = ", ".join(all_presets(name)) or "none"
+        print(f"{name:16s} {cls.__doc__.splitlines()[0]}")
+        print(f"{'':16s} presets: {presets}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

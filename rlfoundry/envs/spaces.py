@@ -1,0 +1,79 @@
+"""Space checks with errors that say what to use instead, and spaces as JSON for checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+
+class SpaceError(ValueError):
+    """An observation or action space that an algorithm cannot handle."""
+
+
+def describe(space: spaces.Space) -> str:
+    """A short human description of a space, e.g. Box(-inf, inf, (4,), float32)."""
+    return repr(space)
+
+
+def require_discrete_observations(space: spaces.Space, algorithm: str) -> int:
+    """The number of states of a Discrete observation space; SpaceError otherwise."""
+    if not isinstance(space, spaces.Discrete):
+        raise SpaceError(
+            f"{algorithm} is tabular and needs a Discrete observation space, but this env observes "
+            f"{describe(space)}: use DQN (or PPO) for continuous observations, or wrap the env so that "
+            "it observes a discrete state index (e.g. a discretising wrapper)"
+        )
+    return int(space.n)
+
+
+def require_discrete_actions(space: spaces.Space, algorithm: str, instead: str) -> int:
+    """The number of actions of a Discrete action space; SpaceError naming `instead` otherwise."""
+    if not isinstance(space, spaces.Discrete):
+        raise SpaceError(
+            f"{algorithm} needs a Discrete action space, but this env's actions are {describe(space)}: "
+            f"use {instead} for this action space"
+        )
+    if int(space.start) != 0:
+        raise SpaceError(f"{algorithm} needs Discrete actions numbered from 0, got {describe(space)}")
+    return int(space.n)
+
+
+def space_to_dict(space: spaces.Space) -> dict[str, Any]:
+    """A JSON-ready description of a space, enough to rebuild it without the env."""
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, spaces.Box):
+        return {
+            "type": "Box",
+            "low": space.low.tolist(),
+            "high": space.high.tolist(),
+            "shape": list(space.shape),
+            "dtype": str(space.dtype),
+        }
+    if isinstance(space, spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist()}
+    if isinstance(space, spaces.MultiBinary):
+        return {"type": "MultiBinary", "n": list(np.atleast_1d(space.n))}
+    raise SpaceError(f"cannot save a space of type {type(space).__name__} in a checkpoint: {describe(space)}")
+
+
+def space_from_dict(description: dict[str, Any]) -> spaces.Space:
+    """Rebuild a space saved by space_to_dict."""
+    kind = description["type"]
+    if kind == "Discrete":
+        return spaces.Discrete(description["n"], start=description.get("start", 0))
+    if kind == "Box":
+        dtype = np.dtype(description["dtype"])
+        return spaces.Box(
+            low=np.asarray(description["low"], dtype=dtype),
+            high=np.asarray(description["high"], dtype=dtype),
+            shape=tuple(description["shape"]),
+            dtype=dtype,
+        )
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(description["nvec"])
+    if kind == "MultiBinary":
+        return spaces.MultiBinary(description["n"])
+    raise SpaceError(f"unknown space type {kind!r} in checkpoint")

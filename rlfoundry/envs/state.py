@@ -1,0 +1,117 @@
+"""Capture and restore the state of vector environments, for checkpoints that resume exactly.
+
+A Gymnasium env has no standard way to save its state. For the envs whose state lives in plain
+Python and numpy attributes (toy-text, classic control, rlfoundry's finite MDPs) we copy every
+such attribute of every wrapper layer (TimeLimit's step count included) and every random
+generator. For other envs (MuJoCo, Box2D, Atari keep state in native code) `capture` returns
+None and a resumed run starts fresh episodes, which the checkpoint records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import VectorEnv
+
+from rlfoundry.run.seeding import restore_generator
+
+# Modules whose envs keep all their state in plain attributes.
+CAPTURABLE_MODULES = (
+    "gymnasium.envs.toy_text",
+    "gymnasium.envs.classic_control",
+    "rlfoundry.",
+)
+_SKIPPED_ATTRIBUTES = {"spec", "metadata", "render_mode", "env", "envs", "_env"}
+
+
+def capture(vector_env: VectorEnv) -> dict[str, Any] | None:
+    """A JSON-ready snapshot of the env state, or None if this env cannot be captured exactly."""
+    layers = _layers(vector_env)
+    if layers is None:
+        return None
+    return {"layers": [{"class": type(layer).__name__, "attributes": _simple_attributes(layer)} for layer in layers]}
+
+
+def restore(vector_env: VectorEnv, snapshot: dict[str, Any]) -> None:
+    """Put a snapshot from `capture` back into an env built the same way."""
+    layers = _layers(vector_env)
+    saved = snapshot["layers"]
+    if layers is None or [type(layer).__name__ for layer in layers] != [layer["class"] for layer in saved]:
+        raise ValueError(
+            "the environment is not built like the one in the checkpoint (different wrappers or "
+            "vectorisation); create it the same way, or load without an env to let rlfoundry build it"
+        )
+    for layer, saved_layer in zip(layers, saved):
+        for name, encoded in saved_layer["attributes"].items():
+            current = getattr(layer, name, None)
+            if isinstance(current, np.random.Generator):
+                current.bit_generator.state = encoded["state"]
+            else:
+                setattr(layer, name, _decode(encoded))
+
+
+def _layers(vector_env: VectorEnv) -> list[Any] | None:
+    """Every object that holds state: vector wrappers, the vector env, each sub-env's wrappers."""
+    layers: list[Any] = []
+    current: Any = vector_env
+    while isinstance(current, gym.vector.VectorWrapper):
+        layers.append(current)
+        current = current.env
+    layers.append(current)
+    if isinstance(current, gym.vector.SyncVectorEnv):
+        for sub_env in current.envs:
+            while isinstance(sub_env, gym.Wrapper):
+                layers.append(sub_env)
+                sub_env = sub_env.env
+            layers.append(sub_env)
+    elif isinstance(current, gym.vector.AsyncVectorEnv):
+        return None
+    innermost = layers[-1]
+    if not type(innermost).__module__.startswith(CAPTURABLE_MODULES):
+        return None
+    return layers
+
+
+def _simple_attributes(layer: Any) -> dict[str, Any]:
+    attributes = {}
+    for name, value in vars(layer).items():
+        if name in _SKIPPED_ATTRIBUTES:
+            continue
+        encoded = _encode(value)
+        if encoded is not None:
+            attributes[name] = encoded
+    return attributes
+
+
+def _encode(value: Any) -> dict[str, Any] | None:
+    """JSON for numbers, bools, None, small numeric arrays, tuples of those and generators."""
+    if isinstance(value, np.random.Generator):
+        return {"kind": "generator", "state": value.bit_generator.state}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"kind": "plain", "value": value}
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return {"kind": "scalar", "dtype": value.dtype.str, "value": value.item()}
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf" and value.size <= 65536:
+        return {"kind": "array", "dtype": value.dtype.str, "shape": list(value.shape), "value": value.ravel().tolist()}
+    if isinstance(value, tuple):
+        items = [_encode(item) for item in value]
+        if all(item is not None for item in items):
+            return {"kind": "tuple", "value": items}
+    return None
+
+
+def _decode(encoded: dict[str, Any]) -> Any:
+    kind = encoded["kind"]
+    if kind == "plain":
+        return encoded["value"]
+    if kind == "scalar":
+        return np.dtype(encoded["dtype"]).type(encoded["value"])
+    if kind == "array":
+        return np.asarray(encoded["value"], dtype=np.dtype(encoded["dtype"])).reshape(encoded["shape"])
+    if kind == "tuple":
+        return tuple(_decode(item) for item in encoded["value"])
+    if kind == "generator":
+        return restore_generator(encoded["state"])
+    raise ValueError(f"unknown encoded value kind {kind!r}")

@@ -1,0 +1,238 @@
+"""Vector environments and the one place where autoreset and final observations are handled.
+
+Every rlfoundry vector env resets a finished sub-environment in the same step (Gymnasium's
+SAME_STEP autoreset): the observation returned for that env starts the next episode, and the
+true last observation of the finished episode travels in `infos["final_obs"]`. `step_vector`
+turns that into two arrays, `observations` (what to act on next) and `next_observations` (the
+true s_{t+1} of each transition), so that no algorithm ever bootstraps from a reset observation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Union
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
+
+from rlfoundry.run.config import unknown_name_message
+
+EnvSource = Union[str, gym.Env, VectorEnv, Callable[[], gym.Env]]
+"""What an algorithm accepts as its environment: an id, an env, a vector env or an env factory."""
+
+# Ids whose Gymnasium registration has a native (numpy-batched) vector env we know how to adapt.
+NATIVE_VECTOR_IDS = ("CartPole-v0", "CartPole-v1")
+
+
+class UnknownEnvironmentError(ValueError):
+    """An environment id that Gymnasium does not know."""
+
+
+class AutoresetModeError(ValueError):
+    """A vector env that does not reset finished episodes in the same step."""
+
+
+def register_optional_envs(env_id: str = "") -> None:
+    """Register rlfoundry's own envs, and Atari's (only for ALE ids: importing ale-py is slow)."""
+    from rlfoundry.envs.chain import register_chain_env
+
+    register_chain_env()
+    if env_id.startswith("ALE/"):
+        try:
+            import ale_py
+
+            gym.register_envs(ale_py)
+        except ImportError:
+            pass
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise UnknownEnvironmentError, naming the closest registered ids, for an unknown id."""
+    register_optional_envs(env_id)
+    if env_id not in gym.registry:
+        hint = ""
+        if env_id.startswith("ALE/"):
+            hint = " (Atari ids need the extra: pip install 'rlfoundry[atari]')"
+        raise UnknownEnvironmentError(unknown_name_message("environment id", env_id, gym.registry.keys()) + hint)
+
+
+def make_env(
+    env: EnvSource,
+    n_envs: int = 1,
+    seed: int | None = None,
+    vectorization: str = "auto",
+    **env_kwargs: Any,
+) -> VectorEnv:
+    """A Gymnasium vector env of `n_envs` copies with same-step autoreset, reset with `seed`.
+
+    `env` is an env id, a factory returning a gymnasium.Env, a single gymnasium.Env (then
+    n_envs must be 1) or a vector env (returned as it is after checking its autoreset mode).
+    `vectorization` is "auto" (the native batched CartPole where available, else "sync"),
+    "sync" (all copies in this process) or "async" (one process per copy).
+    """
+    if vectorization not in ("auto", "sync", "async"):
+        raise ValueError(f"vectorization={vectorization!r} is not allowed: choose 'auto', 'sync' or 'async'")
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise ValueError(f"n_envs={n_envs!r} is out of range: allowed integers >= 1")
+    if isinstance(env, VectorEnv):
+        vector_env = env
+        check_autoreset_mode(vector_env)
+    elif isinstance(env, str):
+        check_env_id(env)
+        if vectorization == "auto" and env in NATIVE_VECTOR_IDS and not env_kwargs:
+            vector_env = CartPoleSameStep(gym.make_vec(env, num_envs=n_envs, vectorization_mode="vector_entry_point"))
+        else:
+            mode = "sync" if vectorization == "auto" else vectorization
+            vector_env = gym.make_vec(
+                env,
+                num_envs=n_envs,
+                vectorization_mode=mode,
+                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+                **env_kwargs,
+            )
+    elif isinstance(env, gym.Env):
+        if n_envs != 1:
+            raise ValueError(
+                f"n_envs={n_envs} needs a way to build {n_envs} copies: pass an env id or a function "
+                "that returns a new env instead of a single env instance"
+            )
+        single_env = env
+        vector_env = gym.vector.SyncVectorEnv([lambda: single_env], autoreset_mode=AutoresetMode.SAME_STEP)
+    elif callable(env):
+        vector_class = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
+        vector_env = vector_class([env] * n_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    else:
+        raise TypeError(f"env must be an env id, a gymnasium.Env, a vector env or a factory, got {type(env).__name__}")
+    if seed is not None:
+        vector_env.reset(seed=seed)
+        vector_env.action_space.seed(seed)
+    return vector_env
+
+
+def env_id_of(env: EnvSource) -> str | None:
+    """The registered id behind an env source, when there is one (used to rebuild it on load)."""
+    if isinstance(env, str):
+        return env
+    spec = getattr(env, "spec", None)
+    if spec is None and isinstance(env, VectorEnv):
+        spec = getattr(env.unwrapped, "spec", None)
+    return getattr(spec, "id", None)
+
+
+def check_autoreset_mode(vector_env: VectorEnv) -> None:
+    """Raise AutoresetModeError unless the vector env resets finished envs in the same step."""
+    mode = vector_env.metadata.get("autoreset_mode")
+    if mode not in (AutoresetMode.SAME_STEP, AutoresetMode.SAME_STEP.value):
+        raise AutoresetModeError(
+            f"this vector env uses autoreset_mode={mode}; rlfoundry needs SAME_STEP so that the final "
+            "observation of every episode is kept: build it with rlfoundry.make_env(env_id, n_envs) or "
+            "gym.make_vec(..., vector_kwargs={'autoreset_mode': gym.vector.AutoresetMode.SAME_STEP})"
+        )
+
+
+class CartPoleSameStep(VectorWrapper):
+    """Gymnasium's numpy-batched CartPole with same-step autoreset.
+
+    The native env resets a finished copy only on the next call to step (NEXT_STEP), which
+    wastes that step and hides the reset observation. This adapter resets finished copies
+    right after the step that ended them, with the env's own generator and reset bounds, and
+    reports their last observations in `infos["final_obs"]` exactly as SyncVectorEnv does.
+    """
+
+    def __init__(self, env: VectorEnv):
+        if not isinstance(env.unwrapped, CartPoleVectorEnv):
+            raise TypeError(f"CartPoleSameStep wraps CartPoleVectorEnv, got {type(env.unwrapped).__name__}")
+        super().__init__(env)
+        self.metadata = {**env.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def step(self, actions: np.ndarray):
+        observations, rewards, terminated, truncated, infos = self.env.step(actions)
+        done = terminated | truncated
+        if done.any():
+            cartpole = self.env.unwrapped
+            final_observations = np.full(self.num_envs, None, dtype=object)
+            for index in np.flatnonzero(done):
+                final_observations[index] = observations[index].copy()
+            count = int(done.sum())
+            cartpole.state[:, done] = cartpole.np_random.uniform(low=cartpole.low, high=cartpole.high, size=(4, count))
+            cartpole.steps[done] = 0
+            # The native env would reset these envs on the next step; they are reset already.
+            cartpole.prev_done[:] = False
+            observations[done] = cartpole.state[:, done].T.astype(np.float32)
+            infos = {**infos, "final_obs": final_observations, "_final_obs": done.copy()}
+        return observations, rewards, terminated, truncated, infos
+
+
+@dataclass(frozen=True)
+class VectorStep:
+    """One step of N environments.
+
+    observations:      [N, *obs]  what to act on next (a reset observation where an episode ended)
+    next_observations: [N, *obs]  the true s_{t+1} of each transition (the final observation where
+                                  an episode ended); the same array as `observations` when none did
+    rewards:           [N] float32
+    terminated:        [N] bool   s_{t+1} is terminal: no bootstrap
+    truncated:         [N] bool   the episode was cut (e.g. a time limit): bootstrap from s_{t+1}
+    infos:             Gymnasium's info dict
+    """
+
+    observations: np.ndarray
+    next_observations: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    infos: dict
+
+    @property
+    def done(self) -> np.ndarray:
+        """[N] bool: the episode ended (terminated or truncated) at this step."""
+        return self.terminated | self.truncated
+
+
+def step_vector(env: VectorEnv, actions: np.ndarray) -> VectorStep:
+    """Step a same-step-autoreset vector env and recover the true next observations."""
+    observations, rewards, terminated, truncated, infos = env.step(actions)
+    terminated = np.asarray(terminated, dtype=bool)
+    truncated = np.asarray(truncated, dtype=bool)
+    next_observations = observations
+    final_mask = infos.get("_final_obs")
+    if final_mask is not None and final_mask.any():
+        next_observations = np.array(observations, copy=True)
+        final_observations = infos["final_obs"]
+        for index in np.flatnonzero(final_mask):
+            next_observations[index] = final_observations[index]
+    return VectorStep(
+        observations=observations,
+        next_observations=next_observations,
+        rewards=np.asarray(rewards, dtype=np.float32),
+        terminated=terminated,
+        truncated=truncated,
+        infos=infos,
+    )
+
+
+class EpisodeTracker:
+    """Running return and length of the current episode of each of N envs."""
+
+    def __init__(self, n_envs: int):
+        self.returns = np.zeros(n_envs, dtype=np.float64)
+        self.lengths = np.zeros(n_envs, dtype=np.int64)
+
+    def update(self, rewards: np.ndarray, done: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add one step; return (returns, lengths) of the episodes that ended at it."""
+        self.returns += rewards
+        self.lengths += 1
+        if not done.any():
+            return _EMPTY_FLOATS, _EMPTY_INTS
+        finished_returns = self.returns[done].copy()
+        finished_lengths = self.lengths[done].copy()
+        self.returns[done] = 0.0
+        self.lengths[done] = 0
+        return finished_returns, finished_lengths
+
+
+_EMPTY_FLOATS = np.zeros(0, dtype=np.float64)
+_EMPTY_INTS = np.zeros(0, dtype=np.int64)

@@ -1,0 +1,1 @@
+"""Run machinery shared by every algorithm: configs, seeding, logging, checkpoints, evaluation."""

@@ -1,0 +1,218 @@
+"""Safe checkpoints: a directory of JSON, safetensors and .npy files, written atomically.
+
+Layout of a checkpoint directory:
+    manifest.json        schema version, algorithm, config, counters, JSON state, sha256 of files
+    tensors.safetensors  every torch tensor (network weights, optimiser moments, torch RNG state)
+    arrays/NAME.npy      every numpy array (Q tables, replay buffers), read with allow_pickle=False
+
+Nothing is ever unpickled. A save writes a temporary sibling directory, fsyncs it, and swaps it in
+with renames, so an interrupted save leaves the previous checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+TENSORS = "tensors.safetensors"
+ARRAYS = "arrays"
+PREVIOUS_SUFFIX = ".previous"
+
+
+class CheckpointError(Exception):
+    """Base class of every checkpoint problem."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint at the given path."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """A checkpoint whose files are missing, unreadable or do not match their recorded hashes."""
+
+
+class CheckpointAlgorithmError(CheckpointError):
+    """A checkpoint written by another algorithm than the one loading it."""
+
+
+class CheckpointVersionError(CheckpointError):
+    """A checkpoint written with a newer schema than this rlfoundry understands."""
+
+
+class NonFiniteError(ValueError):
+    """NaN or infinity in values that would be saved or trained on."""
+
+
+@dataclass
+class Checkpoint:
+    """Everything an algorithm needs to continue exactly where it stopped."""
+
+    algorithm: str
+    config: dict[str, Any]
+    counters: dict[str, int]
+    state: dict[str, Any] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
+    """Write `checkpoint` to the directory `path`, replacing an older one only when complete."""
+    _require_finite(checkpoint)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        temporary.chmod(0o777 & ~_current_umask())  # mkdtemp makes it private; checkpoints are not
+        hashes = {}
+        if checkpoint.tensors:
+            tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in checkpoint.tensors.items()}
+            save_file(tensors, str(temporary / TENSORS))
+            hashes[TENSORS] = _sha256(temporary / TENSORS)
+        if checkpoint.arrays:
+            (temporary / ARRAYS).mkdir()
+            for name, array in checkpoint.arrays.items():
+                _check_array_name(name)
+                relative = f"{ARRAYS}/{name}.npy"
+                np.save(temporary / relative, np.ascontiguousarray(array), allow_pickle=False)
+                hashes[relative] = _sha256(temporary / relative)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "algorithm": checkpoint.algorithm,
+            "config": checkpoint.config,
+            "counters": checkpoint.counters,
+            "state": checkpoint.state,
+            "files": hashes,
+        }
+        (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        for file in temporary.rglob("*"):
+            if file.is_file():
+                _fsync(file)
+        _fsync(temporary)
+        _swap_into_place(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return path
+
+
+def _swap_into_place(temporary: Path, path: Path) -> None:
+    """Rename the finished directory to `path`; the old one is removed only afterwards."""
+    previous = path.with_name(path.name + PREVIOUS_SUFFIX)
+    if previous.exists() and path.exists():
+        shutil.rmtree(previous)
+    if path.exists():
+        os.replace(path, previous)
+    os.replace(temporary, path)
+    _fsync(path.parent)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of the checkpoint at `path`, checked for existence and schema version."""
+    path = _existing_checkpoint(Path(path))
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise CheckpointCorruptError(f"{path} has no {MANIFEST}: it is not a complete rlfoundry checkpoint") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointCorruptError(f"{path / MANIFEST} is not valid JSON ({error}): the checkpoint is corrupt") from None
+    version = manifest.get("schema_version")
+    if not isinstance(version, int):
+        raise CheckpointCorruptError(f"{path / MANIFEST} has no schema_version: the checkpoint is corrupt")
+    if version > SCHEMA_VERSION:
+        raise CheckpointVersionError(
+            f"{path} was written with checkpoint schema {version}, newer than this rlfoundry's "
+            f"{SCHEMA_VERSION}: upgrade rlfoundry to load it"
+        )
+    return manifest
+
+
+def load_checkpoint(path: str | os.PathLike, algorithm: str | None = None) -> Checkpoint:
+    """Read and verify a checkpoint; `algorithm`, when given, must match the one that wrote it."""
+    path = _existing_checkpoint(Path(path))
+    manifest = read_manifest(path)
+    if algorithm is not None and manifest["algorithm"] != algorithm:
+        raise CheckpointAlgorithmError(
+            f"{path} holds a {manifest['algorithm']} model, not {algorithm}: load it with "
+            f"rlfoundry.load(path), which picks the right class"
+        )
+    for relative, expected in manifest["files"].items():
+        file = path / relative
+        if not file.is_file():
+            raise CheckpointCorruptError(f"{path} is missing {relative}: the checkpoint is incomplete")
+        if _sha256(file) != expected:
+            raise CheckpointCorruptError(f"{file} does not match the hash in its manifest: the file is corrupt")
+    tensors = load_file(str(path / TENSORS)) if TENSORS in manifest["files"] else {}
+    arrays = {
+        Path(relative).stem: np.load(path / relative, allow_pickle=False)
+        for relative in manifest["files"]
+        if relative.startswith(ARRAYS + "/")
+    }
+    return Checkpoint(
+        algorithm=manifest["algorithm"],
+        config=manifest["config"],
+        counters=manifest["counters"],
+        state=manifest["state"],
+        tensors=tensors,
+        arrays=arrays,
+    )
+
+
+def _existing_checkpoint(path: Path) -> Path:
+    if path.is_dir():
+        return path
+    previous = path.with_name(path.name + PREVIOUS_SUFFIX)
+    if previous.is_dir():
+        # A save was interrupted between its two renames: the previous checkpoint is complete.
+        return previous
+    if path.exists():
+        raise CheckpointCorruptError(f"{path} is a file; an rlfoundry checkpoint is a directory with {MANIFEST}")
+    raise CheckpointNotFoundError(f"no checkpoint at {path}: check the path (a run's checkpoints are in RUN_DIR/checkpoints/)")
+
+
+def _require_finite(checkpoint: Checkpoint) -> None:
+    for name, tensor in checkpoint.tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteError(f"tensor {name!r} holds NaN or infinity: not saving, the previous checkpoint is kept")
+    for name, array in checkpoint.arrays.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise NonFiniteError(f"array {name!r} holds NaN or infinity: not saving, the previous checkpoint is kept")
+
+
+def _check_array_name(name: str) -> None:
+    if not name or not all(character.isalnum() or character in "_-." for character in name):
+        raise ValueError(f"array name {name!r} must be letters, digits, '_', '-' or '.'")
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,190 @@
+"""Config validation and conversion shared by every algorithm's frozen Config dataclass.
+
+Each algorithm declares `@dataclass(frozen=True) class Config` with one docstring line per field
+(written as a string literal right under the field) and calls the `require_*` helpers from its
+`__post_init__`, so a bad value fails on construction with the field, the value and the range.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value or key that cannot be used; the message says what to do instead."""
+
+
+def require_range(
+    name: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> None:
+    """Raise ConfigError unless low <= value <= high (bounds optional, strictness per side)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    too_low = low is not None and (value < low if low_inclusive else value <= low)
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    if too_low or too_high or value != value:  # value != value catches NaN
+        left = "-inf" if low is None else f"{low}"
+        right = "inf" if high is None else f"{high}"
+        interval = f"{'[' if low_inclusive and low is not None else '('}{left}, {right}{']' if high_inclusive and high is not None else ')'}"
+        raise ConfigError(f"{name}={value!r} is out of range: allowed {interval}")
+
+
+def require_int(name: str, value: int, low: int | None = None, high: int | None = None) -> None:
+    """Raise ConfigError unless value is an int (not a bool) within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    require_range(name, value, low, high)
+
+
+def require_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
+    """Raise ConfigError unless value is one of choices."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not allowed: choose one of {', '.join(map(repr, choices))}")
+
+
+def closest_names(name: str, candidates: typing.Iterable[str], count: int = 3) -> list[str]:
+    """The closest valid spellings of name, for 'did you mean' messages."""
+    candidates = list(candidates)
+    matches = difflib.get_close_matches(name, candidates, n=count, cutoff=0.5)
+    if not matches:
+        lowered = name.lower()
+        matches = [candidate for candidate in candidates if lowered in candidate.lower()][:count]
+    return matches
+
+
+def unknown_name_message(kind: str, name: str, candidates: typing.Iterable[str]) -> str:
+    """One line: the unknown name and the closest valid ones."""
+    matches = closest_names(name, candidates)
+    hint = f"; did you mean {', '.join(matches)}?" if matches else ""
+    return f"unknown {kind} {name!r}{hint}"
+
+
+def field_docs(config_class: type) -> dict[str, str]:
+    """Each field's documentation: the string literal written right under it in the class body."""
+    try:
+        source = inspect.getsource(config_class)
+    except (OSError, TypeError):
+        return {}
+    tree = ast.parse(inspect.cleandoc("\n" + source) if source.startswith((" ", "\t")) else source)
+    class_node = next(node for node in ast.walk(tree) if isinstance(node, ast.ClassDef))
+    docs: dict[str, str] = {}
+    body = class_node.body
+    for statement, following in zip(body, body[1:]):
+        if (
+            isinstance(statement, ast.AnnAssign)
+            and isinstance(statement.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[statement.target.id] = following.value.value.strip()
+    return docs
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return {field.name: _jsonable(getattr(config, field.name)) for field in dataclasses.fields(config)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def config_from_dict(config_class: type, values: dict[str, Any]) -> Any:
+    """Build config_class from a dict, with a clear error for a key it does not have."""
+    check_keys(config_class, values)
+    hints = typing.get_type_hints(config_class)
+    converted = {}
+    for key, value in values.items():
+        if isinstance(value, list) and typing.get_origin(hints[key]) is tuple:
+            value = tuple(value)
+        converted[key] = value
+    return config_class(**converted)
+
+
+def check_keys(config_class: type, values: typing.Mapping[str, Any]) -> None:
+    """Raise ConfigError for the first key that is not a field of config_class."""
+    names = [field.name for field in dataclasses.fields(config_class)]
+    for key in values:
+        if key not in names:
+            raise ConfigError(unknown_name_message(f"{config_class.__qualname__.split('.')[0]} config key", key, names))
+
+
+def parse_overrides(config_class: type, assignments: typing.Iterable[str]) -> dict[str, Any]:
+    """Parse CLI `key=value` strings into typed values for config_class's fields."""
+    hints = typing.get_type_hints(config_class)
+    parsed: dict[str, Any] = {}
+    for assignment in assignments:
+        key, separator, text = assignment.partition("=")
+        key = key.strip().replace("-", "_")
+        if not separator:
+            raise ConfigError(f"--set expects key=value, got {assignment!r}")
+        check_keys(config_class, {key: None})
+        parsed[key] = parse_value(key, text.strip(), hints[key])
+    return parsed
+
+
+def parse_value(name: str, text: str, annotation: Any) -> Any:
+    """Convert text to the annotated type (bool, int, float, str, tuples of those, Optional)."""
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", ())):
+        if text.lower() in ("none", "null"):
+            if type(None) in arguments:
+                return None
+        errors = []
+        for argument in arguments:
+            if argument is type(None):
+                continue
+            try:
+                return parse_value(name, text, argument)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{name}: cannot parse {text!r}")
+    if origin is typing.Literal:
+        for choice in arguments:
+            if str(choice) == text:
+                return choice
+        raise ConfigError(f"{name}={text!r} is not allowed: choose one of {', '.join(map(repr, arguments))}")
+    if origin is tuple:
+        items = [item for item in text.strip("()[]").split(",") if item.strip()]
+        item_type = arguments[0] if arguments else str
+        return tuple(parse_value(name, item.strip(), item_type) for item in items)
+    if annotation is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{name} expects true or false, got {text!r}")
+    if annotation is int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            try:
+                as_float = float(text)
+            except ValueError:
+                as_float = None
+            if as_float is not None and as_float.is_integer():
+                return int(as_float)
+            raise ConfigError(f"{name} expects an integer, got {text!r}") from None
+    if annotation is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{name} expects a number, got {text!r}") from None
+    return text

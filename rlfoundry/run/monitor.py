@@ -1,0 +1,226 @@
+"""What a learn() loop reports to: episode statistics, metrics files, the progress display.
+
+With a run directory it writes TensorBoard event files, `progress.csv` (one row per logging
+interval, a column per metric) and, at the end, `learning_curve.png`. Without one (a Python
+caller who named none) it writes no files. The display is a rich progress bar on a terminal,
+plain log lines otherwise, and nothing when quiet.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+RETURN_METRIC = "rollout/episode_return"
+LENGTH_METRIC = "rollout/episode_length"
+RECENT_EPISODES = 100
+
+
+def make_run_dir(algorithm: str, env_id: str | None, seed: int, root: str | Path = "runs") -> Path:
+    """A new directory runs/<algo>-<env>-s<seed>-<timestamp>/ (suffixed if it already exists)."""
+    environment = (env_id or "custom-env").replace("/", "-")
+    base = Path(root) / f"{algorithm}-{environment}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, counter = base, 1
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}-{counter}")
+        counter += 1
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+class CsvLog:
+    """progress.csv: one row per dump; a new metric adds a column and the file is rewritten."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.columns: list[str] = ["step"]
+        self.rows: list[dict[str, float]] = []
+
+    def write(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        new_columns = [name for name in row if name not in self.columns]
+        if new_columns:
+            self.columns.extend(sorted(new_columns))
+            self._write_all()
+        else:
+            with open(self.path, "a", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=self.columns).writerow(row)
+
+    def _write_all(self) -> None:
+        with open(self.path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+class TrainingMonitor:
+    """Collects metrics from one learn() call and reports them at every `log_interval` steps."""
+
+    def __init__(
+        self,
+        run_dir: Path | None,
+        total_steps: int,
+        start_step: int = 0,
+        quiet: bool = False,
+        log_interval: int | None = None,
+        title: str = "training",
+    ):
+        self.run_dir = run_dir
+        self.start_step = start_step
+        self.end_step = start_step + total_steps
+        self.quiet = quiet
+        self.log_interval = log_interval or max(1, total_steps // 100)
+        self.next_dump = start_step + self.log_interval
+        self.recent_returns: deque[float] = deque(maxlen=RECENT_EPISODES)
+        self.interval_returns: list[float] = []
+        self.interval_lengths: list[int] = []
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.start_time = time.perf_counter()
+        self.last_dump_time = self.start_time
+        self.last_dump_step = start_step
+        self.episode_count = 0
+        self.csv = CsvLog(run_dir / "progress.csv") if run_dir is not None else None
+        self.tensorboard = None
+        if run_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(log_dir=str(run_dir))
+        self.display = _make_display(quiet, title, start_step, self.end_step)
+
+    @property
+    def recent_mean_return(self) -> float:
+        """Mean return of the last 100 finished episodes (NaN before the first)."""
+        return float(np.mean(self.recent_returns)) if self.recent_returns else math.nan
+
+    def episodes(self, step: int, returns: np.ndarray, lengths: np.ndarray) -> None:
+        """Episodes that ended at `step`."""
+        if returns.size == 0:
+            return
+        self.recent_returns.extend(returns.tolist())
+        self.interval_returns.extend(returns.tolist())
+        self.interval_lengths.extend(lengths.tolist())
+        self.episode_count += int(returns.size)
+        if self.tensorboard is not None:
+            for episode_return, episode_length in zip(returns.tolist(), lengths.tolist()):
+                self.tensorboard.add_scalar(RETURN_METRIC, episode_return, step)
+                self.tensorboard.add_scalar(LENGTH_METRIC, episode_length, step)
+
+    def record(self, name: str, value: float) -> None:
+        """A training metric; its mean over the logging interval is reported."""
+        self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def step(self, step: int) -> None:
+        """Called after every batch of env steps; cheap unless a report is due."""
+        if step >= self.next_dump:
+            self.dump(step)
+            while self.next_dump <= step:
+                self.next_dump += self.log_interval
+
+    def dump(self, step: int) -> None:
+        now = time.perf_counter()
+        elapsed = max(now - self.last_dump_time, 1e-9)
+        row: dict[str, float] = {"step": step, "time/steps_per_second": (step - self.last_dump_step) / elapsed}
+        row["time/elapsed_seconds"] = now - self.start_time
+        if self.interval_returns:
+            row[RETURN_METRIC] = float(np.mean(self.interval_returns))
+            row[LENGTH_METRIC] = float(np.mean(self.interval_lengths))
+        for name, total in self.sums.items():
+            row[name] = total / self.counts[name]
+        if self.csv is not None:
+            self.csv.write(row)
+        if self.tensorboard is not None:
+            for name, value in row.items():
+                if name != "step" and name not in (RETURN_METRIC, LENGTH_METRIC):
+                    self.tensorboard.add_scalar(name, value, step)
+        self.display.update(step, row["time/steps_per_second"], self.recent_mean_return, self.episode_count)
+        self.interval_returns.clear()
+        self.interval_lengths.clear()
+        self.sums.clear()
+        self.counts.clear()
+        self.last_dump_time, self.last_dump_step = now, step
+
+    def close(self, step: int) -> None:
+        """Final report, the learning curve, and closing files."""
+        if step > self.last_dump_step or self.interval_returns:
+            self.dump(step)
+        self.display.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self.run_dir is not None and self.csv is not None and self.csv.rows:
+            from rlfoundry.run.plotting import plot_learning_curves
+
+            plot_learning_curves([self.run_dir], self.run_dir / "learning_curve.png")
+
+
+def _make_display(quiet: bool, title: str, start_step: int, end_step: int):
+    if quiet:
+        return _SilentDisplay()
+    if sys.stdout.isatty():
+        return _BarDisplay(title, start_step, end_step)
+    return _LineDisplay(title, start_step, end_step)
+
+
+class _SilentDisplay:
+    def update(self, step: int, steps_per_second: float, mean_return: float, episodes: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _LineDisplay:
+    """Plain log lines, for logs and pipes where a redrawn bar would be noise: about 20 a run."""
+
+    def __init__(self, title: str, start_step: int, end_step: int):
+        self.title = title
+        self.end_step = end_step
+        self.every = max(1, (end_step - start_step) // 20)
+        self.next_line = start_step + self.every
+
+    def update(self, step: int, steps_per_second: float, mean_return: float, episodes: int) -> None:
+        if step < self.next_line and step < self.end_step:
+            return
+        while self.next_line <= step:
+            self.next_line += self.every
+        recent = "n/a" if math.isnan(mean_return) else f"{mean_return:.2f}"
+        print(
+            f"{self.title}: step {step}/{self.end_step} | {steps_per_second:,.0f} steps/s | "
+            f"{episodes} episodes | mean return (last {RECENT_EPISODES}) {recent}",
+            flush=True,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class _BarDisplay:
+    """A rich progress bar with steps, steps/s and the recent mean return."""
+
+    def __init__(self, title: str, start_step: int, end_step: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]} steps/s"),
+            TextColumn("return {task.fields[mean_return]}"),
+            TimeRemainingColumn(),
+        )
+        self.task = self.progress.add_task(title, total=end_step, completed=start_step, speed="-", mean_return="n/a")
+        self.progress.start()
+
+    def update(self, step: int, steps_per_second: float, mean_return: float, episodes: int) -> None:
+        recent = "n/a" if math.isnan(mean_return) else f"{mean_return:.2f}"
+        self.progress.update(self.task, completed=step, speed=f"{steps_per_second:,.0f}", mean_return=recent)
+
+    def close(self) -> None:
+        self.progress.stop()
