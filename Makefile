@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Rebuilt when pyproject.toml changes, so a new dependency reaches an existing .venv.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: train test test-slow setup clean
+.PHONY: train test test-slow setup clean bench-setup
 
 setup: $(INSTALLED)
 
@@ -14,7 +14,8 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch pulls a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The extras give the test suite MuJoCo, Box2D and Atari (ROMs ship inside ale-py).
+	$(BIN)/python -m pip install --quiet -e '.[dev,mujoco,box2d,atari]'
 	touch $(INSTALLED)
 
 # The main job: tabular Q-learning on CliffWalking-v1 with its preset.
@@ -29,3 +30,7 @@ test-slow: $(INSTALLED)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Side-by-side benchmarks against Stable-Baselines3 (not part of `make test`).
+bench-setup: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[dev,mujoco,box2d,atari,bench]'

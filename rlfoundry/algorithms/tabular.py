@@ -19,10 +19,9 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
-from rlfoundry.envs import state as env_state
+from rlfoundry.envs.spaces import require_discrete_actions, require_discrete_observations
 from rlfoundry.envs.toytext import path_picture
-from rlfoundry.envs.spaces import require_discrete_actions, require_discrete_observations, space_from_dict, space_to_dict
-from rlfoundry.envs.vector import EnvSource, EpisodeTracker, env_id_of, make_env, step_vector
+from rlfoundry.envs.vector import EnvSource, make_env, step_vector
 from rlfoundry.losses.tabular import (
     epsilon_greedy_probabilities,
     expected_sarsa_target,
@@ -35,6 +34,7 @@ from rlfoundry.run.config import check_keys, config_from_dict, config_to_dict, r
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.seeding import generator_state, restore_generator, seed_everything
+from rlfoundry.run.training_env import TrainingEnv
 
 
 @dataclass(frozen=True)
@@ -99,25 +99,21 @@ class TabularTD:
         self.quiet = quiet
         self.rng = seed_everything(self.config.seed)
         self.steps = 0
-        self._env_source = env
-        self.env_id = env_id_of(env) if env is not None else None
-        self.env = None
-        self._observations: np.ndarray | None = None
+        self.training_env = TrainingEnv(env, self.config.n_envs, self.config.seed)
+        self._check_spaces()
+        self.q_table = np.full((self.n_states, self.n_actions), self.config.initial_q, dtype=np.float64)
+        self.visits = np.zeros((self.n_states, self.n_actions), dtype=np.int64)
         self._actions: np.ndarray | None = None
-        self._episodes = EpisodeTracker(self.config.n_envs)
-        if env is not None:
-            self._open_env()
-            self._check_spaces(self.env.single_observation_space, self.env.single_action_space)
-            self.q_table = np.full((self.n_states, self.n_actions), self.config.initial_q, dtype=np.float64)
-            self.visits = np.zeros((self.n_states, self.n_actions), dtype=np.int64)
 
-    def _check_spaces(self, observation_space, action_space) -> None:
-        self.observation_space, self.action_space = observation_space, action_space
-        self.n_states = require_discrete_observations(observation_space, type(self).__name__)
-        self.n_actions = require_discrete_actions(action_space, type(self).__name__, "PPO (or discretise the actions)")
+    @property
+    def env_id(self) -> str | None:
+        return self.training_env.env_id
 
-    def _open_env(self) -> None:
-        self.env = make_env(self._env_source, n_envs=self.config.n_envs)
+    def _check_spaces(self) -> None:
+        self.observation_space = self.training_env.observation_space
+        self.action_space = self.training_env.action_space
+        self.n_states = require_discrete_observations(self.observation_space, type(self).__name__)
+        self.n_actions = require_discrete_actions(self.action_space, type(self).__name__, "PPO (or discretise the actions)")
 
     # -- acting -------------------------------------------------------------------------------
 
@@ -172,19 +168,16 @@ class TabularTD:
     def learn(self, total_steps: int) -> "TabularTD":
         """Train for `total_steps` more env steps (rounded up to a multiple of n_envs)."""
         require_int("total_steps", total_steps, 1)
-        if self.env is None:
-            self._open_env()
-        if self._observations is None:
-            self._observations, _ = self.env.reset(seed=self.config.seed)
-            self.env.action_space.seed(self.config.seed)
-            self._actions = self._behaviour(self._observations, self.epsilon())
+        training_env = self.training_env
+        if not training_env.resumed_exactly or self._actions is None:
+            self._actions = self._behaviour(training_env.start(), self.epsilon())
         monitor = TrainingMonitor(self.run_dir, total_steps, self.steps, self.quiet, title=self.name)
         n_envs = self.config.n_envs
         # SARSA's target needs the next action before the update; the others choose after it.
         chooses_next_action_first = self.target_rule == "sarsa"
         for _ in range(math.ceil(total_steps / n_envs)):
-            states, actions = self._observations, self._actions
-            step = step_vector(self.env, actions)
+            states, actions = training_env.observations, self._actions
+            step, finished_returns, finished_lengths = training_env.step(actions)
             epsilon = self.epsilon()
             next_states = step.next_observations
             next_actions = self._behaviour(next_states, epsilon) if chooses_next_action_first else actions
@@ -198,21 +191,18 @@ class TabularTD:
                 )
                 self.visits[state, action] += 1
             self.steps += n_envs
-            done = step.done
             if chooses_next_action_first:
-                if done.any():
-                    next_actions[done] = self._behaviour(step.observations[done], epsilon)
+                if step.done.any():
+                    next_actions[step.done] = self._behaviour(step.observations[step.done], epsilon)
             else:
                 next_actions = self._behaviour(step.observations, self.epsilon())
-            self._observations, self._actions = step.observations, next_actions
-            finished_returns, finished_lengths = self._episodes.update(step.rewards, done)
+            self._actions = next_actions
             monitor.episodes(self.steps, finished_returns, finished_lengths)
             monitor.step(self.steps)
         monitor.record("train/epsilon", self.epsilon())
         monitor.close(self.steps)
         if self.run_dir is not None:
             self.save(self.run_dir / "checkpoints" / "final")
-        self.last_mean_return = monitor.recent_mean_return
         return self
 
     def describe_policy(self) -> str:
@@ -232,32 +222,14 @@ class TabularTD:
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint directory that `rlfoundry.load` reads back exactly."""
-        has_position = self._observations is not None
+        env_json, env_arrays = self.training_env.checkpoint_state()
+        pending = {"actions": self._actions} if self._actions is not None and env_arrays else {}
         checkpoint = Checkpoint(
             algorithm=self.name,
             config=config_to_dict(self.config),
             counters={"steps": self.steps},
-            state={
-                "env_id": self.env_id,
-                "observation_space": space_to_dict(self.observation_space),
-                "action_space": space_to_dict(self.action_space),
-                "rng": generator_state(self.rng),
-                "env": env_state.capture(self.env) if has_position and self.env is not None else None,
-            },
-            arrays={
-                "q_table": self.q_table,
-                "visits": self.visits,
-                **(
-                    {
-                        "observations": self._observations,
-                        "actions": self._actions,
-                        "episode_returns": self._episodes.returns,
-                        "episode_lengths": self._episodes.lengths,
-                    }
-                    if has_position
-                    else {}
-                ),
-            },
+            state={"env": env_json, "rng": generator_state(self.rng)},
+            arrays={"q_table": self.q_table, "visits": self.visits, **env_arrays, **pending},
         )
         return save_checkpoint(path, checkpoint)
 
@@ -266,31 +238,20 @@ class TabularTD:
         """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
         env state could be saved (toy-text and classic-control envs), else with fresh episodes."""
         checkpoint = load_checkpoint(path, algorithm=cls.name)
-        config = config_from_dict(cls.Config, checkpoint.config)
         model = cls.__new__(cls)
-        model.config = config
+        model.config = config_from_dict(cls.Config, checkpoint.config)
         model.run_dir = Path(options["run_dir"]) if options.get("run_dir") is not None else None
         model.quiet = options.get("quiet", False)
         model.rng = restore_generator(checkpoint.state["rng"])
         model.steps = checkpoint.counters["steps"]
-        model.env_id = checkpoint.state.get("env_id")
-        model._env_source = env if env is not None else model.env_id
-        model.env = None
-        model._check_spaces(
-            space_from_dict(checkpoint.state["observation_space"]), space_from_dict(checkpoint.state["action_space"])
+        model.training_env = TrainingEnv.from_checkpoint(
+            checkpoint.state["env"], checkpoint.arrays, env, seed=model.config.seed + model.steps
         )
+        model._check_spaces()
         model.q_table = checkpoint.arrays["q_table"].copy()
         model.visits = checkpoint.arrays["visits"].copy()
-        model._episodes = EpisodeTracker(config.n_envs)
-        model._observations = model._actions = None
-        saved_env = checkpoint.state.get("env")
-        if saved_env is not None and model._env_source is not None and "observations" in checkpoint.arrays:
-            model._open_env()
-            env_state.restore(model.env, saved_env)
-            model._observations = checkpoint.arrays["observations"].copy()
-            model._actions = checkpoint.arrays["actions"].copy()
-            model._episodes.returns[:] = checkpoint.arrays["episode_returns"]
-            model._episodes.lengths[:] = checkpoint.arrays["episode_lengths"]
+        resumed = model.training_env.resumed_exactly and "actions" in checkpoint.arrays
+        model._actions = checkpoint.arrays["actions"].copy() if resumed else None
         return model
 
 

@@ -1,0 +1,1 @@
+"""Torsos (MLP, CNN), heads and the composites algorithms build from them."""

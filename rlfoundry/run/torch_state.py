@@ -1,0 +1,57 @@
+"""Torch modules, optimisers and the torch RNG as flat tensors + JSON, for safetensors checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def module_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state dict with every key prefixed by `prefix.`."""
+    return {f"{prefix}.{name}": tensor for name, tensor in module.state_dict().items()}
+
+
+def load_module(prefix: str, module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load the tensors saved by module_tensors(prefix, ...) into module (strict)."""
+    start = len(prefix) + 1
+    module.load_state_dict({name[start:]: tensor for name, tensor in tensors.items() if name.startswith(prefix + ".")})
+
+
+def optimizer_state(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, JSON) of an optimiser: moment tensors go to safetensors, the rest to JSON."""
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for parameter_index, parameter_state in state_dict["state"].items():
+        for name, value in parameter_state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}.{parameter_index}.{name}"] = value
+            else:
+                scalars.setdefault(str(parameter_index), {})[name] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(
+    prefix: str, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], saved: dict[str, Any]
+) -> None:
+    """Restore an optimiser saved by optimizer_state(prefix, ...)."""
+    state: dict[int, dict[str, Any]] = {}
+    start = len(prefix) + 1
+    for key, tensor in tensors.items():
+        if key.startswith(prefix + "."):
+            parameter_index, name = key[start:].split(".", 1)
+            state.setdefault(int(parameter_index), {})[name] = tensor
+    for parameter_index, values in saved["scalars"].items():
+        state.setdefault(int(parameter_index), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+
+
+def torch_rng_tensors() -> dict[str, torch.Tensor]:
+    """The global torch CPU generator (used by distributions' sampling) as a tensor."""
+    return {"rng.torch_cpu": torch.get_rng_state()}
+
+
+def restore_torch_rng(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["rng.torch_cpu"])

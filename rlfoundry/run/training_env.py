@@ -1,0 +1,117 @@
+"""The environment side of a training run: the vector env, where each copy stands, and how to
+save and restore that position so that a resumed run continues exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from rlfoundry.envs import state as env_state
+from rlfoundry.envs.spaces import space_from_dict, space_to_dict
+from rlfoundry.envs.vector import EnvSource, EpisodeTracker, VectorStep, env_id_of, make_env, step_vector
+
+
+class TrainingEnv:
+    """A vector env plus its current observations and the running return of each episode.
+
+    The env is built from `source` only when first needed, so a loaded model that is only
+    used for predictions never creates one.
+    """
+
+    def __init__(
+        self,
+        source: EnvSource | None,
+        n_envs: int,
+        seed: int,
+        observation_space: spaces.Space | None = None,
+        action_space: spaces.Space | None = None,
+    ):
+        self.source = source
+        self.n_envs = n_envs
+        self.seed = seed
+        self.env_id = env_id_of(source) if source is not None else None
+        self.env = None
+        self.observations: np.ndarray | None = None
+        self.episodes = EpisodeTracker(n_envs)
+        if observation_space is None or action_space is None:
+            self.open()
+            observation_space = self.env.single_observation_space
+            action_space = self.env.single_action_space
+        self.observation_space = observation_space
+        self.action_space = action_space
+
+    def open(self):
+        """The vector env, built on first use."""
+        if self.env is None:
+            if self.source is None:
+                raise ValueError(
+                    "this model has no environment to train on: pass env=... to rlfoundry.load, or "
+                    "create the model with an env"
+                )
+            self.env = make_env(self.source, n_envs=self.n_envs)
+        return self.env
+
+    def start(self) -> np.ndarray:
+        """The current observations [N, *obs]; the first call resets the env with the seed."""
+        if self.observations is None:
+            env = self.open()
+            self.observations, _ = env.reset(seed=self.seed)
+            env.action_space.seed(self.seed)
+            self.episodes = EpisodeTracker(self.n_envs)
+        return self.observations
+
+    def step(self, actions: np.ndarray) -> tuple[VectorStep, np.ndarray, np.ndarray]:
+        """Step every env: (the step, returns and lengths of the episodes that ended)."""
+        step = step_vector(self.env, actions)
+        self.observations = step.observations
+        finished_returns, finished_lengths = self.episodes.update(step.rewards, step.done)
+        return step, finished_returns, finished_lengths
+
+    def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON, arrays) for a checkpoint: env id, spaces, env snapshot and current position."""
+        in_progress = self.observations is not None and self.env is not None
+        state = {
+            "env_id": self.env_id,
+            "n_envs": self.n_envs,
+            "observation_space": space_to_dict(self.observation_space),
+            "action_space": space_to_dict(self.action_space),
+            "env_snapshot": env_state.capture(self.env) if in_progress else None,
+        }
+        arrays = {}
+        if in_progress:
+            arrays = {
+                "env.observations": np.asarray(self.observations),
+                "env.episode_returns": self.episodes.returns,
+                "env.episode_lengths": self.episodes.lengths,
+            }
+        return state, arrays
+
+    @classmethod
+    def from_checkpoint(
+        cls, state: dict[str, Any], arrays: dict[str, np.ndarray], source: EnvSource | None, seed: int
+    ) -> "TrainingEnv":
+        """Rebuild from checkpoint_state's output. The position is restored exactly when the env
+        snapshot exists (toy-text and classic-control envs); otherwise training restarts episodes."""
+        training_env = cls(
+            source if source is not None else state["env_id"],
+            n_envs=state["n_envs"],
+            seed=seed,
+            observation_space=space_from_dict(state["observation_space"]),
+            action_space=space_from_dict(state["action_space"]),
+        )
+        if state["env_id"] is not None and training_env.env_id is None:
+            training_env.env_id = state["env_id"]
+        snapshot = state.get("env_snapshot")
+        if snapshot is not None and training_env.source is not None and "env.observations" in arrays:
+            env_state.restore(training_env.open(), snapshot)
+            training_env.observations = arrays["env.observations"].copy()
+            training_env.episodes.returns[:] = arrays["env.episode_returns"]
+            training_env.episodes.lengths[:] = arrays["env.episode_lengths"]
+        return training_env
+
+    @property
+    def resumed_exactly(self) -> bool:
+        """Whether a position was restored (False: the next learn() starts fresh episodes)."""
+        return self.observations is not None
