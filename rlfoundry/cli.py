@@ -102,9 +102,9 @@ def train(arguments: argparse.Namespace) -> int:
     steps = arguments.steps or (preset.steps if preset else DEFAULT_STEPS)
     if steps < 1:
         raise UsageError(f"--steps={steps} is out of range: allowed integers >= 1")
-    cls.Config(**config)  # validate before anything is written
-    run_dir = make_run_dir(cls.name, arguments.env_id, arguments.seed, arguments.runs_dir)
-    model = cls(arguments.env_id, run_dir=run_dir, quiet=arguments.quiet, **config)
+    # The model checks its config and spaces before any file is written.
+    model = cls(arguments.env_id, quiet=arguments.quiet, **config)
+    run_dir = model.run_dir = make_run_dir(cls.name, arguments.env_id, arguments.seed, arguments.runs_dir)
     (run_dir / "config.json").write_text(json.dumps({
         "algorithm": cls.name,
         "env_id": arguments.env_id,

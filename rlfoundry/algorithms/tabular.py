@@ -198,8 +198,9 @@ class TabularTD:
                 next_actions = self._behaviour(step.observations, self.epsilon())
             self._actions = next_actions
             monitor.episodes(self.steps, finished_returns, finished_lengths)
+            if monitor.due(self.steps):
+                monitor.record("train/epsilon", epsilon)
             monitor.step(self.steps)
-        monitor.record("train/epsilon", self.epsilon())
         monitor.close(self.steps)
         if self.run_dir is not None:
             self.save(self.run_dir / "checkpoints" / "final")

@@ -154,12 +154,16 @@ def load_checkpoint(path: str | os.PathLike, algorithm: str | None = None) -> Ch
             raise CheckpointCorruptError(f"{path} is missing {relative}: the checkpoint is incomplete")
         if _sha256(file) != expected:
             raise CheckpointCorruptError(f"{file} does not match the hash in its manifest: the file is corrupt")
-    tensors = load_file(str(path / TENSORS)) if TENSORS in manifest["files"] else {}
-    arrays = {
-        Path(relative).stem: np.load(path / relative, allow_pickle=False)
-        for relative in manifest["files"]
-        if relative.startswith(ARRAYS + "/")
-    }
+    try:
+        tensors = load_file(str(path / TENSORS)) if TENSORS in manifest["files"] else {}
+        arrays = {
+            Path(relative).stem: np.load(path / relative, allow_pickle=False)
+            for relative in manifest["files"]
+            if relative.startswith(ARRAYS + "/")
+        }
+    except (ValueError, OSError) as error:
+        # e.g. an object array, which would need unpickling: never done.
+        raise CheckpointCorruptError(f"{path} holds a file that cannot be read safely: {error}") from None
     return Checkpoint(
         algorithm=manifest["algorithm"],
         config=manifest["config"],

@@ -117,6 +117,10 @@ class TrainingMonitor:
         self.sums[name] = self.sums.get(name, 0.0) + float(value)
         self.counts[name] = self.counts.get(name, 0) + 1
 
+    def due(self, step: int) -> bool:
+        """Whether step() will report at this step: record metrics that cost something only then."""
+        return step >= self.next_dump
+
     def step(self, step: int) -> None:
         """Called after every batch of env steps; cheap unless a report is due."""
         if step >= self.next_dump:
@@ -149,7 +153,7 @@ class TrainingMonitor:
 
     def close(self, step: int) -> None:
         """Final report, the learning curve, and closing files."""
-        if step > self.last_dump_step or self.interval_returns:
+        if step > self.last_dump_step or self.interval_returns or self.sums:
             self.dump(step)
         self.display.close()
         if self.tensorboard is not None:

@@ -1,0 +1,234 @@
+"""Checkpoints: round trips, every error, atomic saves, exact resume in a new process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import rlfoundry
+from rlfoundry import SARSA, ExpectedSARSA, QLearning
+from rlfoundry.run import checkpoint as checkpoint_module
+from rlfoundry.run.checkpoint import (
+    Checkpoint,
+    CheckpointAlgorithmError,
+    CheckpointCorruptError,
+    CheckpointNotFoundError,
+    CheckpointVersionError,
+    NonFiniteError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from rlfoundry.run.torch_state import load_optimizer, module_tensors, load_module, optimizer_state
+
+
+def trained(cls=QLearning, steps=300, **config):
+    return cls("FrozenLake-v1", quiet=True, gamma=0.9, **config).learn(steps)
+
+
+def test_round_trip_of_tensors_arrays_and_json(tmp_path):
+    original = Checkpoint(
+        algorithm="demo",
+        config={"learning_rate": 0.1, "sizes": [64, 64]},
+        counters={"steps": 7},
+        state={"nested": {"big": 2**70}},
+        tensors={"weights": torch.arange(6.0).reshape(2, 3), "scalar": torch.tensor(3.5)},
+        arrays={"table": np.arange(12).reshape(3, 4), "flags": np.array([True, False])},
+    )
+    save_checkpoint(tmp_path / "ckpt", original)
+    loaded = load_checkpoint(tmp_path / "ckpt", algorithm="demo")
+    assert (loaded.config, loaded.counters, loaded.state) == (original.config, original.counters, original.state)
+    assert torch.equal(loaded.tensors["weights"], original.tensors["weights"])
+    assert torch.equal(loaded.tensors["scalar"], original.tensors["scalar"])
+    np.testing.assert_array_equal(loaded.arrays["table"], original.arrays["table"])
+    np.testing.assert_array_equal(loaded.arrays["flags"], original.arrays["flags"])
+    manifest = json.loads((tmp_path / "ckpt" / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1 and set(manifest["files"]) == {
+        "tensors.safetensors", "arrays/table.npy", "arrays/flags.npy"
+    }
+
+
+@pytest.mark.parametrize("cls", [QLearning, SARSA, ExpectedSARSA])
+def test_model_round_trip_and_load_picks_the_class(tmp_path, cls):
+    model = trained(cls)
+    model.save(tmp_path / "model")
+    loaded = rlfoundry.load(tmp_path / "model")
+    assert type(loaded) is cls
+    np.testing.assert_array_equal(loaded.q_table, model.q_table)
+    assert loaded.config == model.config and loaded.steps == model.steps
+    states = np.arange(16)
+    np.testing.assert_array_equal(loaded.predict(states), model.predict(states))
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="no checkpoint at"):
+        rlfoundry.load(tmp_path / "nothing")
+
+
+def test_wrong_algorithm(tmp_path):
+    trained(QLearning).save(tmp_path / "q")
+    with pytest.raises(CheckpointAlgorithmError, match="holds a q-learning model, not sarsa"):
+        SARSA.load(tmp_path / "q")
+
+
+def test_corrupted_file_is_detected(tmp_path):
+    trained().save(tmp_path / "q")
+    table = tmp_path / "q" / "arrays" / "q_table.npy"
+    data = bytearray(table.read_bytes())
+    data[-1] ^= 0xFF
+    table.write_bytes(bytes(data))
+    with pytest.raises(CheckpointCorruptError, match="q_table.npy does not match the hash"):
+        rlfoundry.load(tmp_path / "q")
+
+
+def test_missing_file_and_broken_manifest(tmp_path):
+    trained().save(tmp_path / "q")
+    (tmp_path / "q" / "arrays" / "visits.npy").unlink()
+    with pytest.raises(CheckpointCorruptError, match="missing arrays/visits.npy"):
+        rlfoundry.load(tmp_path / "q")
+    (tmp_path / "q" / "manifest.json").write_text('{"schema_version": 1, "alg')
+    with pytest.raises(CheckpointCorruptError, match="not valid JSON"):
+        rlfoundry.load(tmp_path / "q")
+
+
+def test_newer_schema_is_refused(tmp_path):
+    trained().save(tmp_path / "q")
+    manifest_path = tmp_path / "q" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["schema_version"] = 99
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointVersionError, match="schema 99, newer than"):
+        rlfoundry.load(tmp_path / "q")
+
+
+def test_object_arrays_are_never_unpickled(tmp_path):
+    trained().save(tmp_path / "q")
+    path = tmp_path / "q" / "arrays" / "q_table.npy"
+    np.save(path, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    manifest_path = tmp_path / "q" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["arrays/q_table.npy"] = checkpoint_module._sha256(path)
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointCorruptError, match="cannot be read safely"):
+        rlfoundry.load(tmp_path / "q")
+
+
+def test_interrupted_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    model = trained()
+    model.save(tmp_path / "q")
+    before = model.q_table.copy()
+    model.learn(200)
+    calls = {"count": 0}
+    real_save = np.save
+
+    def crash_on_second_array(*args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.np, "save", crash_on_second_array)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(tmp_path / "q")
+    np.testing.assert_array_equal(rlfoundry.load(tmp_path / "q").q_table, before)
+    assert [entry.name for entry in tmp_path.iterdir()] == ["q"]
+
+
+def test_crash_between_the_renames_keeps_a_loadable_checkpoint(tmp_path, monkeypatch):
+    model = trained()
+    model.save(tmp_path / "q")
+    before = model.q_table.copy()
+    model.learn(200)
+    real_replace = os.replace
+    calls = {"count": 0}
+
+    def crash_on_second_rename(source, destination):
+        calls["count"] += 1
+        if calls["count"] == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(checkpoint_module.os, "replace", crash_on_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(tmp_path / "q")
+    monkeypatch.setattr(checkpoint_module.os, "replace", real_replace)
+    np.testing.assert_array_equal(rlfoundry.load(tmp_path / "q").q_table, before)
+    model.save(tmp_path / "q")  # the next save completes and clears the leftover
+    np.testing.assert_array_equal(rlfoundry.load(tmp_path / "q").q_table, model.q_table)
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["q"]
+
+
+def test_nan_values_are_never_saved_over_a_good_checkpoint(tmp_path):
+    model = trained()
+    model.save(tmp_path / "q")
+    model.q_table[0, 0] = np.nan
+    with pytest.raises(NonFiniteError, match="q_table.*NaN.*previous checkpoint is kept"):
+        model.save(tmp_path / "q")
+    assert np.isfinite(rlfoundry.load(tmp_path / "q").q_table).all()
+
+
+def test_optimizer_state_round_trip_continues_identically():
+    torch.manual_seed(0)
+
+    def build():
+        network = torch.nn.Linear(3, 2)
+        return network, torch.optim.Adam(network.parameters(), lr=0.01)
+
+    def train(network, optimizer, steps, seed):
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            network(torch.randn(4, 3, generator=generator)).square().mean().backward()
+            optimizer.step()
+
+    network, optimizer = build()
+    train(network, optimizer, 5, seed=1)
+    # Cloned, as reading them back from a safetensors file would: state_dict() returns live tensors.
+    tensors = {name: tensor.clone() for name, tensor in module_tensors("net", network).items()}
+    optimizer_tensors, optimizer_json = optimizer_state("adam", optimizer)
+    optimizer_tensors = {name: tensor.clone() for name, tensor in optimizer_tensors.items()}
+    optimizer_json = json.loads(json.dumps(optimizer_json))
+    copy_network, copy_optimizer = build()
+    load_module("net", copy_network, tensors)
+    load_optimizer("adam", copy_optimizer, optimizer_tensors, optimizer_json)
+    train(network, optimizer, 5, seed=2)
+    train(copy_network, copy_optimizer, 5, seed=2)
+    for original, copy in zip(network.parameters(), copy_network.parameters()):
+        assert torch.equal(original, copy)
+
+
+RESUME_SCRIPT = """
+import sys, numpy as np, rlfoundry
+cls = {"q": rlfoundry.QLearning, "sarsa": rlfoundry.SARSA, "expected": rlfoundry.ExpectedSARSA}[sys.argv[1]]
+mode, path, steps = sys.argv[2], sys.argv[3], int(sys.argv[4])
+env = sys.argv[5]
+if mode == "start":
+    model = cls(env, n_envs=2, gamma=0.95, epsilon_decay_steps=3000, seed=4, quiet=True)
+else:
+    model = rlfoundry.load(path, quiet=True)
+model.learn(steps)
+model.save(path)
+"""
+
+
+@pytest.mark.parametrize("algorithm, env_id", [("q", "FrozenLake-v1"), ("sarsa", "CliffWalking-v1"), ("expected", "Taxi-v4")])
+def test_train_save_load_in_a_new_process_train_equals_straight_training(tmp_path, algorithm, env_id):
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME_SCRIPT)
+
+    def run(mode, path, steps):
+        subprocess.run([sys.executable, str(script), algorithm, mode, str(path), str(steps), env_id], check=True)
+
+    run("start", tmp_path / "halves", 1500)
+    run("resume", tmp_path / "halves", 1500)
+    run("start", tmp_path / "straight", 3000)
+    halves = rlfoundry.load(tmp_path / "halves")
+    straight = rlfoundry.load(tmp_path / "straight")
+    assert halves.steps == straight.steps == 3000
+    np.testing.assert_array_equal(halves.q_table, straight.q_table)
+    np.testing.assert_array_equal(halves.visits, straight.visits)
+    assert halves.rng.bit_generator.state == straight.rng.bit_generator.state

@@ -1,0 +1,97 @@
+"""The `rlf` command line: a complete run directory, and one-line errors with exit status 2."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlfoundry.cli import main
+
+
+def run_cli(capsys, *argv):
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def only_run_dir(root: Path) -> Path:
+    (run_dir,) = list(root.iterdir())
+    return run_dir
+
+
+def test_train_writes_a_complete_run_directory(tmp_path, capsys):
+    status, out, err = run_cli(
+        capsys, "train", "q-learning", "rlfoundry/Chain-v0", "--steps", "300", "--runs-dir", str(tmp_path), "--quiet"
+    )
+    assert status == 0, err
+    run_dir = only_run_dir(tmp_path)
+    assert run_dir.name.startswith("q-learning-rlfoundry-Chain-v0-s0-")
+    names = {path.name for path in run_dir.iterdir()}
+    assert {"config.json", "progress.csv", "learning_curve.png", "checkpoints"} <= names
+    assert any(name.startswith("events.out.tfevents") for name in names)
+    assert (run_dir / "checkpoints" / "final" / "manifest.json").is_file()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["algorithm"] == "q-learning" and config["total_steps"] == 300
+    assert config["config"]["learning_rate"] == 0.5  # from the preset
+    with open(run_dir / "progress.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[-1]["step"] == "300"
+    assert {"rollout/episode_return", "time/steps_per_second", "train/epsilon"} <= set(rows[-1])
+    assert "greedy path (2 steps, return 1): 0 -> 1 -> 2" in out
+    assert f"run directory: {run_dir}" in out
+    assert "evaluation: mean return 1.00" in out
+
+
+def test_overrides_and_eval_and_plot(tmp_path, capsys):
+    status, _, err = run_cli(
+        capsys, "train", "sarsa", "FrozenLake-v1", "--steps", "400", "--runs-dir", str(tmp_path), "--quiet",
+        "--set", "learning_rate=0.25", "--set", "tie_break=first", "--seed", "3",
+    )
+    assert status == 0, err
+    run_dir = only_run_dir(tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert (config["learning_rate"], config["tie_break"], config["seed"]) == (0.25, "first", 3)
+    status, out, _ = run_cli(capsys, "eval", str(run_dir / "checkpoints" / "final"), "--episodes", "4")
+    assert status == 0 and "over 4 episodes" in out
+    status, out, _ = run_cli(capsys, "plot", str(run_dir), "-o", str(tmp_path / "curve.png"))
+    assert status == 0 and (tmp_path / "curve.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "q-learnin", "CliffWalking-v1"], "unknown algorithm 'q-learnin'; did you mean q-learning"),
+        (["train", "q-learning", "CliffWalkin-v1"], "unknown environment id 'CliffWalkin-v1'; did you mean CliffWalking-v1"),
+        (["train", "q-learning", "CliffWalking-v1", "--set", "learnin_rate=0.1"], "did you mean learning_rate"),
+        (["train", "q-learning", "CliffWalking-v1", "--set", "learning_rate=2"], "learning_rate=2.0 is out of range"),
+        (["train", "q-learning", "CliffWalking-v1", "--set", "gamma=high"], "gamma expects a number, got 'high'"),
+        (["train", "q-learning", "CartPole-v1"], "needs a Discrete observation space"),
+        (["eval", "/no/such/checkpoint"], "no checkpoint at /no/such/checkpoint"),
+        (["plot", "/no/such/run"], "has no progress.csv"),
+    ],
+)
+def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, argv, message):
+    if argv[0] == "train":
+        argv = argv + ["--runs-dir", str(tmp_path), "--steps", "10", "--quiet"]
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    if argv[0] == "train":
+        assert not any(tmp_path.iterdir()), "a failed command must not leave a run directory"
+
+
+def test_list_shows_algorithms_and_presets(capsys):
+    status, out, _ = run_cli(capsys, "list")
+    assert status == 0
+    assert "q-learning" in out and "CliffWalking-v1" in out and "sarsa" in out
+
+
+def test_console_script_runs_without_a_traceback(tmp_path):
+    executable = Path(sys.executable).with_name("rlf")
+    result = subprocess.run([str(executable), "train", "nope", "CartPole-v1"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "rlf train: error: unknown algorithm 'nope'"

@@ -1,0 +1,153 @@
+"""The autoreset / final-observation rule, env ids, and env state capture."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+
+from rlfoundry.envs import state as env_state
+from rlfoundry.envs.vector import (
+    AutoresetModeError,
+    CartPoleSameStep,
+    EpisodeTracker,
+    UnknownEnvironmentError,
+    check_env_id,
+    make_env,
+    step_vector,
+)
+
+
+class CounterEnv(gym.Env):
+    """Observes how many steps the episode has taken; terminates at `terminate_at` if set."""
+
+    observation_space = spaces.Box(0, 1000, shape=(1,), dtype=np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, terminate_at=None):
+        self.terminate_at = terminate_at
+        self.count = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.count = 0
+        return np.array([0.0], dtype=np.float32), {}
+
+    def step(self, action):
+        self.count += 1
+        terminated = self.terminate_at is not None and self.count >= self.terminate_at
+        return np.array([self.count], dtype=np.float32), 1.0, terminated, False, {}
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_truncation_keeps_the_true_final_observation(vectorization):
+    env = make_env(lambda: gym.wrappers.TimeLimit(CounterEnv(), 3), n_envs=2, seed=0, vectorization=vectorization)
+    tracker = EpisodeTracker(2)
+    observations, _ = env.reset(seed=0)
+    seen = []
+    for _ in range(7):
+        step = step_vector(env, np.zeros(2, dtype=np.int64))
+        returns, lengths = tracker.update(step.rewards, step.done)
+        seen.append((step.next_observations[:, 0].tolist(), step.observations[:, 0].tolist(), step.truncated.tolist()))
+        if step.done.any():
+            assert returns.tolist() == [3.0, 3.0] and lengths.tolist() == [3, 3]
+    env.close()
+    # Step 3 ends by truncation: s_{t+1} is the 3rd observation, the next one to act on is a reset.
+    assert seen[2] == ([3.0, 3.0], [0.0, 0.0], [True, True])
+    assert seen[0] == ([1.0, 1.0], [1.0, 1.0], [False, False])
+    assert seen[5] == ([3.0, 3.0], [0.0, 0.0], [True, True])
+
+
+def test_termination_reports_final_observation_and_resets():
+    env = make_env(lambda: CounterEnv(terminate_at=2), n_envs=1, seed=0)
+    env.reset(seed=0)
+    step_vector(env, np.zeros(1, dtype=np.int64))
+    step = step_vector(env, np.zeros(1, dtype=np.int64))
+    assert step.terminated.tolist() == [True] and step.truncated.tolist() == [False]
+    assert step.next_observations[0, 0] == 2.0 and step.observations[0, 0] == 0.0
+
+
+def test_native_cartpole_is_adapted_to_same_step_autoreset():
+    env = make_env("CartPole-v1", n_envs=4, seed=0)
+    assert isinstance(env, CartPoleSameStep)
+    assert env.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    rng = np.random.default_rng(0)
+    observations, _ = env.reset(seed=0)
+    endings = 0
+    for _ in range(400):
+        step = step_vector(env, rng.integers(2, size=4))
+        for index in np.flatnonzero(step.done):
+            endings += 1
+            final = step.next_observations[index]
+            # Terminated because the cart or the pole left its bounds; a fresh episode follows.
+            assert abs(final[0]) > 2.4 or abs(final[2]) > 12 * 2 * np.pi / 360
+            assert np.all(np.abs(step.observations[index]) <= 0.05)
+        continuing = ~step.done
+        np.testing.assert_array_equal(step.next_observations[continuing], step.observations[continuing])
+    assert endings > 10
+
+
+def test_native_cartpole_truncates_at_its_time_limit():
+    native = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="vector_entry_point", max_episode_steps=5)
+    env = CartPoleSameStep(native)
+    env.reset(seed=1)
+    tracker = EpisodeTracker(2)
+    for _ in range(4):
+        step = step_vector(env, np.array([0, 1]))
+        tracker.update(step.rewards, step.done)
+        assert not step.done.any()
+    step = step_vector(env, np.array([0, 1]))
+    returns, lengths = tracker.update(step.rewards, step.done)
+    assert step.truncated.tolist() == [True, True] and lengths.tolist() == [5, 5]
+    assert not np.array_equal(step.next_observations, step.observations)
+    # The step after a reset is a real step of the new episode, not a wasted reset step.
+    step = step_vector(env, np.array([0, 1]))
+    assert step.rewards.tolist() == [1.0, 1.0]
+
+
+def test_next_step_autoreset_vector_envs_are_refused_with_a_fix():
+    env = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    with pytest.raises(AutoresetModeError, match="SAME_STEP.*rlfoundry.make_env"):
+        make_env(env)
+
+
+def test_unknown_env_id_names_the_closest():
+    with pytest.raises(UnknownEnvironmentError, match="unknown environment id 'CartPol-v1'; did you mean CartPole-v1"):
+        check_env_id("CartPol-v1")
+
+
+def test_single_env_instance_cannot_be_copied():
+    with pytest.raises(ValueError, match="n_envs=2 needs a way to build 2 copies"):
+        make_env(gym.make("CartPole-v1"), n_envs=2)
+
+
+@pytest.mark.parametrize(
+    "source, n_envs",
+    [("CartPole-v1", 3), ("FrozenLake-v1", 2), ("CliffWalking-v1", 1), ("rlfoundry/Chain-v0", 2), ("Pendulum-v1", 2)],
+)
+def test_env_state_capture_restores_the_future(source, n_envs):
+    rng = np.random.default_rng(0)
+    env = make_env(source, n_envs=n_envs, seed=3)
+    env.reset(seed=3)
+    actions = [env.action_space.sample() for _ in range(60)]
+    for action in actions[:25]:
+        step_vector(env, action)
+    snapshot = env_state.capture(env)
+    assert snapshot is not None
+    future = [step_vector(env, action) for action in actions[25:]]
+    twin = make_env(source, n_envs=n_envs, seed=99)
+    twin.reset(seed=99)
+    env_state.restore(twin, snapshot)
+    replay = [step_vector(twin, action) for action in actions[25:]]
+    for original, repeated in zip(future, replay):
+        np.testing.assert_array_equal(original.observations, repeated.observations)
+        np.testing.assert_array_equal(original.next_observations, repeated.next_observations)
+        np.testing.assert_array_equal(original.rewards, repeated.rewards)
+        np.testing.assert_array_equal(original.truncated, repeated.truncated)
+    del rng
+
+
+def test_env_state_of_native_code_envs_is_not_captured():
+    env = make_env("CartPole-v1", n_envs=2, vectorization="async")
+    assert env_state.capture(env) is None
+    env.close()
