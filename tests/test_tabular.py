@@ -246,3 +246,16 @@ def test_evaluate_returns_per_episode_values():
     assert result.returns.tolist() == [1.0] * 5
     assert result.lengths.tolist() == [2] * 5
     assert (result.mean, result.std) == (1.0, 0.0)
+
+
+@pytest.mark.parametrize("cls, path_length", [(QLearning, 13), (SARSA, 17), (ExpectedSARSA, 17)])
+def test_cliff_walking_reproduces_sutton_and_barto_example_6_6(cls, path_length):
+    # Q-learning learns the optimal path along the cliff edge; the on-policy methods, which value
+    # the epsilon-greedy policy they follow, learn the safe path two rows up.
+    from rlfoundry.algorithms.tabular import greedy_path
+    from rlfoundry.presets import load_preset
+
+    preset = load_preset(cls.name, "CliffWalking-v1")
+    model = cls("CliffWalking-v1", quiet=True, **preset.config).learn(preset.steps)
+    states, actions, total = greedy_path(model)
+    assert (len(actions), total) == (path_length, -float(path_length))
