@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+from gymnasium.vector import VectorEnv
 
 from rlfoundry.envs.vector import EnvSource, EpisodeTracker, make_env, step_vector
 
@@ -48,7 +50,12 @@ def evaluate(
     env = model.env_id if env is None else env
     if env is None:
         raise ValueError("this model does not know its environment id: pass env=... to evaluate")
-    n_envs = min(n_episodes, max_envs) if isinstance(env, str) or callable(env) and not hasattr(env, "step") else 1
+    if isinstance(env, VectorEnv):
+        n_envs = env.num_envs
+    elif isinstance(env, gym.Env):
+        n_envs = 1
+    else:
+        n_envs = min(n_episodes, max_envs)
     vector_env = make_env(env, n_envs=n_envs, seed=seed)
     quotas = np.full(n_envs, n_episodes // n_envs)
     quotas[: n_episodes % n_envs] += 1
