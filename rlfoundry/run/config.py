@@ -72,7 +72,16 @@ def unknown_name_message(kind: str, name: str, candidates: typing.Iterable[str])
 
 
 def field_docs(config_class: type) -> dict[str, str]:
-    """Each field's documentation: the string literal written right under it in the class body."""
+    """Each field's documentation: the string literal written right under it in the class body
+    (or in the body of the base class that declares it)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(config_class.__mro__):
+        if klass is not object:
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(config_class: type) -> dict[str, str]:
     try:
         source = inspect.getsource(config_class)
     except (OSError, TypeError):
