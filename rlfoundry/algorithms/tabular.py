@@ -29,12 +29,10 @@ from rlfoundry.losses.tabular import (
     sarsa_target,
     td_update,
 )
-from rlfoundry.run.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from rlfoundry.run.config import check_keys, config_from_dict, config_to_dict, require_choice, require_int, require_range
+from rlfoundry.run.config import require_choice, require_int, require_range
+from rlfoundry.run.lifecycle import initialise, load_model, save_model
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.schedules import LinearSchedule
-from rlfoundry.run.seeding import generator_state, restore_generator, seed_everything
-from rlfoundry.run.training_env import TrainingEnv
 
 
 @dataclass(frozen=True)
@@ -93,13 +91,8 @@ class TabularTD:
         quiet: bool = False,
         **config: Any,
     ):
-        check_keys(self.Config, config)
-        self.config = self.Config(**config)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.quiet = quiet
-        self.rng = seed_everything(self.config.seed)
+        self.training_env = initialise(self, env, run_dir, quiet, config)
         self.steps = 0
-        self.training_env = TrainingEnv(env, self.config.n_envs, self.config.seed)
         self._check_spaces()
         self.q_table = np.full((self.n_states, self.n_actions), self.config.initial_q, dtype=np.float64)
         self.visits = np.zeros((self.n_states, self.n_actions), dtype=np.int64)
@@ -223,31 +216,21 @@ class TabularTD:
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint directory that `rlfoundry.load` reads back exactly."""
-        env_json, env_arrays = self.training_env.checkpoint_state()
-        pending = {"actions": self._actions} if self._actions is not None and env_arrays else {}
-        checkpoint = Checkpoint(
-            algorithm=self.name,
-            config=config_to_dict(self.config),
+        in_progress = self._actions is not None and self.training_env.observations is not None
+        return save_model(
+            self,
+            path,
             counters={"steps": self.steps},
-            state={"env": env_json, "rng": generator_state(self.rng)},
-            arrays={"q_table": self.q_table, "visits": self.visits, **env_arrays, **pending},
+            arrays={"q_table": self.q_table, "visits": self.visits, **({"actions": self._actions} if in_progress else {})},
         )
-        return save_checkpoint(path, checkpoint)
 
     @classmethod
     def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "TabularTD":
         """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
         env state could be saved (toy-text and classic-control envs), else with fresh episodes."""
-        checkpoint = load_checkpoint(path, algorithm=cls.name)
-        model = cls.__new__(cls)
-        model.config = config_from_dict(cls.Config, checkpoint.config)
-        model.run_dir = Path(options["run_dir"]) if options.get("run_dir") is not None else None
-        model.quiet = options.get("quiet", False)
-        model.rng = restore_generator(checkpoint.state["rng"])
+        model, checkpoint, training_env = load_model(cls, path, env, options)
+        model.training_env = training_env
         model.steps = checkpoint.counters["steps"]
-        model.training_env = TrainingEnv.from_checkpoint(
-            checkpoint.state["env"], checkpoint.arrays, env, seed=model.config.seed + model.steps
-        )
         model._check_spaces()
         model.q_table = checkpoint.arrays["q_table"].copy()
         model.visits = checkpoint.arrays["visits"].copy()

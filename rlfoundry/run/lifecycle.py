@@ -1,0 +1,101 @@
+"""The steps every algorithm takes to be created, saved and loaded, written once.
+
+An algorithm object keeps `config`, `run_dir`, `quiet`, `rng` (its numpy generator) and
+`training_env`; these functions fill and persist them. Torch modules and optimisers are passed
+by name, so a checkpoint holds e.g. `network.*`, `optimizer.*` and the torch RNG state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlfoundry.envs.vector import EnvSource
+from rlfoundry.run.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from rlfoundry.run.config import check_keys, config_from_dict, config_to_dict
+from rlfoundry.run.seeding import generator_state, restore_generator, seed_everything
+from rlfoundry.run.torch_state import (
+    load_module,
+    load_optimizer,
+    module_tensors,
+    optimizer_state,
+    restore_torch_rng,
+    torch_rng_tensors,
+)
+from rlfoundry.run.training_env import TrainingEnv
+
+
+def initialise(model: Any, env: EnvSource | None, run_dir: str | Path | None, quiet: bool, config: dict) -> TrainingEnv:
+    """Validate the config, seed everything, and open the training env (not yet reset)."""
+    check_keys(model.Config, config)
+    model.config = model.Config(**config)
+    model.run_dir = Path(run_dir) if run_dir is not None else None
+    model.quiet = quiet
+    model.rng = seed_everything(model.config.seed)
+    return TrainingEnv(env, model.config.n_envs, model.config.seed)
+
+
+def save_model(
+    model: Any,
+    path: str | Path,
+    counters: dict[str, int],
+    modules: dict[str, nn.Module] | None = None,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    state: dict[str, Any] | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Checkpoint the model: config, counters, env position, RNGs, modules and optimisers by name."""
+    env_json, env_arrays = model.training_env.checkpoint_state()
+    tensors: dict[str, torch.Tensor] = {}
+    optimizer_json: dict[str, Any] = {}
+    for name, module in (modules or {}).items():
+        tensors.update(module_tensors(name, module))
+    for name, optimizer in (optimizers or {}).items():
+        optimizer_tensors, optimizer_json[name] = optimizer_state(name, optimizer)
+        tensors.update(optimizer_tensors)
+    if modules:
+        tensors.update(torch_rng_tensors())
+    checkpoint = Checkpoint(
+        algorithm=model.name,
+        config=config_to_dict(model.config),
+        counters=counters,
+        state={"env": env_json, "rng": generator_state(model.rng), "optimizers": optimizer_json, **(state or {})},
+        tensors=tensors,
+        arrays={**env_arrays, **(arrays or {})},
+    )
+    return save_checkpoint(path, checkpoint)
+
+
+def load_model(cls: type, path: str | Path, env: EnvSource | None, options: dict[str, Any]) -> tuple[Any, Checkpoint, TrainingEnv]:
+    """An un-built instance of cls with config, run_dir, quiet and rng restored, the checkpoint,
+    and the training env at its saved position (built from `env` if given, else the saved id)."""
+    unknown = set(options) - {"run_dir", "quiet"}
+    if unknown:
+        raise TypeError(f"unknown load option(s) {', '.join(sorted(unknown))}: use run_dir=... or quiet=...")
+    checkpoint = load_checkpoint(path, algorithm=cls.name)
+    model = cls.__new__(cls)
+    model.config = config_from_dict(cls.Config, checkpoint.config)
+    model.run_dir = Path(options["run_dir"]) if options.get("run_dir") is not None else None
+    model.quiet = options.get("quiet", False)
+    model.rng = restore_generator(checkpoint.state["rng"])
+    # Without a saved env position, fresh episodes start from a seed that differs from step 0's.
+    seed = model.config.seed + checkpoint.counters["steps"]
+    training_env = TrainingEnv.from_checkpoint(checkpoint.state["env"], checkpoint.arrays, env, seed=seed)
+    return model, checkpoint, training_env
+
+
+def restore_torch(
+    checkpoint: Checkpoint,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+) -> None:
+    """Load modules and optimisers saved under the same names, and the torch RNG."""
+    for name, module in modules.items():
+        load_module(name, module, checkpoint.tensors)
+    for name, optimizer in (optimizers or {}).items():
+        load_optimizer(name, optimizer, checkpoint.tensors, checkpoint.state["optimizers"][name])
+    restore_torch_rng(checkpoint.tensors)
