@@ -10,7 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rlfoundry.algorithms import ALGORITHMS, SARSA, ExpectedSARSA, QLearning
+from rlfoundry.algorithms import (
+    A2C,
+    ALGORITHMS,
+    DDPG,
+    DQN,
+    PPO,
+    REINFORCE,
+    SAC,
+    SARSA,
+    TD3,
+    TRPO,
+    ExpectedSARSA,
+    OffPolicyPG,
+    QLearning,
+)
 from rlfoundry.envs.vector import EnvSource, make_env, register_optional_envs
 from rlfoundry.run.checkpoint import CheckpointAlgorithmError, read_manifest
 from rlfoundry.run.evaluation import EvaluationResult, evaluate
@@ -36,11 +50,20 @@ def load(path: str | Path, env: EnvSource | None = None, **options: Any):
 
 
 __all__ = [
+    "A2C",
     "ALGORITHMS",
+    "DDPG",
+    "DQN",
     "EvaluationResult",
     "ExpectedSARSA",
+    "OffPolicyPG",
+    "PPO",
     "QLearning",
+    "REINFORCE",
+    "SAC",
     "SARSA",
+    "TD3",
+    "TRPO",
     "evaluate",
     "load",
     "make_env",

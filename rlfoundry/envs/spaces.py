@@ -40,6 +40,28 @@ def require_discrete_actions(space: spaces.Space, algorithm: str, instead: str) 
     return int(space.n)
 
 
+def require_box_actions(space: spaces.Space, algorithm: str, instead: str) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high), in the space's dtype, of a 1-D Box action space with finite bounds; SpaceError otherwise."""
+    if not isinstance(space, spaces.Box):
+        raise SpaceError(
+            f"{algorithm} needs a Box (continuous) action space, but this env's actions are {describe(space)}: "
+            f"use {instead} for this action space"
+        )
+    if len(space.shape) != 1:
+        raise SpaceError(
+            f"{algorithm} needs a 1-D Box action space, got {describe(space)}: flatten the actions with a "
+            "gymnasium.ActionWrapper whose action_space is a 1-D Box"
+        )
+    low, high = space.low.copy(), space.high.copy()
+    if not (np.isfinite(low).all() and np.isfinite(high).all() and (low < high).all()):
+        raise SpaceError(
+            f"{algorithm} maps its actions in [-1, 1] onto the action space's bounds, but {describe(space)} "
+            "has an infinite or empty bound: wrap the env in a gymnasium.ActionWrapper whose action_space "
+            "declares the finite range of sensible actions (low < high in every dimension)"
+        )
+    return low, high
+
+
 def space_to_dict(space: spaces.Space) -> dict[str, Any]:
     """A JSON-ready description of a space, enough to rebuild it without the env."""
     if isinstance(space, spaces.Discrete):

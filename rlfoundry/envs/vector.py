@@ -18,6 +18,7 @@ import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
+from rlfoundry.envs.atari import atari_factory, is_atari_id
 from rlfoundry.run.config import unknown_name_message
 
 EnvSource = Union[str, gym.Env, VectorEnv, Callable[[], gym.Env]]
@@ -70,6 +71,7 @@ def make_env(
 
     `env` is an env id, a factory returning a gymnasium.Env, a single gymnasium.Env (then
     n_envs must be 1) or a vector env (returned as it is after checking its autoreset mode).
+    `ALE/...` ids are built with the standard Atari preprocessing of rlfoundry.envs.atari.
     `vectorization` is "auto" (the native batched CartPole where available, else "sync"),
     "sync" (all copies in this process) or "async" (one process per copy).
     """
@@ -77,6 +79,10 @@ def make_env(
         raise ValueError(f"vectorization={vectorization!r} is not allowed: choose 'auto', 'sync' or 'async'")
     if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
         raise ValueError(f"n_envs={n_envs!r} is out of range: allowed integers >= 1")
+    if isinstance(env, str) and is_atari_id(env):
+        check_env_id(env)
+        # Atari ids get the standard DQN preprocessing; pass a factory for raw ALE frames.
+        env, env_kwargs = atari_factory(env, **env_kwargs), {}
     if isinstance(env, VectorEnv):
         vector_env = env
         check_autoreset_mode(vector_env)

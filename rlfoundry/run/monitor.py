@@ -188,10 +188,12 @@ class _LineDisplay:
         self.end_step = end_step
         self.every = max(1, (end_step - start_step) // 20)
         self.next_line = start_step + self.every
+        self.last_printed = start_step
 
     def update(self, step: int, steps_per_second: float, mean_return: float, episodes: int) -> None:
-        if step < self.next_line and step < self.end_step:
+        if step == self.last_printed or (step < self.next_line and step < self.end_step):
             return
+        self.last_printed = step
         while self.next_line <= step:
             self.next_line += self.every
         recent = "n/a" if math.isnan(mean_return) else f"{mean_return:.2f}"

@@ -1,0 +1,133 @@
+"""Advantage Actor-Critic, the synchronous A3C (Mnih et al., 2016).
+
+Each iteration collects n_steps steps of n_envs envs with the current policy, estimates
+advantages with a learned V, and takes ONE gradient step on the whole rollout:
+
+    L = -mean_t log pi_theta(a_t|s_t) A_t + value_coef mean_t (V(s_t) - y_t)^2 - entropy_coef H[pi_theta]
+
+    n-step (advantage_estimator="n_step"):  y_t = sum_{k<m} gamma^k r_{t+k} + gamma^m V(s_{t+m}),  A_t = y_t - V(s_t)
+    GAE    (advantage_estimator="gae"):     A_t = sum_k (gamma lambda)^k delta_{t+k},  y_t = A_t + V(s_t)
+
+With n_step_horizon=None each step looks ahead to the end of the rollout (m <= n_steps - t), the
+original A3C target; GAE with gae_lambda=1 gives exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from rlfoundry.run.on_policy import ActorCriticConfig, OnPolicyAlgorithm
+from rlfoundry.run.on_policy import adam, gradient_step, require_finite, scheduled
+from rlfoundry.data.rollout import RolloutBatch, RolloutBuffer
+from rlfoundry.losses.policy_gradient import normalize_advantages, policy_gradient_loss, value_loss
+from rlfoundry.returns import generalized_advantages, n_step_targets
+from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
+from rlfoundry.run.monitor import TrainingMonitor
+
+
+@dataclass(frozen=True)
+class A2CConfig(ActorCriticConfig):
+    """Hyperparameters of A2C; the defaults are Stable-Baselines3's."""
+
+    n_steps: int = 5
+    """Steps per env in one rollout (one gradient step per rollout)."""
+    gae_lambda: float = 1.0
+    """GAE's lambda when advantage_estimator is 'gae'."""
+    advantage_estimator: Literal["n_step", "gae"] = "n_step"
+    """'n_step': A_t = y_t^(n) - V(s_t) with n-step targets; 'gae': generalized advantage estimation."""
+    n_step_horizon: int | None = None
+    """n of the n-step targets; None: look ahead to the end of the rollout (n = n_steps)."""
+    learning_rate: float = 7e-4
+    """The optimiser's step size (at step 0 when learning_rate_schedule is 'linear')."""
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    """RMSprop (A3C's choice) or Adam."""
+    rmsprop_alpha: float = 0.99
+    """RMSprop's smoothing constant for the squared-gradient average."""
+    optimizer_epsilon: float = 1e-5
+    """Epsilon added to the denominator of RMSprop or Adam."""
+    normalize_advantage: bool = False
+    """Normalise the rollout's advantages to zero mean and unit std before the step."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    value_coef: float = 0.5
+    """Weight of the value loss (the loss has no 1/2 factor)."""
+    max_grad_norm: float | None = 0.5
+    """Clip the global gradient norm to this before each step; None: no clipping."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_choice("advantage_estimator", self.advantage_estimator, ("n_step", "gae"))
+        if self.n_step_horizon is not None:
+            require_int("n_step_horizon", self.n_step_horizon, 1)
+        require_range("learning_rate", self.learning_rate, 0.0, low_inclusive=False)
+        require_choice("optimizer", self.optimizer, ("rmsprop", "adam"))
+        require_range("rmsprop_alpha", self.rmsprop_alpha, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        require_range("optimizer_epsilon", self.optimizer_epsilon, 0.0, low_inclusive=False)
+        require_choice("normalize_advantage", self.normalize_advantage, (True, False))
+        require_range("entropy_coef", self.entropy_coef, 0.0)
+        require_range("value_coef", self.value_coef, 0.0)
+        if self.max_grad_norm is not None:
+            require_range("max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False)
+        if self.normalize_advantage and self.rollout_size < 2:
+            raise ConfigError("normalize_advantage=True needs n_steps * n_envs >= 2 (the std of one number is undefined)")
+
+
+def a2c_advantages(rollout: RolloutBuffer, config: A2CConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(advantages, value targets), both [T, N], by the configured estimator."""
+    if config.advantage_estimator == "gae":
+        return generalized_advantages(
+            rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.truncated,
+            config.gamma, config.gae_lambda,
+        )
+    horizon = config.n_step_horizon or config.n_steps
+    targets = n_step_targets(rollout.rewards, rollout.next_values, rollout.terminated, rollout.truncated, config.gamma, horizon)
+    return targets - rollout.values, targets
+
+
+class A2C(OnPolicyAlgorithm):
+    """Advantage Actor-Critic: one gradient step per short rollout, n-step or GAE advantages."""
+
+    name = "a2c"
+    Config = A2CConfig
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        config = self.config
+        if config.optimizer == "adam":
+            return adam(self.network.parameters(), config.learning_rate, config.optimizer_epsilon)
+        return torch.optim.RMSprop(
+            self.network.parameters(), lr=config.learning_rate, alpha=config.rmsprop_alpha, eps=config.optimizer_epsilon
+        )
+
+    def learn(self, total_steps: int) -> "A2C":
+        """Train for at least `total_steps` more env steps, in whole rollouts of n_steps * n_envs."""
+        config = self.config
+        iterations, horizon, monitor = self.start_learning(total_steps)
+        for _ in range(iterations):
+            self.collect_rollout(monitor)
+            advantages, targets = a2c_advantages(self.rollout, config)
+            batch = self.rollout.training_batch(advantages, targets, self.device)
+            learning_rate = scheduled(config.learning_rate, config.learning_rate_schedule, self.steps, horizon)
+            self.update(batch, learning_rate, monitor)
+            monitor.step(self.steps)
+        self.finish_learning(monitor)
+        return self
+
+    def update(self, batch: RolloutBatch, learning_rate: float, monitor: TrainingMonitor) -> None:
+        """One gradient step on the whole rollout."""
+        config = self.config
+        distribution, values = self.network(batch.observations)
+        advantages = normalize_advantages(batch.advantages) if config.normalize_advantage else batch.advantages
+        policy_loss = policy_gradient_loss(distribution.log_prob(batch.actions), advantages)
+        critic_loss = value_loss(values, batch.returns)
+        entropy = distribution.entropy().mean()
+        loss = policy_loss + config.value_coef * critic_loss - config.entropy_coef * entropy
+        gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate)
+        statistics = dict(zip(("policy_loss", "value_loss", "entropy"), torch.stack([policy_loss, critic_loss, entropy]).tolist()))
+        require_finite(statistics, self.name, self.steps)
+        for name, value in statistics.items():
+            monitor.record(f"train/{name}", value)
+        monitor.record("train/learning_rate", learning_rate)

@@ -1,0 +1,354 @@
+"""Deep Q-networks: DQN (Mnih et al., 2015) and Double DQN (van Hasselt et al., 2016); seed 003, section 5.
+
+    L(theta) = mean (y - Q(s, a; theta))^2                                  (or the Huber loss)
+    DQN:         y = r + gamma (1 - terminated) max_a' Q(s', a'; theta^-)
+    Double DQN:  y = r + gamma (1 - terminated) Q(s', argmax_a' Q(s', a'; theta); theta^-)
+
+A neural network replaces the Q table so that the state space may be large or continuous (Atari
+frames, CartPole's four reals); the actions stay discrete, since the max over a' is taken by
+enumerating them. theta^- is the target network: a copy of theta refreshed every
+`target_update_interval` env steps (tau = 1, a hard copy; tau < 1, Polyak averaging
+theta^- <- tau theta + (1 - tau) theta^-), so that the target does not chase every gradient step.
+
+The loop: act epsilon-greedily in N envs at once and store each step in the replay buffer; every
+`train_freq` env steps (after `learning_starts`), take `gradient_steps` gradient steps on uniformly
+sampled minibatches. The target network only changes between these bursts, so a burst samples all
+its minibatches at once and evaluates Q(s', .; theta^-) for all of them in one forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from rlfoundry.data.replay import STORAGES, ReplayBuffer
+from rlfoundry.envs.spaces import require_discrete_actions
+from rlfoundry.envs.vector import EnvSource
+from rlfoundry.losses.dqn import LOSSES, double_dqn_targets, dqn_targets, q_value_loss
+from rlfoundry.networks.policies import is_image_space
+from rlfoundry.networks.q_networks import QNetwork
+from rlfoundry.networks.torsos import ACTIVATIONS
+from rlfoundry.run.checkpoint import NonFiniteError
+from rlfoundry.run.config import require_choice, require_int, require_range
+from rlfoundry.run.device import configure_threads, resolve_device
+from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
+from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.off_policy import crossings, require_widths
+from rlfoundry.run.schedules import LinearSchedule
+from rlfoundry.run.training_env import TrainingEnv
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """Hyperparameters of DQN; the defaults are Stable-Baselines3's (after the Nature DQN's Atari settings)."""
+
+    seed: int = 0
+    """Seeds python, numpy, torch and the environments."""
+    n_envs: int = 1
+    """Parallel environments, acted in by one batched forward pass."""
+    learning_rate: float = 1e-4
+    """Adam's step size."""
+    buffer_size: int = 1_000_000
+    """Transitions the replay buffer keeps (rounded up to a multiple of n_envs)."""
+    replay_storage: Literal["auto", "full", "shared", "frames"] = "auto"
+    """How the buffer stores observations (rlfoundry.data.replay); 'auto': 'frames' for image stacks, else 'full'."""
+    learning_starts: int = 100
+    """Env steps of uniformly random actions before the first gradient step."""
+    batch_size: int = 32
+    """Transitions per minibatch."""
+    gamma: float = 0.99
+    """Discount factor, in [0, 1]."""
+    n_step: int = 1
+    """Rewards summed per target (n-step returns); 1 is the seed's one-step target."""
+    train_freq: int = 4
+    """Env steps (over all envs) between bursts of gradient steps."""
+    gradient_steps: int = 1
+    """Gradient steps per burst, i.e. per train_freq env steps."""
+    target_update_interval: int = 10_000
+    """Env steps (over all envs) between target-network updates."""
+    tau: float = 1.0
+    """Target update theta^- <- tau theta + (1 - tau) theta^-, in (0, 1]; 1 is a hard copy."""
+    double_q: bool = False
+    """True: Double DQN, the online network picks argmax_a' and the target network values it."""
+    loss: Literal["huber", "squared"] = "huber"
+    """'huber' (Nature DQN's error clipping) or 'squared' (the seed's (y - Q)^2)."""
+    max_grad_norm: float | None = 10.0
+    """Clip the global gradient norm to this before each step; None: no clipping."""
+    epsilon_start: float = 1.0
+    """Exploration probability at step 0, in [0, 1]."""
+    epsilon_end: float = 0.05
+    """Exploration probability after epsilon_decay_steps, in [0, 1]."""
+    epsilon_decay_steps: int = 100_000
+    """Env steps (over all envs) of epsilon's linear decay; absolute, so resumed runs continue it."""
+    clip_rewards: bool = False
+    """Learn from sign(r) instead of r (the Atari convention); reported returns stay unclipped."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the MLP's hidden layers (unused for image observations: the Nature CNN)."""
+    activation: str = "relu"
+    """Activation of the MLP's hidden layers."""
+    device: str = "auto"
+    """'auto' (CPU for MLPs, CUDA for images when present), 'cpu' or 'cuda'."""
+    torch_threads: int | None = None
+    """torch intra-op threads; None uses rlfoundry's measured default (1)."""
+
+    def __post_init__(self) -> None:
+        require_int("seed", self.seed, 0)
+        require_int("n_envs", self.n_envs, 1)
+        require_range("learning_rate", self.learning_rate, 0.0, low_inclusive=False)
+        require_int("buffer_size", self.buffer_size, 1)
+        require_choice("replay_storage", self.replay_storage, ("auto",) + STORAGES)
+        require_int("learning_starts", self.learning_starts, 0)
+        require_int("batch_size", self.batch_size, 1)
+        require_range("gamma", self.gamma, 0.0, 1.0)
+        require_int("n_step", self.n_step, 1)
+        require_int("train_freq", self.train_freq, 1)
+        require_int("gradient_steps", self.gradient_steps, 1)
+        require_int("target_update_interval", self.target_update_interval, 1)
+        require_range("tau", self.tau, 0.0, 1.0, low_inclusive=False)
+        require_choice("double_q", self.double_q, (True, False))
+        require_choice("loss", self.loss, LOSSES)
+        if self.max_grad_norm is not None:
+            require_range("max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False)
+        require_range("epsilon_start", self.epsilon_start, 0.0, 1.0)
+        require_range("epsilon_end", self.epsilon_end, 0.0, 1.0)
+        require_int("epsilon_decay_steps", self.epsilon_decay_steps, 0)
+        require_choice("clip_rewards", self.clip_rewards, (True, False))
+        require_widths(self, "hidden_sizes")
+        require_choice("activation", self.activation, ACTIVATIONS)
+        require_choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
+        if self.torch_threads is not None:
+            require_int("torch_threads", self.torch_threads, 1)
+
+
+@contextlib.contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Treat denormal floats (below 1.2e-38) as zero while training on the CPU.
+
+    Adam's second moments and the gradients of a converged Q-network reach that range, where each
+    floating-point operation can cost a hundred times more: on this project's machine flushing them
+    cuts a CartPole gradient step by about 40% (benchmarks/RESULTS.md). The values are far below
+    anything that changes a weight.
+    """
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)
+
+
+class DQN:
+    """DQN and, with double_q=True, Double DQN; see the module docstring."""
+
+    name = "dqn"
+    Config = DQNConfig
+
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
+        self._build(initialise(self, env, run_dir, quiet, config))
+
+    def _build(self, training_env: TrainingEnv) -> None:
+        config = self.config
+        configure_threads(config.torch_threads)
+        self.training_env = training_env
+        self.observation_space = training_env.observation_space
+        self.action_space = training_env.action_space
+        self.n_actions = require_discrete_actions(
+            self.action_space, type(self).__name__, "SAC or TD3 (continuous actions), or PPO"
+        )
+        uses_images = is_image_space(self.observation_space)
+        self.device = resolve_device(config.device, uses_images=uses_images)
+        self.q_network = QNetwork(self.observation_space, self.n_actions, config.hidden_sizes, config.activation)
+        self.q_network.to(self.device)
+        self.target_network = QNetwork(self.observation_space, self.n_actions, config.hidden_sizes, config.activation)
+        self.target_network.to(self.device).load_state_dict(self.q_network.state_dict())
+        self.target_network.requires_grad_(False)
+        self.online_parameters = list(self.q_network.parameters())
+        # fused: one kernel for the whole update instead of a handful per parameter tensor.
+        self.optimizer = torch.optim.Adam(self.online_parameters, lr=config.learning_rate, fused=True)
+        storage = config.replay_storage
+        if storage == "auto":
+            storage = "frames" if uses_images and self.observation_space.shape[0] > 1 else "full"
+        self.replay = ReplayBuffer(
+            config.buffer_size,
+            self.observation_space,
+            self.action_space,
+            config.n_envs,
+            gamma=config.gamma,
+            n_step=config.n_step,
+            storage=storage,
+        )
+        self.steps = 0
+        self.gradient_steps_done = 0
+        self.target_updates = 0
+
+    @property
+    def env_id(self) -> str | None:
+        return self.training_env.env_id
+
+    # -- acting -------------------------------------------------------------------------------
+
+    def epsilon(self) -> float:
+        """The exploration probability at the current step."""
+        config = self.config
+        return LinearSchedule(config.epsilon_start, config.epsilon_end, config.epsilon_decay_steps)(self.steps)
+
+    def _greedy(self, observations: np.ndarray) -> np.ndarray:
+        """argmax_a Q(s, a; theta) for a batch of observations [B, *obs] (lowest index on ties)."""
+        with torch.inference_mode():
+            q_values = self.q_network(torch.as_tensor(observations, device=self.device))
+            return q_values.argmax(dim=1).cpu().numpy()
+
+    def _behaviour(self, observations: np.ndarray) -> np.ndarray:
+        """Epsilon-greedy actions for the N envs; uniformly random ones before learning_starts."""
+        count = len(observations)
+        epsilon = 1.0 if self.steps < self.config.learning_starts else self.epsilon()
+        explore = self.rng.random(count) < epsilon
+        random_actions = self.rng.integers(self.n_actions, size=count)
+        if explore.all():  # no forward pass needed: the common case early on
+            return random_actions
+        return np.where(explore, random_actions, self._greedy(observations))
+
+    def predict(self, observations: Any, deterministic: bool = True) -> Any:
+        """Greedy actions for observations [B, *obs] (or one unbatched observation); epsilon-greedy
+        ones with the current epsilon when not deterministic."""
+        batch = np.asarray(observations)
+        single = batch.ndim == len(self.observation_space.shape)
+        if single:
+            batch = batch[None]
+        actions = self._greedy(batch)
+        if not deterministic:
+            explore = self.rng.random(len(batch)) < self.epsilon()
+            actions = np.where(explore, self.rng.integers(self.n_actions, size=len(batch)), actions)
+        return actions[0] if single else actions
+
+    # -- learning -----------------------------------------------------------------------------
+
+    def learn(self, total_steps: int) -> "DQN":
+        """Train for `total_steps` more env steps (rounded up to a multiple of n_envs)."""
+        require_int("total_steps", total_steps, 1)
+        config = self.config
+        training_env = self.training_env
+        if not training_env.resumed_exactly:
+            # Fresh episodes begin: the stored ones must not run on into them.
+            self.replay.restart_episodes()
+        observations = training_env.start()
+        monitor = TrainingMonitor(self.run_dir, total_steps, self.steps, self.quiet, title=self.name)
+        with denormals_flushed():
+            self._run(math.ceil(total_steps / config.n_envs), observations, monitor)
+        monitor.record("train/epsilon", self.epsilon())
+        monitor.close(self.steps)
+        if self.run_dir is not None:
+            self.save(self.run_dir / "checkpoints" / "final")
+        return self
+
+    def _run(self, vector_steps: int, observations: np.ndarray, monitor: TrainingMonitor) -> None:
+        """The loop: act, store, update the target network when due, train when due."""
+        config, training_env = self.config, self.training_env
+        for _ in range(vector_steps):
+            actions = self._behaviour(observations)
+            step, finished_returns, finished_lengths = training_env.step(actions)
+            rewards = np.sign(step.rewards) if config.clip_rewards else step.rewards
+            self.replay.add(observations, actions, rewards, step.next_observations, step.terminated, step.truncated)
+            observations = step.observations
+            before, self.steps = self.steps, self.steps + config.n_envs
+            # As in Stable-Baselines3: the target update of a step comes before its gradient steps.
+            self._update_target(crossings(before, self.steps, config.target_update_interval))
+            bursts = crossings(before, self.steps, config.train_freq)
+            if bursts and self.steps > config.learning_starts:
+                self._train(bursts * config.gradient_steps, monitor)
+            monitor.episodes(self.steps, finished_returns, finished_lengths)
+            monitor.step(self.steps)
+
+    def _update_target(self, count: int) -> None:
+        """`count` target updates at once: Polyak averaging applied count times is one average
+        with weight 1 - (1 - tau)^count (a hard copy when tau = 1)."""
+        if count == 0:
+            return
+        weight = 1.0 - (1.0 - self.config.tau) ** count
+        with torch.no_grad():
+            target = list(self.target_network.parameters())
+            if weight == 1.0:
+                torch._foreach_copy_(target, self.online_parameters)
+            else:
+                torch._foreach_lerp_(target, self.online_parameters, weight)
+        self.target_updates += count
+
+    def _train(self, gradient_steps: int, monitor: TrainingMonitor) -> None:
+        """`gradient_steps` minibatch gradient steps on the loss; the target network is fixed throughout."""
+        config = self.config
+        batch = self.replay.sample(config.batch_size * gradient_steps, self.rng).to_tensors(self.device)
+        with torch.no_grad():
+            next_q_values_target = self.target_network(batch.next_observations)
+            if not config.double_q:
+                targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
+        total_loss = torch.zeros((), device=self.device)
+        for index, minibatch in enumerate(batch.split(gradient_steps)):
+            rows = slice(index * config.batch_size, (index + 1) * config.batch_size)
+            if config.double_q:
+                with torch.no_grad():
+                    minibatch_targets = double_dqn_targets(
+                        minibatch.rewards,
+                        minibatch.discounts,
+                        minibatch.terminated,
+                        self.q_network(minibatch.next_observations),
+                        next_q_values_target[rows],
+                    )
+            else:
+                minibatch_targets = targets[rows]
+            loss = q_value_loss(self.q_network(minibatch.observations), minibatch.actions, minibatch_targets, config.loss)
+            self.optimizer.zero_grad()
+            loss.backward()
+            if config.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.online_parameters, config.max_grad_norm)
+            self.optimizer.step()
+            total_loss += loss.detach()
+        self.gradient_steps_done += gradient_steps
+        mean_loss = float(total_loss) / gradient_steps
+        if not math.isfinite(mean_loss):
+            raise NonFiniteError(
+                f"the DQN loss became {mean_loss} at env step {self.steps}: lower learning_rate, keep "
+                "max_grad_norm set, or check the env's rewards and observations for NaN or huge values"
+            )
+        monitor.record("train/loss", mean_loss)
+        monitor.record("train/epsilon", self.epsilon())
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint directory (networks, optimiser, replay buffer, RNGs, env position)
+        that `rlfoundry.load` reads back exactly."""
+        replay_json, replay_arrays = self.replay.checkpoint_state("replay")
+        return save_model(
+            self,
+            path,
+            counters={"steps": self.steps, "gradient_steps": self.gradient_steps_done, "target_updates": self.target_updates},
+            modules={"q_network": self.q_network, "target_network": self.target_network},
+            optimizers={"optimizer": self.optimizer},
+            state={"replay": replay_json},
+            arrays=replay_arrays,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "DQN":
+        """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
+        env state could be saved (classic-control envs), else with fresh episodes."""
+        model, checkpoint, training_env = load_model(cls, path, env, options)
+        model._build(training_env)
+        counters = checkpoint.counters
+        model.steps = counters["steps"]
+        model.gradient_steps_done = counters["gradient_steps"]
+        model.target_updates = counters["target_updates"]
+        restore_torch(
+            checkpoint,
+            {"q_network": model.q_network, "target_network": model.target_network},
+            {"optimizer": model.optimizer},
+        )
+        model.replay.restore(checkpoint.state["replay"], checkpoint.arrays, "replay")
+        return model

@@ -1,0 +1,194 @@
+"""Proximal Policy Optimization with the clipped surrogate (Schulman et al., 2017).
+
+Each iteration collects a rollout of n_steps x n_envs steps with the current policy pi_old,
+computes GAE advantages, then runs n_epochs passes of minibatch gradient descent on
+
+    L = L^CLIP + value_coef L^V - entropy_coef H[pi_theta]
+    L^CLIP = -mean_t min(rho_t A_t, clip(rho_t, 1 - epsilon, 1 + epsilon) A_t),  rho_t = pi_theta(a_t|s_t) / pi_old(a_t|s_t)
+
+The clip removes the incentive to move rho outside [1 - epsilon, 1 + epsilon], so many gradient
+steps can reuse one rollout without the policy running away from the data that scored it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal, NamedTuple
+
+import torch
+
+from rlfoundry.run.on_policy import ActorCriticConfig, OnPolicyAlgorithm, Schedule
+from rlfoundry.run.on_policy import adam, gradient_step, require_finite, scheduled
+from rlfoundry.data.rollout import RolloutBatch
+from rlfoundry.losses.policy_gradient import approximate_kl, clipped_surrogate_loss, normalize_advantages, value_loss
+from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
+from rlfoundry.run.monitor import TrainingMonitor
+
+
+@dataclass(frozen=True)
+class PPOConfig(ActorCriticConfig):
+    """Hyperparameters of PPO; the defaults are Stable-Baselines3's (after the original paper's MuJoCo settings)."""
+
+    n_steps: int = 2048
+    """Steps per env in one rollout."""
+    batch_size: int = 64
+    """Minibatch size (rows per gradient step); the rollout is cut into ceil(rollout_size / batch_size) minibatches."""
+    n_epochs: int = 10
+    """Passes over each rollout."""
+    learning_rate: float = 3e-4
+    """Adam's step size (at step 0 when learning_rate_schedule is 'linear')."""
+    adam_epsilon: float = 1e-5
+    """Adam's epsilon (1e-5 as in OpenAI Baselines and Stable-Baselines3, not torch's 1e-8)."""
+    clip_range: float = 0.2
+    """epsilon of the clipped surrogate (at step 0 when clip_range_schedule is 'linear')."""
+    clip_range_schedule: Schedule = "constant"
+    """'linear': the clip range falls linearly to 0 at schedule_steps (see learning_rate_schedule)."""
+    value_clip_range: float | None = None
+    """None: plain squared value error; a number c: PPO's value clipping around the collection-time values."""
+    normalize_advantage: bool = True
+    """Normalise advantages per minibatch to zero mean and unit std (needs every minibatch to have >= 2 rows)."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    value_coef: float = 0.5
+    """Weight of the value loss (the loss has no 1/2 factor)."""
+    max_grad_norm: float | None = 0.5
+    """Clip the global gradient norm to this before each step; None: no clipping."""
+    target_kl: float | None = None
+    """Stop the update early when the approximate KL(pi_old || pi_theta) exceeds this; None: never (see target_kl_check)."""
+    target_kl_check: Literal["minibatch", "epoch"] = "minibatch"
+    """'minibatch': before each gradient step, on that minibatch (the step is skipped, and so is the rest of the update); 'epoch': after each epoch, the mean over its minibatches (the remaining epochs are skipped)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_int("batch_size", self.batch_size, 1)
+        require_int("n_epochs", self.n_epochs, 1)
+        require_range("learning_rate", self.learning_rate, 0.0, low_inclusive=False)
+        require_range("adam_epsilon", self.adam_epsilon, 0.0, low_inclusive=False)
+        require_range("clip_range", self.clip_range, 0.0, low_inclusive=False)
+        require_choice("clip_range_schedule", self.clip_range_schedule, ("constant", "linear"))
+        if self.value_clip_range is not None:
+            require_range("value_clip_range", self.value_clip_range, 0.0, low_inclusive=False)
+        require_choice("normalize_advantage", self.normalize_advantage, (True, False))
+        require_range("entropy_coef", self.entropy_coef, 0.0)
+        require_range("value_coef", self.value_coef, 0.0)
+        if self.max_grad_norm is not None:
+            require_range("max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False)
+        if self.target_kl is not None:
+            require_range("target_kl", self.target_kl, 0.0, low_inclusive=False)
+        require_choice("target_kl_check", self.target_kl_check, ("minibatch", "epoch"))
+        smallest_minibatch = self.rollout_size % self.batch_size or min(self.batch_size, self.rollout_size)
+        if self.normalize_advantage and smallest_minibatch < 2:
+            raise ConfigError(
+                f"normalize_advantage=True needs minibatches of at least 2 rows, but n_steps * n_envs = "
+                f"{self.rollout_size} with batch_size={self.batch_size} leaves a minibatch of {smallest_minibatch}: "
+                "change batch_size or n_steps, or set normalize_advantage=False"
+            )
+
+
+class PPOUpdate(NamedTuple):
+    """Statistics of one PPO update (also logged as train/<name>).
+
+    policy_loss, value_loss: means over the update's gradient steps (NaN if it took none).
+    entropy, approximate_kl, clip_fraction: of the updated policy on the whole rollout, against
+    the rollout's policy pi_old (clip fraction: the share of rows with |rho - 1| > the update's clip range).
+    """
+
+    policy_loss: float
+    value_loss: float
+    entropy: float
+    approximate_kl: float
+    clip_fraction: float
+    gradient_steps: int
+    stopped_by_target_kl: bool
+
+
+class PPO(OnPolicyAlgorithm):
+    """Proximal Policy Optimization: clipped surrogate, GAE, minibatch epochs (Discrete, Box, MultiDiscrete)."""
+
+    name = "ppo"
+    Config = PPOConfig
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return adam(self.network.parameters(), self.config.learning_rate, self.config.adam_epsilon)
+
+    def learn(self, total_steps: int) -> "PPO":
+        """Train for at least `total_steps` more env steps, in whole rollouts of n_steps * n_envs."""
+        config = self.config
+        iterations, horizon, monitor = self.start_learning(total_steps)
+        for _ in range(iterations):
+            self.collect_rollout(monitor)
+            batch = self.gae_batch()
+            learning_rate = scheduled(config.learning_rate, config.learning_rate_schedule, self.steps, horizon)
+            clip_range = scheduled(config.clip_range, config.clip_range_schedule, self.steps, horizon)
+            self.update(batch, learning_rate, clip_range, monitor)
+            monitor.step(self.steps)
+        self.finish_learning(monitor)
+        return self
+
+    def update(self, batch: RolloutBatch, learning_rate: float, clip_range: float, monitor: TrainingMonitor) -> None:
+        """n_epochs passes of minibatch steps on one rollout, stopped early by target_kl if set."""
+        config = self.config
+        normalize_each_minibatch = config.normalize_advantage
+        if normalize_each_minibatch and config.batch_size >= len(batch):
+            # The only minibatch is the whole batch: normalise once, not once per epoch.
+            batch = replace(batch, advantages=normalize_advantages(batch.advantages))
+            normalize_each_minibatch = False
+        policy_losses, value_losses = [], []
+        stopped = False
+        for _ in range(config.n_epochs):
+            epoch_kls = []
+            for minibatch in batch.minibatches(config.batch_size, self.rng):
+                distribution, values = self.network(minibatch.observations)
+                log_probs = distribution.log_prob(minibatch.actions)
+                if config.target_kl is not None:
+                    kl = approximate_kl(log_probs.detach(), minibatch.old_log_probs)
+                    if config.target_kl_check == "minibatch" and kl.item() > config.target_kl:
+                        stopped = True
+                        break
+                    epoch_kls.append(kl)
+                advantages = minibatch.advantages
+                if normalize_each_minibatch:
+                    advantages = normalize_advantages(advantages)
+                policy_loss = clipped_surrogate_loss(log_probs, minibatch.old_log_probs, advantages, clip_range)
+                critic_loss = value_loss(values, minibatch.returns, minibatch.old_values, config.value_clip_range)
+                loss = policy_loss + config.value_coef * critic_loss
+                if config.entropy_coef > 0:
+                    loss = loss - config.entropy_coef * distribution.entropy().mean()
+                gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate)
+                policy_losses.append(policy_loss.detach())
+                value_losses.append(critic_loss.detach())
+            if config.target_kl_check == "epoch" and epoch_kls:
+                stopped = stopped or torch.stack(epoch_kls).mean().item() > config.target_kl
+            if stopped:
+                break
+        self.last_update = self._statistics(batch, policy_losses, value_losses, clip_range, stopped)
+        taken = self.last_update._asdict() if policy_losses else {"entropy": self.last_update.entropy}
+        require_finite({name: float(value) for name, value in taken.items()}, self.name, self.steps)
+        for name, value in zip(PPOUpdate._fields, self.last_update):
+            monitor.record(f"train/{name}", float(value))
+        monitor.record("train/learning_rate", learning_rate)
+        monitor.record("train/clip_range", clip_range)
+
+    def _statistics(
+        self,
+        batch: RolloutBatch,
+        policy_losses: list[torch.Tensor],
+        value_losses: list[torch.Tensor],
+        clip_range: float,
+        stopped: bool,
+    ) -> "PPOUpdate":
+        """What one update did: its steps' mean losses, and how far it moved the policy on the rollout."""
+        with torch.no_grad():
+            distribution = self.network.distribution(batch.observations)
+            log_probs = distribution.log_prob(batch.actions)
+            ratios = (log_probs - batch.old_log_probs).exp()
+            numbers = [
+                torch.stack(policy_losses).mean() if policy_losses else torch.tensor(math.nan),
+                torch.stack(value_losses).mean() if value_losses else torch.tensor(math.nan),
+                distribution.entropy().mean(),
+                approximate_kl(log_probs, batch.old_log_probs),
+                ((ratios - 1.0).abs() > clip_range).float().mean(),
+            ]
+        return PPOUpdate(*torch.stack(numbers).tolist(), gradient_steps=len(policy_losses), stopped_by_target_kl=stopped)
+

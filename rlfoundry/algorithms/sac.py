@@ -1,0 +1,169 @@
+"""SAC, Soft Actor-Critic (Haarnoja et al., 2018a; automatic entropy tuning: Haarnoja et al., 2018b).
+
+    critics:      y = r + gamma (1 - terminated) (min_{k=1,2} Q'_k(s', a') - alpha log pi(a'|s')),  a' ~ pi(.|s')
+                  L(phi) = sum_k mean (Q_k(s, a) - y)^2
+    actor:        L(theta) = mean (alpha log pi(a|s) - min_k Q_k(s, a)),  a = tanh(mu(s) + sigma(s) epsilon)
+    temperature:  L(log alpha) = -mean log alpha (log pi(a|s) + H_target),  H_target = -dim(A)
+    targets:      phi' <- tau phi + (1 - tau) phi'   after every update
+
+Maximum-entropy RL: the return being maximised carries a bonus alpha H(pi(.|s)) at every step, so
+the policy stays as random as the rewards allow. The policy is a Gaussian squashed by tanh into
+[-1, 1] (networks.continuous.SquashedGaussianActor, with the exact log-density correction), the
+two critics and their minimum fight over-estimation as in TD3, and alpha is tuned so that the
+policy's entropy stays near H_target (or fixed, with learn_alpha=False). There is no target actor:
+a' is sampled from the current policy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlfoundry.data.replay import ReplayBatch
+from rlfoundry.losses.continuous import (
+    critic_loss,
+    entropy_temperature_loss,
+    polyak_update,
+    soft_actor_loss,
+    soft_q_target,
+    target_entropy_for,
+)
+from rlfoundry.networks.continuous import QEnsemble, SquashedGaussianActor
+from rlfoundry.run.config import require_choice, require_range
+from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.off_policy import (
+    OffPolicyAlgorithm,
+    OffPolicyConfig,
+    Part,
+    ReplayCollector,
+    adam,
+    frozen_copy,
+    optimizer_step,
+    record_finite,
+)
+
+
+@dataclass(frozen=True)
+class SACConfig(OffPolicyConfig):
+    """Hyperparameters of SAC (the shared ones are OffPolicyConfig's); defaults are Haarnoja et al. (2018b)'s and Stable-Baselines3's."""
+
+    learn_alpha: bool = True
+    """Tune the entropy temperature alpha towards target_entropy (True) or keep it fixed at `alpha`."""
+    alpha: float = 1.0
+    """The fixed alpha, or the initial one when learn_alpha; > 0."""
+    alpha_learning_rate: float = 3e-4
+    """Adam's step size for log alpha."""
+    target_entropy: float | None = None
+    """H_target, in nats; None: -dim(A)."""
+    update_order: Literal["simultaneous", "sequential"] = "simultaneous"
+    """'simultaneous': all three gradients from the same parameters, one backward pass and one Adam step
+    (rlkit's SACTrainer); 'sequential': the critics step first and the actor and
+    temperature see the stepped critics (Stable-Baselines3, CleanRL)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_choice("learn_alpha", self.learn_alpha, (True, False))
+        require_range("alpha", self.alpha, 0.0, low_inclusive=False)
+        require_range("alpha_learning_rate", self.alpha_learning_rate, 0.0, low_inclusive=False)
+        if self.target_entropy is not None:
+            require_range("target_entropy", self.target_entropy)
+        require_choice("update_order", self.update_order, ("simultaneous", "sequential"))
+
+
+class EntropyTemperature(nn.Module):
+    """alpha = exp(log alpha): the learned weight of the entropy bonus, positive by construction."""
+
+    def __init__(self, initial_alpha: float):
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(initial_alpha)))
+
+    def forward(self) -> torch.Tensor:
+        """alpha, detached: the losses that use it must not move it."""
+        return self.log_alpha.detach().exp()
+
+
+class SAC(OffPolicyAlgorithm):
+    """Soft Actor-Critic: a tanh-Gaussian actor, twin critics, automatic entropy tuning (Box actions).
+
+    See the module docstring; the learn loop, acting and saving are run.off_policy's."""
+
+    name = "sac"
+    Config = SACConfig
+
+    def _build(self, collector: ReplayCollector) -> None:
+        config = self.config
+        self.collector = collector
+        sizes = (collector.observation_size, collector.action_size)
+        self.actor = SquashedGaussianActor(*sizes, config.actor_hidden_sizes, config.activation).to(collector.device)
+        self.critics = QEnsemble(*sizes, config.critic_hidden_sizes, 2, config.activation).to(collector.device)
+        self.target_critics = frozen_copy(self.critics)
+        self.temperature = EntropyTemperature(config.alpha).to(collector.device)
+        self.temperature.requires_grad_(config.learn_alpha)
+        self.target_entropy = (
+            target_entropy_for(collector.action_size) if config.target_entropy is None else config.target_entropy
+        )
+        self.optimizer = adam(
+            (self.actor, config.actor_learning_rate),
+            (self.critics, config.critic_learning_rate),
+            (self.temperature, config.alpha_learning_rate),
+        )
+
+    def _parts(self) -> dict[str, Part]:
+        return {
+            "actor": self.actor,
+            "critics": self.critics,
+            "target_critics": self.target_critics,
+            "temperature": self.temperature,
+            "optimizer": self.optimizer,
+        }
+
+    @property
+    def alpha(self) -> float:
+        """The current entropy temperature."""
+        return float(self.temperature())
+
+    def _act(self, observations: np.ndarray, deterministic: bool) -> np.ndarray:
+        """tanh(mu(s)), or a sample of the squashed Gaussian when exploring: unit actions [N, A]."""
+        policy = self.actor.mode if deterministic else (lambda states: self.actor(states)[0])
+        return self.collector.actions_of(policy, observations)
+
+    def _update(self, batch: ReplayBatch, monitor: TrainingMonitor) -> None:
+        """One step each of the critics, the actor and the temperature, then one Polyak step.
+
+        alpha is read once, before its own step, and used by all three losses. Each loss reaches
+        only its own parameters (the targets are computed without gradients, the actor sees the
+        critics frozen, the temperature loss sees log pi detached), so a backward pass of their
+        sum gives each network exactly its own gradient."""
+        config = self.config
+        alpha = self.temperature()
+        actions, log_probs = self.actor(batch.observations)
+        with torch.no_grad():
+            next_actions, next_log_probs = self.actor(batch.next_observations)
+            next_q_values = self.target_critics(batch.next_observations, next_actions)
+            targets = soft_q_target(batch.rewards, batch.terminated, next_q_values, next_log_probs, alpha, batch.discounts)
+        critic_loss_value = critic_loss(self.critics(batch.observations, batch.actions), targets)
+        if config.update_order == "sequential":
+            optimizer_step(self.optimizer, critic_loss_value)  # the actor's loss below sees the stepped critics
+        actor_loss = soft_actor_loss(self.critics(batch.observations, actions, frozen=True), log_probs, alpha)
+        policy_losses = actor_loss
+        if config.learn_alpha:
+            policy_losses = policy_losses + entropy_temperature_loss(
+                self.temperature.log_alpha, log_probs, self.target_entropy
+            )
+        if config.update_order == "sequential":
+            optimizer_step(self.optimizer, policy_losses)
+        else:
+            optimizer_step(self.optimizer, critic_loss_value + policy_losses)
+        polyak_update(self.target_critics.parameters(), self.critics.parameters(), config.tau)
+        metrics = {
+            "train/critic_loss": critic_loss_value.detach(),
+            "train/actor_loss": actor_loss.detach(),
+            "train/alpha": alpha,
+            "train/entropy": -log_probs.detach().mean(),
+        }
+        record_finite(monitor, metrics, self.name, self.collector.steps)

@@ -1,0 +1,79 @@
+"""TD3, Twin Delayed DDPG (Fujimoto, van Hoof and Meger, 2018).
+
+    critics:  y = r + gamma (1 - terminated) min_{k=1,2} Q'_k(s', a'),
+              a' = clip(mu'(s') + clip(epsilon, -c, c), -1, 1),  epsilon ~ N(0, sigma^2)
+              L(phi) = sum_k mean (Q_k(s, a) - y)^2
+    actor:    L(theta) = -mean Q_1(s, mu_theta(s)),         every `policy_delay` critic updates
+    targets:  theta' <- tau theta + (1 - tau) theta',       with the actor update
+
+DDPG's three fixes against over-estimation: the smaller of two target critics (clipped double Q),
+noise on the target action so that the target values a neighbourhood of mu'(s') (target policy
+smoothing), and fewer actor and target updates than critic updates (delayed policy updates).
+Acting adds Gaussian noise N(0, exploration_noise_std^2) to mu(s) and clips to [-1, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlfoundry.data.replay import ReplayBatch
+from rlfoundry.losses.continuous import polyak_update, q_target, smoothed_target_actions
+from rlfoundry.run.config import require_int, require_range
+from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.off_policy import (
+    DeterministicActorCritic,
+    DeterministicPolicyConfig,
+    critic_step,
+    deterministic_actor_step,
+    record_finite,
+)
+
+
+@dataclass(frozen=True)
+class TD3Config(DeterministicPolicyConfig):
+    """Hyperparameters of TD3 (the shared ones are in run.off_policy); defaults are the authors' current code's."""
+
+    policy_delay: int = 2
+    """Critic updates per actor and target update."""
+    target_policy_noise: float = 0.2
+    """sigma of the target policy smoothing noise, in unit-action scale."""
+    target_noise_clip: float = 0.5
+    """c: the smoothing noise is clipped to [-c, c]."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_int("policy_delay", self.policy_delay, 1)
+        require_range("target_policy_noise", self.target_policy_noise, 0.0)
+        require_range("target_noise_clip", self.target_noise_clip, 0.0)
+
+
+class TD3(DeterministicActorCritic):
+    """Twin Delayed DDPG: clipped double Q, target policy smoothing, delayed actor updates (Box actions).
+
+    See the module docstring. The networks, acting, the learn loop and saving are run.off_policy's
+    DeterministicActorCritic, shared with DDPG."""
+
+    name = "td3"
+    Config = TD3Config
+    n_critics = 2
+
+    def _update(self, batch: ReplayBatch, monitor: TrainingMonitor) -> None:
+        """One critic update; the actor and the targets update after every policy_delay-th one."""
+        config = self.config
+        with torch.no_grad():
+            noise = torch.randn_like(batch.actions) * config.target_policy_noise
+            next_actions = smoothed_target_actions(
+                self.target_actor(batch.next_observations), noise, config.target_noise_clip
+            )
+            next_q_values = self.target_critics(batch.next_observations, next_actions)
+            targets = q_target(batch.rewards, batch.terminated, next_q_values, batch.discounts)
+        metrics = {"train/critic_loss": critic_step(self.critics, self.optimizer, batch, targets)}
+        if self.collector.updates % config.policy_delay == 0:
+            metrics["train/actor_loss"] = deterministic_actor_step(
+                self.actor, self.critics, self.optimizer, batch.observations
+            )
+            polyak_update(self.target_actor.parameters(), self.actor.parameters(), config.tau)
+            polyak_update(self.target_critics.parameters(), self.critics.parameters(), config.tau)
+        record_finite(monitor, metrics, self.name, self.collector.steps)

@@ -1,0 +1,462 @@
+"""Experience replay for off-policy algorithms: a preallocated ring buffer over a vector env.
+
+Storage is time-major, `[rows, n_envs, ...]` with rows = ceil(capacity / n_envs): each `add` writes
+one row (one step of every env) and, once full, overwrites the oldest row. Every transition keeps
+`terminated` and `truncated` apart and its TRUE next observation: where an episode ended, the
+final observation from `step_vector`, never the next episode's reset observation.
+
+Three ways to store observations (`storage`), from simplest to leanest, in bytes per transition
+(o = bytes of one observation, f = bytes of its newest frame, a = bytes of one action):
+
+    "full"    s_t and s_{t+1} both stored                      2 o + a + 6
+    "shared"  s_{t+1} is the next row's s_t; the final           o + a + 14, plus o per episode
+              observation of an ended episode goes to a side     that ended inside the buffer
+              store
+    "frames"  like "shared", and of a frame stack [K, ...] only  f + a + 15, plus f per episode
+              the newest frame is kept; stacks are rebuilt from  that ended inside the buffer
+              the K last frames of the episode
+
+For 1M Atari transitions (4 x 84 x 84 uint8 stacks, Discrete actions stored as int64) that is
+56.5 GB "full", 28.2 GB "shared" and 7.1 GB "frames" (`ReplayBuffer.bytes_needed` computes it). "shared" and
+"frames" need consecutive `add` calls to be consecutive steps of the same vector env (what every
+training loop does); "frames" also needs the stacking of Gymnasium's FrameStackObservation with
+padding_type="reset" (the first stack of an episode repeats its first frame).
+
+Sampling is uniform over the stored transitions whose inputs are all present, by numpy fancy
+indexing (no Python loop per sample). With `n_step` > 1 a sample starting at t carries the
+discounted sum of k rewards, k = n_step, or fewer where the episode ends first or the buffer holds
+no later step, and bootstraps from s_{t+k} with discount gamma^k (see `ReplayBatch`).
+
+`checkpoint_state` / `restore` put the whole buffer into an rlfoundry checkpoint (arrays as .npy,
+read without pickle), so that off-policy training resumes exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+Storage = Literal["full", "shared", "frames"]
+STORAGES = ("full", "shared", "frames")
+# Side-store entries allocated up front for "shared" / "frames"; doubled whenever full.
+INITIAL_FINAL_ENTRIES = 64
+
+
+class ReplayBatch(NamedTuple):
+    """B transitions sampled from a ReplayBuffer (numpy arrays; torch tensors after to_tensors).
+
+    observations:      [B, *obs]     s_t, in the observation space's dtype (uint8 images stay uint8)
+    actions:           [B, *action]  a_t: int64 for Discrete actions, float32 for Box actions
+    rewards:           [B] float32   sum_{j<k} gamma^j r_{t+j}  (just r_t when k = 1)
+    next_observations: [B, *obs]     the true s_{t+k}: the final observation where the episode ended
+    terminated:        [B] bool      s_{t+k} is terminal: the target must not bootstrap
+    truncated:         [B] bool      the episode was cut at s_{t+k}: the target still bootstraps
+    discounts:         [B] float32   gamma^k, the discount of the bootstrapped value
+
+    A target is then  y = rewards + discounts * (1 - terminated) * V(next_observations).
+    """
+
+    observations: Any
+    actions: Any
+    rewards: Any
+    next_observations: Any
+    terminated: Any
+    truncated: Any
+    discounts: Any
+
+    def to_tensors(self, device: torch.device | str = "cpu") -> "ReplayBatch":
+        """The same batch as torch tensors on `device` (zero-copy on the CPU)."""
+        return ReplayBatch(*(torch.from_numpy(array).to(device, non_blocking=True) for array in self))
+
+    def split(self, count: int) -> list["ReplayBatch"]:
+        """`count` equal consecutive minibatches (views, no copies) of a batch of count * B samples."""
+        size = len(self.rewards)
+        if size % count:
+            raise ValueError(f"cannot split a batch of {size} transitions into {count} equal minibatches")
+        step = size // count
+        return [ReplayBatch(*(field[start : start + step] for field in self)) for start in range(0, size, step)]
+
+
+class ReplayBuffer:
+    """A preallocated ring buffer of the transitions of an `n_envs` vector env.
+
+    capacity:          transitions kept (rounded up to a multiple of n_envs)
+    observation_space: the single env's observation space (any Box, Discrete or MultiDiscrete)
+    action_space:      the single env's action space (Discrete, or Box of any shape, ...)
+    n_envs:            environments stepped together; each `add` takes one step of each
+    gamma:             discount used for n-step sums and the `discounts` of sampled batches
+    n_step:            rewards summed per sample (1: one-step transitions)
+    storage:           "full", "shared" or "frames" (see the module docstring)
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        n_envs: int = 1,
+        *,
+        gamma: float = 0.99,
+        n_step: int = 1,
+        storage: Storage = "full",
+    ):
+        _require_positive_int("capacity", capacity)
+        _require_positive_int("n_envs", n_envs)
+        _require_positive_int("n_step", n_step)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma={gamma!r} is out of range: allowed [0, 1]")
+        if storage not in STORAGES:
+            raise ValueError(f"storage={storage!r} is not allowed: choose one of {', '.join(map(repr, STORAGES))}")
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.n_envs = n_envs
+        self.gamma = float(gamma)
+        self.n_step = n_step
+        self.storage = storage
+        self.rows = math.ceil(capacity / n_envs)
+        self.observation_shape = tuple(observation_space.shape)
+        self.observation_dtype = stored_dtype(observation_space)
+        self.action_shape = tuple(action_space.shape)
+        self.action_dtype = stored_dtype(action_space)
+        self.stack = self.observation_shape[0] if storage == "frames" else 1
+        if storage == "frames" and (len(self.observation_shape) < 2 or self.stack < 2):
+            raise ValueError(
+                f"storage='frames' needs stacked observations [K >= 2, ...], got shape {self.observation_shape}: "
+                "use storage='shared' for observations that are not frame stacks"
+            )
+        minimum_rows = self.stack + 1
+        if self.rows < minimum_rows:
+            raise ValueError(
+                f"capacity={capacity} gives {self.rows} rows of {n_envs} envs; this buffer needs at least "
+                f"{minimum_rows} rows: raise capacity to {minimum_rows * n_envs} or more"
+            )
+        rows_envs = (self.rows, n_envs)
+        # "frames" keeps only the newest frame of each stack; the others keep whole observations.
+        self.piece_shape = self.observation_shape[1:] if storage == "frames" else self.observation_shape
+        self.observations = np.zeros(rows_envs + self.piece_shape, dtype=self.observation_dtype)
+        self.next_observations = (
+            np.zeros(rows_envs + self.observation_shape, dtype=self.observation_dtype) if storage == "full" else None
+        )
+        self.actions = np.zeros(rows_envs + self.action_shape, dtype=self.action_dtype)
+        self.rewards = np.zeros(rows_envs, dtype=np.float32)
+        self.terminated = np.zeros(rows_envs, dtype=bool)
+        self.truncated = np.zeros(rows_envs, dtype=bool)
+        if storage != "full":
+            # Final observations of ended episodes, in a FIFO side store addressed by ever-growing
+            # ids (entry = id % len(store)); final_ids[row, env] = -1 where the episode went on.
+            self.final_ids = np.full(rows_envs, -1, dtype=np.int64)
+            self.final_store = np.zeros((INITIAL_FINAL_ENTRIES,) + self.piece_shape, dtype=self.observation_dtype)
+            self.next_final_id = 0
+            self.oldest_final_id = 0
+            # The newest row's s_{t+1}, kept until the next add in case the stream of steps breaks.
+            self.pending_next_observations = np.zeros((n_envs,) + self.observation_shape, dtype=self.observation_dtype)
+        if storage == "frames":
+            # Steps since the episode's first observation, capped at K - 1: frames older than the
+            # episode's start are replaced by its first frame, as FrameStackObservation pads.
+            self.steps_since_start = np.zeros(rows_envs, dtype=np.uint8)
+            self.running_steps_since_start = np.zeros(n_envs, dtype=np.uint8)
+        self.position = 0
+        self.filled_rows = 0
+
+    # -- sizes ------------------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Transitions the buffer can hold (rows x n_envs)."""
+        return self.rows * self.n_envs
+
+    def __len__(self) -> int:
+        """Transitions stored so far (at most `capacity`)."""
+        return self.filled_rows * self.n_envs
+
+    @property
+    def full(self) -> bool:
+        return self.filled_rows == self.rows
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the preallocated arrays now (the side store grows with ended episodes)."""
+        arrays = [self.observations, self.actions, self.rewards, self.terminated, self.truncated]
+        if self.storage == "full":
+            arrays.append(self.next_observations)
+        else:
+            arrays += [self.final_ids, self.final_store]
+        if self.storage == "frames":
+            arrays.append(self.steps_since_start)
+        return sum(array.nbytes for array in arrays)
+
+    @staticmethod
+    def bytes_needed(
+        capacity: int, observation_space: spaces.Space, action_space: spaces.Space, storage: Storage = "full"
+    ) -> int:
+        """Bytes a buffer of `capacity` transitions needs, side store for ended episodes excluded."""
+        observation_bytes = int(np.prod(observation_space.shape)) * stored_dtype(observation_space).itemsize
+        action_bytes = int(np.prod(action_space.shape)) * stored_dtype(action_space).itemsize
+        per_transition = {
+            "full": 2 * observation_bytes + action_bytes + 4 + 1 + 1,
+            "shared": observation_bytes + action_bytes + 4 + 1 + 1 + 8,
+            "frames": observation_bytes // max(observation_space.shape[0], 1) + action_bytes + 4 + 1 + 1 + 8 + 1,
+        }[storage]
+        return capacity * per_transition
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def add(
+        self,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_observations: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+    ) -> None:
+        """Store one step of every env: s_t [N, *obs], a_t [N, *action], r_t [N], the true s_{t+1}
+        [N, *obs] (VectorStep.next_observations), terminated [N] and truncated [N]."""
+        observations = np.asarray(observations)
+        next_observations = np.asarray(next_observations)
+        expected = (self.n_envs,) + self.observation_shape
+        for name, array in (("observations", observations), ("next_observations", next_observations)):
+            if array.shape != expected:
+                raise ValueError(f"{name} has shape {array.shape}; this buffer stores {expected} per step")
+        row = self.position
+        if self.storage != "full" and self.full:
+            self._release_final_observations(row)
+        if self.storage == "frames":
+            self._check_frame_stacks(observations)
+            self.observations[row] = observations[:, -1]
+            self.steps_since_start[row] = self.running_steps_since_start
+        else:
+            self.observations[row] = observations
+        if self.storage == "full":
+            self.next_observations[row] = next_observations
+        else:
+            self.pending_next_observations[:] = next_observations
+        self.actions[row] = np.asarray(actions).reshape((self.n_envs,) + self.action_shape)
+        self.rewards[row] = rewards
+        self.terminated[row] = terminated
+        self.truncated[row] = truncated
+        ended = self.terminated[row] | self.truncated[row]
+        if self.storage != "full" and ended.any():
+            self._store_final_observations(row, ended, next_observations[ended])
+        if self.storage == "frames":
+            grown = np.minimum(self.running_steps_since_start + 1, self.stack - 1)
+            self.running_steps_since_start = np.where(ended, 0, grown).astype(np.uint8)
+        self.position = (row + 1) % self.rows
+        self.filled_rows = min(self.filled_rows + 1, self.rows)
+
+    def restart_episodes(self) -> None:
+        """Declare that the next add does not continue the episodes of the newest row (a resumed
+        run whose env position could not be restored starts new episodes): the newest row becomes
+        truncated, so its targets bootstrap from its true next observations and n-step sums stop."""
+        if self.filled_rows == 0:
+            return
+        row = (self.position - 1) % self.rows
+        going_on = ~(self.terminated[row] | self.truncated[row])
+        self.truncated[row] |= going_on
+        if self.storage != "full" and going_on.any():
+            self._store_final_observations(row, going_on, self.pending_next_observations[going_on])
+        if self.storage == "frames":
+            self.running_steps_since_start[:] = 0
+
+    def _check_frame_stacks(self, observations: np.ndarray) -> None:
+        """"frames" storage keeps one frame per step: check the stacks really overlap that way."""
+        starting = self.running_steps_since_start == 0
+        continuing = ~starting  # none before the first add: every env starts an episode
+        previous_newest = self.observations[(self.position - 1) % self.rows]
+        overlaps = (observations[continuing, -2] == previous_newest[continuing]).all()
+        padded = (observations[starting, 0] == observations[starting, -1]).all()
+        if not (overlaps and padded):
+            raise ValueError(
+                "storage='frames' needs frame stacks [K, ...] whose newest frame is last, that shift by one "
+                "frame per step and start each episode with K copies of its first frame (Gymnasium's "
+                "FrameStackObservation); these observations are not: use storage='shared'"
+            )
+
+    def _store_final_observations(self, row: int, ended: np.ndarray, final_observations: np.ndarray) -> None:
+        count = len(final_observations)
+        live = self.next_final_id - self.oldest_final_id
+        if live + count > len(self.final_store):
+            self._grow_final_store(live + count)
+        ids = np.arange(self.next_final_id, self.next_final_id + count)
+        pieces = final_observations[:, -1] if self.storage == "frames" else final_observations
+        self.final_store[ids % len(self.final_store)] = pieces
+        self.final_ids[row, ended] = ids
+        self.next_final_id += count
+
+    def _grow_final_store(self, needed: int) -> None:
+        size = len(self.final_store)
+        while size < needed:
+            size *= 2
+        store = np.zeros((size,) + self.piece_shape, dtype=self.observation_dtype)
+        live = np.arange(self.oldest_final_id, self.next_final_id)
+        store[live % size] = self.final_store[live % len(self.final_store)]
+        self.final_store = store
+
+    def _release_final_observations(self, row: int) -> None:
+        """The row is about to be overwritten: its side-store entries (the oldest ones) die."""
+        ids = self.final_ids[row]
+        if (ids >= 0).any():
+            self.oldest_final_id = int(ids.max()) + 1
+            ids[:] = -1
+
+    # -- sampling ---------------------------------------------------------------------------------
+
+    @property
+    def sampleable_ages(self) -> tuple[int, int]:
+        """(first, last) ages, counted in rows from the oldest stored row, that can be sampled.
+
+        "shared" and "frames" cannot sample the newest row (its s_{t+1} arrives with the next add);
+        a full "frames" buffer cannot sample the K - 1 oldest rows (their earlier frames are gone).
+        """
+        first = self.stack - 1 if self.storage == "frames" and self.full else 0
+        last = self.filled_rows - 1 if self.storage == "full" else self.filled_rows - 2
+        return first, last
+
+    def sample(self, batch_size: int, generator: np.random.Generator) -> ReplayBatch:
+        """`batch_size` transitions drawn uniformly (with replacement) with `generator`."""
+        _require_positive_int("batch_size", batch_size)
+        first, last = self.sampleable_ages
+        if last < first:
+            raise ValueError(
+                f"the buffer holds {len(self)} transitions, too few to sample from: add more steps first "
+                "(start learning after a few steps, e.g. learning_starts > 0)"
+            )
+        flat = generator.integers((last - first + 1) * self.n_envs, size=batch_size)
+        ages = first + flat // self.n_envs
+        envs = flat % self.n_envs
+        return self._gather(ages, envs, last)
+
+    def _row(self, ages: np.ndarray) -> np.ndarray:
+        oldest = self.position if self.full else 0
+        return (oldest + ages) % self.rows
+
+    def _gather(self, ages: np.ndarray, envs: np.ndarray, last_age: int) -> ReplayBatch:
+        rows = self._row(ages)
+        rewards = self.rewards[rows, envs].copy()
+        # k, the steps each sample spans: grows while the episode goes on and later steps exist.
+        steps = np.ones(len(ages), dtype=np.int64)
+        going_on = ~(self.terminated[rows, envs] | self.truncated[rows, envs])
+        for offset in range(1, self.n_step):
+            going_on &= ages + offset <= last_age
+            later_rows = self._row(ages + offset)
+            rewards += np.where(going_on, self.gamma**offset * self.rewards[later_rows, envs], 0.0).astype(np.float32)
+            steps += going_on
+            going_on &= ~(self.terminated[later_rows, envs] | self.truncated[later_rows, envs])
+        last_rows = self._row(ages + steps - 1) if self.n_step > 1 else rows
+        return ReplayBatch(
+            observations=self._observations_at(rows, envs),
+            actions=self.actions[rows, envs],
+            rewards=rewards,
+            next_observations=self._next_observations_at(last_rows, envs),
+            terminated=self.terminated[last_rows, envs],
+            truncated=self.truncated[last_rows, envs],
+            discounts=(self.gamma**steps).astype(np.float32),
+        )
+
+    def _observations_at(self, rows: np.ndarray, envs: np.ndarray) -> np.ndarray:
+        if self.storage != "frames":
+            return self.observations[rows, envs]
+        return self._frame_stacks(rows, envs, self.steps_since_start[rows, envs])
+
+    def _next_observations_at(self, rows: np.ndarray, envs: np.ndarray) -> np.ndarray:
+        if self.storage == "full":
+            return self.next_observations[rows, envs]
+        following = (rows + 1) % self.rows
+        if self.storage == "frames":
+            since_start = np.minimum(self.steps_since_start[rows, envs].astype(np.int64) + 1, self.stack - 1)
+            next_observations = self._frame_stacks(following, envs, since_start)
+            newest = next_observations[:, -1]
+        else:
+            next_observations = self.observations[following, envs]
+            newest = next_observations
+        ids = self.final_ids[rows, envs]
+        ended = ids >= 0
+        if ended.any():
+            newest[ended] = self.final_store[ids[ended] % len(self.final_store)]
+        return next_observations
+
+    def _frame_stacks(self, rows: np.ndarray, envs: np.ndarray, since_start: np.ndarray) -> np.ndarray:
+        """[B, K, ...] stacks ending at `rows`: lag j reads row - min(j, steps since the start)."""
+        lags = np.arange(self.stack - 1, -1, -1)
+        source_rows = (rows[:, None] - np.minimum(lags[None, :], since_start[:, None])) % self.rows
+        return self.observations[source_rows, envs[:, None]]
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def checkpoint_state(self, prefix: str = "replay") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON, arrays) for a checkpoint; only the filled rows are written."""
+        filled = slice(0, self.filled_rows)
+        state: dict[str, Any] = {
+            "capacity": self.capacity,
+            "n_envs": self.n_envs,
+            "storage": self.storage,
+            "n_step": self.n_step,
+            "gamma": self.gamma,
+            "position": self.position,
+            "filled_rows": self.filled_rows,
+        }
+        arrays = {
+            f"{prefix}.observations": self.observations[filled],
+            f"{prefix}.actions": self.actions[filled],
+            f"{prefix}.rewards": self.rewards[filled],
+            f"{prefix}.terminated": self.terminated[filled],
+            f"{prefix}.truncated": self.truncated[filled],
+        }
+        if self.storage == "full":
+            arrays[f"{prefix}.next_observations"] = self.next_observations[filled]
+        else:
+            live = np.arange(self.oldest_final_id, self.next_final_id)
+            arrays[f"{prefix}.final_ids"] = self.final_ids[filled]
+            arrays[f"{prefix}.final_store"] = self.final_store[live % len(self.final_store)]
+            arrays[f"{prefix}.pending_next_observations"] = self.pending_next_observations
+            state["next_final_id"] = self.next_final_id
+            state["oldest_final_id"] = self.oldest_final_id
+        if self.storage == "frames":
+            arrays[f"{prefix}.steps_since_start"] = self.steps_since_start[filled]
+            arrays[f"{prefix}.running_steps_since_start"] = self.running_steps_since_start
+        return state, arrays
+
+    def restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray], prefix: str = "replay") -> None:
+        """Load what checkpoint_state wrote into this (empty, identically configured) buffer."""
+        for name in ("capacity", "n_envs", "storage", "n_step"):
+            if state[name] != getattr(self, name):
+                raise ValueError(
+                    f"the saved replay buffer has {name}={state[name]!r} but this one has {getattr(self, name)!r}: "
+                    "build the buffer with the saved settings before restoring it"
+                )
+        self.gamma = state["gamma"]
+        self.position = state["position"]
+        self.filled_rows = state["filled_rows"]
+        filled = slice(0, self.filled_rows)
+        names = ["observations", "actions", "rewards", "terminated", "truncated"]
+        names += ["next_observations"] if self.storage == "full" else ["final_ids"]
+        names += ["steps_since_start"] if self.storage == "frames" else []
+        for name in names:
+            getattr(self, name)[filled] = arrays[f"{prefix}.{name}"]
+        if self.storage != "full":
+            self.next_final_id = state["next_final_id"]
+            self.oldest_final_id = state["oldest_final_id"]
+            live = np.arange(self.oldest_final_id, self.next_final_id)
+            if len(live) > len(self.final_store):
+                self._grow_final_store(len(live))
+            self.final_store[live % len(self.final_store)] = arrays[f"{prefix}.final_store"]
+            self.pending_next_observations[:] = arrays[f"{prefix}.pending_next_observations"]
+        if self.storage == "frames":
+            self.running_steps_since_start = arrays[f"{prefix}.running_steps_since_start"].copy()
+
+
+def stored_dtype(space: spaces.Space) -> np.dtype:
+    """The dtype a space's values are stored in: float32 for floats, int64 for Discrete, else as is."""
+    if isinstance(space, spaces.Discrete):
+        return np.dtype(np.int64)
+    dtype = np.dtype(space.dtype)
+    return np.dtype(np.float32) if dtype.kind == "f" else dtype
+
+
+def _require_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r} is out of range: allowed integers >= 1")

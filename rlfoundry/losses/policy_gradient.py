@@ -1,0 +1,73 @@
+"""Actor-critic losses: the policy-gradient surrogate, PPO's clipped surrogate, the value loss.
+
+Every loss is a mean over a batch of B steps and is *minimised*: the policy terms carry a minus
+sign because the policy gradient ascends J(theta). Inputs are torch tensors of shape [B].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional
+
+
+def normalize_advantages(advantages: torch.Tensor, epsilon: float = 1e-8) -> torch.Tensor:
+    """A_hat = (A - mean(A)) / (std(A) + epsilon)
+
+    std is the unbiased sample standard deviation, so it needs B >= 2 rows (with B = 1 it is NaN:
+    a config that allows one-row minibatches must not normalise).
+    """
+    return (advantages - advantages.mean()) / (advantages.std() + epsilon)
+
+
+def policy_gradient_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """L^PG = -mean_t log pi_theta(a_t|s_t) A_t
+
+    Its gradient is minus the policy-gradient estimate (1/B) sum_t grad log pi(a_t|s_t) A_t; the
+    advantages must not carry gradients (they are data).
+    """
+    return -(log_probs * advantages).mean()
+
+
+def clipped_surrogate_loss(
+    log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor, clip_range: float
+) -> torch.Tensor:
+    """L^CLIP = -mean_t min(rho_t A_t, clip(rho_t, 1 - epsilon, 1 + epsilon) A_t),  rho_t = pi_theta(a_t|s_t) / pi_old(a_t|s_t)
+
+    At rho = 1 its gradient equals that of policy_gradient_loss; where the clip is active (rho
+    beyond 1 + epsilon with A > 0, or below 1 - epsilon with A < 0) a row contributes no gradient.
+    """
+    ratios = torch.exp(log_probs - old_log_probs)
+    unclipped = ratios * advantages
+    clipped = torch.clamp(ratios, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    return -torch.min(unclipped, clipped).mean()
+
+
+def value_loss(
+    values: torch.Tensor,
+    returns: torch.Tensor,
+    old_values: torch.Tensor | None = None,
+    clip_range: float | None = None,
+) -> torch.Tensor:
+    """L^V = mean_t (V(s_t) - R_t)^2,  or with clip_range c: mean_t max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)
+
+    The clipped form (PPO's optional value clipping) keeps the new value within c of the value
+    at collection time unless that moves it further from the target. No factor 1/2: the
+    algorithms' value coefficient carries the scale.
+    """
+    if clip_range is None:
+        return functional.mse_loss(values, returns)  # one fused op for mean (V - R)^2
+    squared_errors = (values - returns).square()
+    if old_values is None:
+        raise ValueError("value clipping needs old_values (the values at collection time)")
+    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    return torch.max(squared_errors, (clipped_values - returns).square()).mean()
+
+
+def approximate_kl(log_probs: torch.Tensor, old_log_probs: torch.Tensor) -> torch.Tensor:
+    """KL(pi_old || pi_theta) ~= mean_t (rho_t - 1) - log rho_t,  rho_t = pi_theta(a_t|s_t) / pi_old(a_t|s_t), a_t ~ pi_old
+
+    An unbiased, never negative estimate of the KL from samples of the old policy (Schulman's
+    "k3" estimator); it is what PPO's target_kl is compared with.
+    """
+    log_ratios = log_probs - old_log_probs
+    return (torch.expm1(log_ratios) - log_ratios).mean()

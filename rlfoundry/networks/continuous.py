@@ -1,0 +1,143 @@
+"""Networks for continuous actions: deterministic and tanh-Gaussian actors, a batched Q ensemble.
+
+Every actor acts in the unit box [-1, 1]^A; `ActionScale` maps those actions to the env's
+bounds, and it is the only place where that happens (the replay buffer stores unit actions).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from rlfoundry.networks.torsos import ACTIVATIONS, MLP
+
+# Bounds of log sigma for the tanh-Gaussian actor (Haarnoja et al. 2018's code, Stable-Baselines3):
+# sigma in [2e-9, 7.4] keeps exp() and the log-density finite.
+LOG_STD_MIN = -20.0
+LOG_STD_MAX = 2.0
+_HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class ActionScale:
+    """The affine map from unit actions in [-1, 1]^A to a Box's bounds [low, high].
+
+    low, high: [A] arrays in the action space's dtype, finite, low < high (as
+    envs.spaces.require_box_actions returns them).
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+
+    def to_env(self, unit_actions: np.ndarray) -> np.ndarray:
+        """a_env = low + (a + 1) (high - low) / 2, for unit actions a in [-1, 1]^A ([N, A] or [A])."""
+        return (self.low + (np.asarray(unit_actions) + 1.0) * (0.5 * (self.high - self.low))).astype(self.low.dtype)
+
+
+def squashed_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) = sum_i [log N(u_i; mu_i, sigma_i^2) - log(1 - tanh(u_i)^2)],  a = tanh(u)
+
+    The change of variables a = tanh(u) divides the density by |da/du| = prod_i (1 - tanh(u_i)^2).
+    log(1 - tanh(u)^2) is computed as 2 (log 2 - u - softplus(-2u)), which stays finite where
+    tanh(u) rounds to +-1. pre_tanh, mean, log_std: [B, A]; returns [B].
+    """
+    standardised = (pre_tanh - mean) * torch.exp(-log_std)
+    gaussian = -0.5 * standardised.square() - log_std - _HALF_LOG_TWO_PI
+    log_tanh_derivative = 2.0 * (math.log(2.0) - pre_tanh - functional.softplus(-2.0 * pre_tanh))
+    return (gaussian - log_tanh_derivative).sum(dim=-1)
+
+
+class DeterministicActor(nn.Module):
+    """mu(s) = tanh(W h(s) + b): DDPG's and TD3's policy, an action in [-1, 1]^A."""
+
+    def __init__(self, observation_size: int, action_size: int, hidden_sizes: Sequence[int], activation: str = "relu"):
+        super().__init__()
+        self.torso = MLP(observation_size, hidden_sizes, activation)
+        self.head = nn.Linear(self.torso.output_size, action_size)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """[B, O] -> [B, A] unit actions."""
+        return torch.tanh(self.head(self.torso(observations)))
+
+
+class SquashedGaussianActor(nn.Module):
+    """a = tanh(u), u ~ N(mu(s), diag sigma(s)^2): SAC's policy, sampled with the reparameterisation
+    u = mu + sigma * epsilon, epsilon ~ N(0, I), so that gradients flow through the action."""
+
+    def __init__(self, observation_size: int, action_size: int, hidden_sizes: Sequence[int], activation: str = "relu"):
+        super().__init__()
+        self.torso = MLP(observation_size, hidden_sizes, activation)
+        # Mean and log sigma come from one layer: one matrix product instead of two.
+        self.head = nn.Linear(self.torso.output_size, 2 * action_size)
+
+    def distribution(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log_std) of u, each [B, A]; log_std clamped to [LOG_STD_MIN, LOG_STD_MAX]."""
+        mean, log_std = self.head(self.torso(observations)).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised sample: (unit actions [B, A], log pi(a|s) [B])."""
+        mean, log_std = self.distribution(observations)
+        pre_tanh = mean + torch.exp(log_std) * torch.randn_like(mean)
+        return torch.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
+
+    def mode(self, observations: torch.Tensor) -> torch.Tensor:
+        """tanh(mu(s)), the deterministic action used for evaluation: [B, A]."""
+        return torch.tanh(self.distribution(observations)[0])
+
+
+class QEnsemble(nn.Module):
+    """K independent critics Q_k(s, a) = MLP_k([s, a]), evaluated together as batched matrix
+    products: layer l of all K critics is one torch.baddbmm over a [K, fan_in, fan_out] weight.
+
+    Each critic is initialised like a stack of nn.Linear layers (uniform in +-1/sqrt(fan_in)),
+    so K = 2 is numerically the same model as two separate MLP critics.
+    """
+
+    def __init__(
+        self,
+        observation_size: int,
+        action_size: int,
+        hidden_sizes: Sequence[int],
+        n_critics: int,
+        activation: str = "relu",
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not allowed: choose one of {', '.join(ACTIVATIONS)}")
+        self.n_critics = n_critics
+        self.activation = ACTIVATIONS[activation]()
+        sizes = [observation_size + action_size, *hidden_sizes, 1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes, sizes[1:]):
+            bound = 1.0 / math.sqrt(fan_in)
+            self.weights.append(nn.Parameter(torch.empty(n_critics, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(n_critics, 1, fan_out).uniform_(-bound, bound)))
+
+    def forward(
+        self, observations: torch.Tensor, actions: torch.Tensor, count: int | None = None, frozen: bool = False
+    ) -> torch.Tensor:
+        """Q_k(s, a) for k < count (default all K): [count, B].
+
+        frozen=True uses detached weights: gradients reach the actions but not the critics'
+        parameters, which is all an actor loss needs (and saves their weight-gradient products).
+        """
+        count = self.n_critics if count is None else count
+        hidden = torch.cat([observations, actions], dim=-1).expand(count, -1, -1)
+        last = len(self.weights) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if count < self.n_critics:  # slicing costs a zero-filled gradient copy in the backward pass
+                weight, bias = weight[:count], bias[:count]
+            if frozen:
+                weight, bias = weight.detach(), bias.detach()
+            hidden = torch.baddbmm(bias, hidden, weight)
+            if index < last:
+                hidden = self.activation(hidden)
+        return hidden.squeeze(-1)

@@ -1,0 +1,38 @@
+"""Action-value networks for discrete actions: Q(s, .; theta) over the shared torsos.
+
+    q_network = QNetwork(observation_space, n_actions, hidden_sizes=(256, 256))
+    q_values = q_network(torch.as_tensor(observations))      # [B, n_actions]
+
+The torso is `make_torso`'s: an MLP over flattened Box observations (one-hot for Discrete ones) or
+the Nature CNN over [C, H, W] uint8 frames, then one Linear layer with an output per action.
+Weights keep PyTorch's default initialisation, as in the DQN papers' and Stable-Baselines3's Q
+networks (orthogonal initialisation is an on-policy convention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from rlfoundry.networks.policies import make_torso
+
+
+class QNetwork(nn.Module):
+    """Q(s, a; theta) for every action a: observations [B, *obs] -> [B, n_actions]."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        n_actions: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "relu",
+    ):
+        super().__init__()
+        self.torso = make_torso(observation_space, hidden_sizes, activation)
+        self.head = nn.Linear(self.torso.output_size, n_actions)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(observations))

@@ -1,0 +1,439 @@
+"""What DDPG, TD3 and SAC share, so that their own files hold their targets and their update.
+
+- `OffPolicyConfig`: the fields the three have in common (each algorithm's Config extends it).
+- `ReplayCollector`: the collect-then-update schedule. It acts in the training env, stores every
+  step in the replay buffer and yields the minibatches that fall due (`train_freq`,
+  `gradient_steps`, `learning_starts`).
+- Actions are unit actions in [-1, 1]^A everywhere inside (actors, exploration noise, replay
+  buffer); `ActionScale` maps them to the env's bounds right before `env.step`, the one place
+  where that happens.
+- Update helpers: `critic_step`, `deterministic_actor_step`, `adam`, `optimizer_step`,
+  `frozen_copy`, `gaussian_exploration`, `record_finite`.
+- `OffPolicyAlgorithm`: construction, predict, the learn loop, save and load. An algorithm
+  subclasses it and defines its networks (`_build`), how it acts (`_act`) and its `_update`.
+- `DeterministicActorCritic`: the networks and the noisy behaviour policy of DDPG and TD3, which
+  subclass it with their own `_update` (TD3 is not DDPG with overrides: both call these pieces).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from rlfoundry.data.replay import ReplayBatch, ReplayBuffer
+from rlfoundry.envs.spaces import SpaceError, describe, require_box_actions
+from rlfoundry.envs.vector import EnvSource
+from rlfoundry.losses.continuous import critic_loss, deterministic_actor_loss
+from rlfoundry.networks.continuous import ActionScale, DeterministicActor, QEnsemble
+from rlfoundry.networks.torsos import ACTIVATIONS
+from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError, load_checkpoint, save_checkpoint
+from rlfoundry.run.config import ConfigError, check_keys, config_from_dict, config_to_dict, require_choice, require_int, require_range
+from rlfoundry.run.device import configure_threads, resolve_device
+from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.seeding import generator_state, restore_generator, seed_everything
+from rlfoundry.run.torch_state import (
+    load_module,
+    load_optimizer,
+    module_tensors,
+    optimizer_state,
+    restore_torch_rng,
+    torch_rng_tensors,
+)
+from rlfoundry.run.training_env import TrainingEnv
+
+UnitPolicy = Callable[[np.ndarray], np.ndarray]
+"""Observations [N, O] (numpy) -> unit actions [N, A] in [-1, 1] (numpy float32)."""
+Part = Union[nn.Module, torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class OffPolicyConfig:
+    """Fields every off-policy actor-critic here has; DDPG's, TD3's and SAC's Config extend it."""
+
+    seed: int = 0
+    """Seeds python, numpy, torch and the environments."""
+    n_envs: int = 1
+    """Parallel environments, acted in by one batched forward pass."""
+    buffer_size: int = 1_000_000
+    """Transitions the replay buffer keeps (rounded up to a multiple of n_envs)."""
+    learning_starts: int = 100
+    """Env steps (over all envs) of uniformly random actions before the first gradient step."""
+    batch_size: int = 256
+    """Transitions per minibatch."""
+    gamma: float = 0.99
+    """Discount factor, in [0, 1]."""
+    tau: float = 0.005
+    """Polyak weight of the target networks, theta' <- tau theta + (1 - tau) theta', in (0, 1]."""
+    train_freq: int = 1
+    """Env steps (over all envs) between bursts of gradient steps."""
+    gradient_steps: int = 1
+    """Gradient steps per burst, i.e. per train_freq env steps."""
+    actor_learning_rate: float = 3e-4
+    """Adam's step size for the actor."""
+    critic_learning_rate: float = 3e-4
+    """Adam's step size for the critics."""
+    actor_hidden_sizes: tuple[int, ...] = (256, 256)
+    """Widths of the actor MLP's hidden layers."""
+    critic_hidden_sizes: tuple[int, ...] = (256, 256)
+    """Widths of each critic MLP's hidden layers."""
+    activation: str = "relu"
+    """Activation after each hidden layer: relu, tanh, elu or gelu."""
+    device: str = "auto"
+    """'auto' (the CPU: these MLPs are faster there), 'cpu' or 'cuda'."""
+    torch_threads: int | None = None
+    """torch intra-op threads; None uses rlfoundry's measured default (1)."""
+
+    def __post_init__(self) -> None:
+        require_int("seed", self.seed, 0)
+        require_int("n_envs", self.n_envs, 1)
+        require_int("buffer_size", self.buffer_size, 1)
+        require_int("learning_starts", self.learning_starts, 0)
+        require_int("batch_size", self.batch_size, 1)
+        require_range("gamma", self.gamma, 0.0, 1.0)
+        require_range("tau", self.tau, 0.0, 1.0, low_inclusive=False)
+        require_int("train_freq", self.train_freq, 1)
+        require_int("gradient_steps", self.gradient_steps, 1)
+        require_range("actor_learning_rate", self.actor_learning_rate, 0.0, low_inclusive=False)
+        require_range("critic_learning_rate", self.critic_learning_rate, 0.0, low_inclusive=False)
+        for name in ("actor_hidden_sizes", "critic_hidden_sizes"):
+            require_widths(self, name)
+        require_choice("activation", self.activation, ACTIVATIONS)
+        require_choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
+        if self.torch_threads is not None:
+            require_int("torch_threads", self.torch_threads, 1)
+
+
+def require_widths(config: Any, name: str) -> None:
+    """Check a tuple-of-widths field (turning the lists of YAML and JSON into a tuple first)."""
+    widths = getattr(config, name)
+    if isinstance(widths, list):
+        widths = tuple(widths)
+        object.__setattr__(config, name, widths)
+    if not isinstance(widths, tuple) or not all(
+        isinstance(width, int) and not isinstance(width, bool) and width >= 1 for width in widths
+    ):
+        raise ConfigError(f"{name} must be a tuple of integers >= 1, e.g. (256, 256), got {widths!r}")
+
+
+def crossings(before: int, after: int, interval: int) -> int:
+    """How many multiples of `interval` lie in (before, after]: the events due between two step counts."""
+    return after // interval - before // interval
+
+
+# -- collecting ---------------------------------------------------------------------------------
+
+
+class ReplayCollector:
+    """The env, the replay buffer, the numpy generator and the step counters of a run.
+
+    steps:   env steps taken, over all envs (absolute: a loaded model continues the count)
+    updates: gradient steps taken; the minibatch being yielded is update number `updates`
+    """
+
+    def __init__(self, training_env: TrainingEnv, config: OffPolicyConfig, algorithm: str, rng: np.random.Generator):
+        self.training_env = training_env
+        self.config = config
+        self.rng = rng
+        observation_space = training_env.observation_space
+        if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
+            raise SpaceError(
+                f"{algorithm} takes vector observations (a 1-D Box), but this env observes {describe(observation_space)}: "
+                "wrap it with gymnasium.wrappers.FlattenObservation"
+            )
+        self.observation_size = int(observation_space.shape[0])
+        self.scale = ActionScale(*require_box_actions(training_env.action_space, algorithm, "DQN or PPO"))
+        self.action_size = len(self.scale.low)
+        self.device = resolve_device(config.device)
+        unit_box = spaces.Box(-1.0, 1.0, (self.action_size,), np.float32)
+        self.replay = ReplayBuffer(config.buffer_size, observation_space, unit_box, config.n_envs, gamma=config.gamma)
+        self.steps = 0
+        self.updates = 0
+
+    @property
+    def env_id(self) -> str | None:
+        return self.training_env.env_id
+
+    def tensor(self, observations: np.ndarray) -> torch.Tensor:
+        """Observations as a float32 tensor on the device (MuJoCo observes float64)."""
+        return torch.as_tensor(observations, dtype=torch.float32, device=self.device)
+
+    def actions_of(self, actor: Callable[[torch.Tensor], torch.Tensor], observations: np.ndarray) -> np.ndarray:
+        """actor(observations) without gradients, as numpy unit actions [N, A]."""
+        with torch.inference_mode():
+            return actor(self.tensor(observations)).cpu().numpy()
+
+    def batches(self, total_steps: int, explore: UnitPolicy, monitor: TrainingMonitor) -> Iterator[ReplayBatch]:
+        """Act for `total_steps` more env steps (rounded up to a multiple of n_envs) and yield,
+        after each step, the minibatches due: `gradient_steps` per `train_freq` env steps once
+        more than `learning_starts` steps were taken. Actions are uniformly random before
+        `learning_starts`, then `explore(observations)`."""
+        config, training_env = self.config, self.training_env
+        if not training_env.resumed_exactly:
+            # Fresh episodes begin: the stored ones must not run on into them.
+            self.replay.restart_episodes()
+        observations = training_env.start()
+        for _ in range(math.ceil(total_steps / config.n_envs)):
+            if self.steps < config.learning_starts:
+                actions = self.rng.uniform(-1.0, 1.0, (config.n_envs, self.action_size)).astype(np.float32)
+            else:
+                actions = explore(observations)
+            step, finished_returns, finished_lengths = training_env.step(self.scale.to_env(actions))
+            self.replay.add(observations, actions, step.rewards, step.next_observations, step.terminated, step.truncated)
+            observations = step.observations
+            before, self.steps = self.steps, self.steps + config.n_envs
+            bursts = crossings(before, self.steps, config.train_freq)
+            if bursts and self.steps > config.learning_starts:
+                count = bursts * config.gradient_steps
+                # One draw for the whole burst: a single fancy-index per array instead of `count`.
+                batch = self.replay.sample(config.batch_size * count, self.rng).to_tensors(self.device)
+                for minibatch in batch.split(count):
+                    self.updates += 1
+                    yield minibatch
+            monitor.episodes(self.steps, finished_returns, finished_lengths)
+            monitor.step(self.steps)
+
+    def predict(self, observations: Any, policy: UnitPolicy) -> np.ndarray:
+        """Env actions for observations [B, O] (or one unbatched observation [O])."""
+        batch = np.asarray(observations)
+        single = batch.ndim == 1
+        if single:
+            batch = batch[None]
+        actions = self.scale.to_env(policy(batch))
+        return actions[0] if single else actions
+
+
+def gaussian_exploration(unit_actions: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """a = clip(mu(s) + epsilon, -1, 1),  epsilon ~ N(0, std^2 I): DDPG's and TD3's behaviour policy."""
+    noise = rng.normal(0.0, std, unit_actions.shape)
+    return np.clip(unit_actions + noise, -1.0, 1.0).astype(np.float32)
+
+
+# -- updating -----------------------------------------------------------------------------------
+
+
+def adam(*groups: tuple[nn.Module, float]) -> torch.optim.Adam:
+    """One fused Adam (a single kernel for all tensors) over (module, learning rate) groups.
+
+    A step moves only the parameters that received a gradient since the last zero_grad, so one
+    optimiser serves updates that step the critics and the actor at different times; Adam's
+    moments and step counts stay per parameter, exactly as with one optimiser per network."""
+    return torch.optim.Adam([{"params": list(module.parameters()), "lr": rate} for module, rate in groups], fused=True)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """Clear the gradients, backpropagate `loss` and take one optimiser step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def critic_step(
+    critics: QEnsemble, optimizer: torch.optim.Optimizer, batch: ReplayBatch, targets: torch.Tensor
+) -> torch.Tensor:
+    """One gradient step of every critic towards the targets y: minimise sum_k mean_i (Q_k(s_i, a_i) - y_i)^2."""
+    loss = critic_loss(critics(batch.observations, batch.actions), targets)
+    optimizer_step(optimizer, loss)
+    return loss.detach()
+
+
+def deterministic_actor_step(
+    actor: DeterministicActor, critics: QEnsemble, optimizer: torch.optim.Optimizer, observations: torch.Tensor
+) -> torch.Tensor:
+    """One gradient step of the actor up the first critic, -mean_i Q_1(s_i, mu(s_i)); the critic's
+    weights are used frozen, so no gradient is computed for them."""
+    loss = deterministic_actor_loss(critics(observations, actor(observations), count=1, frozen=True))
+    optimizer_step(optimizer, loss)
+    return loss.detach()
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A target network: a copy of `module` that takes no gradients (moved by Polyak averaging)."""
+    return copy.deepcopy(module).requires_grad_(False)
+
+
+def record_finite(monitor: TrainingMonitor, metrics: dict[str, torch.Tensor], algorithm: str, step: int) -> None:
+    """Report each metric; NonFiniteError if one is NaN or infinite (training diverged)."""
+    for name, value in metrics.items():
+        number = float(value)
+        if not math.isfinite(number):
+            raise NonFiniteError(
+                f"{algorithm} diverged at env step {step}: {name} is {number}; lower the learning rates or check "
+                "the env's rewards and observations for NaN or huge values (no checkpoint is written from it)"
+            )
+        monitor.record(name, number)
+
+
+# -- the algorithm plumbing ---------------------------------------------------------------------
+
+
+class OffPolicyAlgorithm:
+    """Construction, acting, the learn loop and checkpoints of an off-policy actor-critic.
+
+    A subclass (one algorithm file) defines `name`, `Config` and:
+      _build(collector)             create its networks and optimisers on collector.device
+      _parts()                      the modules and optimisers a checkpoint holds, by name
+      _act(observations, deterministic) -> unit actions [N, A] (numpy) for observations [N, O]
+      _update(batch, monitor)       one gradient update on a minibatch (a ReplayBatch of tensors)
+    """
+
+    name = "off-policy"
+    Config = OffPolicyConfig
+
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
+        check_keys(self.Config, config)
+        self.config = self.Config(**config)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.quiet = quiet
+        rng = seed_everything(self.config.seed)
+        configure_threads(self.config.torch_threads)
+        training_env = TrainingEnv(env, self.config.n_envs, self.config.seed)
+        self._build(ReplayCollector(training_env, self.config, type(self).__name__, rng))
+
+    def _build(self, collector: ReplayCollector) -> None:
+        raise NotImplementedError
+
+    def _parts(self) -> dict[str, Part]:
+        raise NotImplementedError
+
+    def _act(self, observations: np.ndarray, deterministic: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def _update(self, batch: ReplayBatch, monitor: TrainingMonitor) -> None:
+        raise NotImplementedError
+
+    @property
+    def env_id(self) -> str | None:
+        return self.collector.env_id
+
+    def predict(self, observations: Any, deterministic: bool = True) -> np.ndarray:
+        """Env actions for observations [B, O] (or one observation [O]): the deterministic policy,
+        or the exploring one that collects experience."""
+        return self.collector.predict(observations, lambda batch: self._act(batch, deterministic))
+
+    def learn(self, total_steps: int) -> "OffPolicyAlgorithm":
+        """Train for `total_steps` more env steps (rounded up to a multiple of n_envs): collect with
+        the exploring policy and run `_update` on every minibatch that falls due."""
+        require_int("total_steps", total_steps, 1)
+        collector = self.collector
+        monitor = TrainingMonitor(self.run_dir, total_steps, collector.steps, self.quiet, title=self.name)
+        for batch in collector.batches(total_steps, lambda observations: self._act(observations, False), monitor):
+            self._update(batch, monitor)
+        monitor.close(collector.steps)
+        if self.run_dir is not None:
+            self.save(self.run_dir / "checkpoints" / "final")
+        return self
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint (networks, optimisers, replay buffer, RNGs, env position) that
+        `rlfoundry.load` reads back exactly."""
+        collector = self.collector
+        env_json, env_arrays = collector.training_env.checkpoint_state()
+        replay_json, replay_arrays = collector.replay.checkpoint_state("replay")
+        tensors: dict[str, torch.Tensor] = {}
+        optimizers: dict[str, Any] = {}
+        for name, part in self._parts().items():
+            if isinstance(part, torch.optim.Optimizer):
+                part_tensors, optimizers[name] = optimizer_state(name, part)
+                tensors.update(part_tensors)
+            else:
+                tensors.update(module_tensors(name, part))
+        checkpoint = Checkpoint(
+            algorithm=self.name,
+            config=config_to_dict(self.config),
+            counters={"steps": collector.steps, "updates": collector.updates},
+            state={"env": env_json, "rng": generator_state(collector.rng), "optimizers": optimizers, "replay": replay_json},
+            tensors={**tensors, **torch_rng_tensors()},
+            arrays={**env_arrays, **replay_arrays},
+        )
+        return save_checkpoint(path, checkpoint)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any):
+        """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
+        env state could be saved (classic-control envs), else with fresh episodes."""
+        checkpoint = load_checkpoint(path, algorithm=cls.name)
+        model = cls.__new__(cls)
+        model.config = config_from_dict(cls.Config, checkpoint.config)
+        model.run_dir = Path(options["run_dir"]) if options.get("run_dir") is not None else None
+        model.quiet = options.get("quiet", False)
+        counters = checkpoint.counters
+        training_env = TrainingEnv.from_checkpoint(
+            checkpoint.state["env"], checkpoint.arrays, env, seed=model.config.seed + counters["steps"]
+        )
+        configure_threads(model.config.torch_threads)
+        rng = restore_generator(checkpoint.state["rng"])
+        collector = ReplayCollector(training_env, model.config, cls.__name__, rng)
+        collector.steps, collector.updates = counters["steps"], counters["updates"]
+        collector.replay.restore(checkpoint.state["replay"], checkpoint.arrays, "replay")
+        model._build(collector)
+        for name, part in model._parts().items():
+            if isinstance(part, torch.optim.Optimizer):
+                load_optimizer(name, part, checkpoint.tensors, checkpoint.state["optimizers"][name])
+            else:
+                load_module(name, part, checkpoint.tensors)
+        restore_torch_rng(checkpoint.tensors)
+        return model
+
+
+# -- DDPG's and TD3's shared shape ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeterministicPolicyConfig(OffPolicyConfig):
+    """OffPolicyConfig plus the exploration noise of a deterministic policy (DDPG, TD3)."""
+
+    exploration_noise_std: float = 0.1
+    """Standard deviation of the Gaussian noise added to mu(s) while collecting, in unit-action scale."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_range("exploration_noise_std", self.exploration_noise_std, 0.0)
+
+
+class DeterministicActorCritic(OffPolicyAlgorithm):
+    """The networks and the behaviour policy that DDPG and TD3 share; each defines its `_update`.
+
+    actor mu, `n_critics` critics (a QEnsemble), target copies of both, and one Adam over the
+    actor and the critics. Acting: mu(s), plus Gaussian noise clipped to [-1, 1] when exploring.
+    """
+
+    n_critics = 1
+    Config = DeterministicPolicyConfig
+
+    def _build(self, collector: ReplayCollector) -> None:
+        config = self.config
+        self.collector = collector
+        sizes = (collector.observation_size, collector.action_size)
+        self.actor = DeterministicActor(*sizes, config.actor_hidden_sizes, config.activation).to(collector.device)
+        self.critics = QEnsemble(*sizes, config.critic_hidden_sizes, self.n_critics, config.activation)
+        self.critics.to(collector.device)
+        self.target_actor = frozen_copy(self.actor)
+        self.target_critics = frozen_copy(self.critics)
+        self.optimizer = adam((self.actor, config.actor_learning_rate), (self.critics, config.critic_learning_rate))
+
+    def _parts(self) -> dict[str, Part]:
+        return {
+            "actor": self.actor,
+            "critics": self.critics,
+            "target_actor": self.target_actor,
+            "target_critics": self.target_critics,
+            "optimizer": self.optimizer,
+        }
+
+    def _act(self, observations: np.ndarray, deterministic: bool) -> np.ndarray:
+        """mu(s), or clip(mu(s) + N(0, exploration_noise_std^2), -1, 1) when exploring: unit actions [N, A]."""
+        actions = self.collector.actions_of(self.actor, observations)
+        if deterministic:
+            return actions
+        return gaussian_exploration(actions, self.config.exploration_noise_std, self.collector.rng)
