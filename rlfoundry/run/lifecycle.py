@@ -17,6 +17,7 @@ from torch import nn
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.run.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rlfoundry.run.config import check_keys, config_from_dict, config_to_dict
+from rlfoundry.run.device import configure_threads, resolve_device
 from rlfoundry.run.seeding import generator_state, restore_generator, seed_everything
 from rlfoundry.run.torch_state import (
     load_module,
@@ -37,6 +38,15 @@ def initialise(model: Any, env: EnvSource | None, run_dir: str | Path | None, qu
     model.quiet = quiet
     model.rng = seed_everything(model.config.seed)
     return TrainingEnv(env, model.config.n_envs, model.config.seed)
+
+
+def attach_env(model: Any, training_env: TrainingEnv, uses_images: bool) -> torch.device:
+    """Give a torch algorithm its env and spaces, set torch's thread count, and pick its device."""
+    configure_threads(model.config.torch_threads)
+    model.training_env = training_env
+    model.observation_space = training_env.observation_space
+    model.action_space = training_env.action_space
+    return resolve_device(model.config.device, uses_images=uses_images)
 
 
 def save_model(

@@ -29,8 +29,7 @@ from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.returns import generalized_advantages
 from rlfoundry.run.checkpoint import NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
-from rlfoundry.run.device import configure_threads, resolve_device
-from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
+from rlfoundry.run.lifecycle import attach_env, initialise, load_model, restore_torch, save_model
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.training_env import TrainingEnv
@@ -153,11 +152,7 @@ class OnPolicyAlgorithm:
 
     def _build(self, training_env: TrainingEnv) -> None:
         config = self.config
-        configure_threads(config.torch_threads)
-        self.training_env = training_env
-        self.observation_space = training_env.observation_space
-        self.action_space = training_env.action_space
-        self.device = resolve_device(config.device, uses_images=is_image_space(self.observation_space))
+        self.device = attach_env(self, training_env, uses_images=is_image_space(training_env.observation_space))
         self.network = ActorCritic(
             self.observation_space,
             self.action_space,
