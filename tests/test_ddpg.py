@@ -37,5 +37,4 @@ def test_actor_and_targets_update_with_every_critic_update():
 @pytest.mark.slow
 def test_ddpg_learns_pendulum_within_20k_steps_on_two_of_three_seeds():
     returns = preset_returns("ddpg", "Pendulum-v1", steps=20_000)
-    print(f"evaluation returns per seed: {returns}")
     assert sum(value >= -250 for value in returns) >= 2, returns

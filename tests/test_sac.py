@@ -60,5 +60,4 @@ def test_a_fixed_alpha_stays_fixed():
 @pytest.mark.slow
 def test_sac_learns_pendulum_within_15k_steps_on_two_of_three_seeds():
     returns = preset_returns("sac", "Pendulum-v1", steps=15_000)
-    print(f"evaluation returns per seed: {returns}")
     assert sum(value >= -250 for value in returns) >= 2, returns

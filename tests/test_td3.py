@@ -58,5 +58,4 @@ def test_actor_and_targets_update_exactly_every_policy_delay_critic_updates(monk
 @pytest.mark.slow
 def test_td3_learns_pendulum_within_15k_steps_on_two_of_three_seeds():
     returns = preset_returns("td3", "Pendulum-v1", steps=15_000)
-    print(f"evaluation returns per seed: {returns}")
     assert sum(value >= -250 for value in returns) >= 2, returns
