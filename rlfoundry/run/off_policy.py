@@ -35,19 +35,11 @@ from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import critic_loss, deterministic_actor_loss
 from rlfoundry.networks.continuous import ActionScale, DeterministicActor, QEnsemble
 from rlfoundry.networks.torsos import ACTIVATIONS
-from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError, load_checkpoint, save_checkpoint
-from rlfoundry.run.config import ConfigError, check_keys, config_from_dict, config_to_dict, require_choice, require_int, require_range
+from rlfoundry.run.checkpoint import NonFiniteError
+from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, resolve_device
+from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
 from rlfoundry.run.monitor import TrainingMonitor
-from rlfoundry.run.seeding import generator_state, restore_generator, seed_everything
-from rlfoundry.run.torch_state import (
-    load_module,
-    load_optimizer,
-    module_tensors,
-    optimizer_state,
-    restore_torch_rng,
-    torch_rng_tensors,
-)
 from rlfoundry.run.training_env import TrainingEnv
 
 UnitPolicy = Callable[[np.ndarray], np.ndarray]
@@ -289,14 +281,9 @@ class OffPolicyAlgorithm:
     Config = OffPolicyConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
-        check_keys(self.Config, config)
-        self.config = self.Config(**config)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.quiet = quiet
-        rng = seed_everything(self.config.seed)
+        training_env = initialise(self, env, run_dir, quiet, config)
         configure_threads(self.config.torch_threads)
-        training_env = TrainingEnv(env, self.config.n_envs, self.config.seed)
-        self._build(ReplayCollector(training_env, self.config, type(self).__name__, rng))
+        self._build(ReplayCollector(training_env, self.config, type(self).__name__, self.rng))
 
     def _build(self, collector: ReplayCollector) -> None:
         raise NotImplementedError
@@ -313,6 +300,10 @@ class OffPolicyAlgorithm:
     @property
     def env_id(self) -> str | None:
         return self.collector.env_id
+
+    @property
+    def training_env(self) -> TrainingEnv:
+        return self.collector.training_env
 
     def predict(self, observations: Any, deterministic: bool = True) -> np.ndarray:
         """Env actions for observations [B, O] (or one observation [O]): the deterministic policy,
@@ -337,52 +328,35 @@ class OffPolicyAlgorithm:
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint (networks, optimisers, replay buffer, RNGs, env position) that
         `rlfoundry.load` reads back exactly."""
-        collector = self.collector
-        env_json, env_arrays = collector.training_env.checkpoint_state()
-        replay_json, replay_arrays = collector.replay.checkpoint_state("replay")
-        tensors: dict[str, torch.Tensor] = {}
-        optimizers: dict[str, Any] = {}
-        for name, part in self._parts().items():
-            if isinstance(part, torch.optim.Optimizer):
-                part_tensors, optimizers[name] = optimizer_state(name, part)
-                tensors.update(part_tensors)
-            else:
-                tensors.update(module_tensors(name, part))
-        checkpoint = Checkpoint(
-            algorithm=self.name,
-            config=config_to_dict(self.config),
-            counters={"steps": collector.steps, "updates": collector.updates},
-            state={"env": env_json, "rng": generator_state(collector.rng), "optimizers": optimizers, "replay": replay_json},
-            tensors={**tensors, **torch_rng_tensors()},
-            arrays={**env_arrays, **replay_arrays},
+        modules, optimizers = self._split_parts()
+        replay_json, replay_arrays = self.collector.replay.checkpoint_state("replay")
+        return save_model(
+            self,
+            path,
+            counters={"steps": self.collector.steps, "updates": self.collector.updates},
+            modules=modules,
+            optimizers=optimizers,
+            state={"replay": replay_json},
+            arrays=replay_arrays,
         )
-        return save_checkpoint(path, checkpoint)
+
+    def _split_parts(self) -> tuple[dict[str, torch.nn.Module], dict[str, torch.optim.Optimizer]]:
+        parts = self._parts()
+        optimizers = {name: part for name, part in parts.items() if isinstance(part, torch.optim.Optimizer)}
+        modules = {name: part for name, part in parts.items() if name not in optimizers}
+        return modules, optimizers
 
     @classmethod
     def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any):
         """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
         env state could be saved (classic-control envs), else with fresh episodes."""
-        checkpoint = load_checkpoint(path, algorithm=cls.name)
-        model = cls.__new__(cls)
-        model.config = config_from_dict(cls.Config, checkpoint.config)
-        model.run_dir = Path(options["run_dir"]) if options.get("run_dir") is not None else None
-        model.quiet = options.get("quiet", False)
-        counters = checkpoint.counters
-        training_env = TrainingEnv.from_checkpoint(
-            checkpoint.state["env"], checkpoint.arrays, env, seed=model.config.seed + counters["steps"]
-        )
+        model, checkpoint, training_env = load_model(cls, path, env, options)
         configure_threads(model.config.torch_threads)
-        rng = restore_generator(checkpoint.state["rng"])
-        collector = ReplayCollector(training_env, model.config, cls.__name__, rng)
-        collector.steps, collector.updates = counters["steps"], counters["updates"]
+        collector = ReplayCollector(training_env, model.config, cls.__name__, model.rng)
+        collector.steps, collector.updates = checkpoint.counters["steps"], checkpoint.counters["updates"]
         collector.replay.restore(checkpoint.state["replay"], checkpoint.arrays, "replay")
         model._build(collector)
-        for name, part in model._parts().items():
-            if isinstance(part, torch.optim.Optimizer):
-                load_optimizer(name, part, checkpoint.tensors, checkpoint.state["optimizers"][name])
-            else:
-                load_module(name, part, checkpoint.tensors)
-        restore_torch_rng(checkpoint.tensors)
+        restore_torch(checkpoint, *model._split_parts())
         return model
 
 
