@@ -67,6 +67,12 @@ def test_termination_reports_final_observation_and_resets():
     assert step.next_observations[0, 0] == 2.0 and step.observations[0, 0] == 0.0
 
 
+def test_cartpole_uses_the_native_vector_env_only_from_four_copies():
+    assert isinstance(make_env("CartPole-v1", n_envs=3, seed=0).unwrapped, gym.vector.SyncVectorEnv)
+    assert isinstance(make_env("CartPole-v1", n_envs=4, seed=0), CartPoleSameStep)
+    assert isinstance(make_env("CartPole-v1", n_envs=8, seed=0, vectorization="sync").unwrapped, gym.vector.SyncVectorEnv)
+
+
 def test_native_cartpole_is_adapted_to_same_step_autoreset():
     env = make_env("CartPole-v1", n_envs=4, seed=0)
     assert isinstance(env, CartPoleSameStep)

@@ -18,9 +18,7 @@ its minibatches at once and evaluates Q(s', .; theta^-) for all of them in one f
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +35,7 @@ from rlfoundry.networks.q_networks import QNetwork
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.run.checkpoint import NonFiniteError
 from rlfoundry.run.config import require_choice, require_int, require_range
-from rlfoundry.run.device import configure_threads, resolve_device
+from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.off_policy import crossings, require_widths
@@ -125,23 +123,6 @@ class DQNConfig:
         require_choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
         if self.torch_threads is not None:
             require_int("torch_threads", self.torch_threads, 1)
-
-
-@contextlib.contextmanager
-def denormals_flushed() -> Iterator[None]:
-    """Treat denormal floats (below 1.2e-38) as zero while training on the CPU.
-
-    Adam's second moments and the gradients of a converged Q-network reach that range, where each
-    floating-point operation can cost a hundred times more: on this project's machine flushing them
-    cuts a CartPole gradient step by about 40% (benchmarks/RESULTS.md). The values are far below
-    anything that changes a weight.
-    """
-    supported = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if supported:
-            torch.set_flush_denormal(False)
 
 
 class DQN:

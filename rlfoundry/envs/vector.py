@@ -26,6 +26,9 @@ EnvSource = Union[str, gym.Env, VectorEnv, Callable[[], gym.Env]]
 
 # Ids whose Gymnasium registration has a native (numpy-batched) vector env we know how to adapt.
 NATIVE_VECTOR_IDS = ("CartPole-v0", "CartPole-v1")
+# Below this many copies a SyncVectorEnv of plain CartPoles steps faster than the numpy-batched one
+# (measured per vector step: 1 env 52 against 121 us, 3 envs 96 against 106, 4 envs 123 against 103).
+NATIVE_VECTOR_MIN_ENVS = 4
 
 
 class UnknownEnvironmentError(ValueError):
@@ -72,7 +75,7 @@ def make_env(
     `env` is an env id, a factory returning a gymnasium.Env, a single gymnasium.Env (then
     n_envs must be 1) or a vector env (returned as it is after checking its autoreset mode).
     `ALE/...` ids are built with the standard Atari preprocessing of rlfoundry.envs.atari.
-    `vectorization` is "auto" (the native batched CartPole where available, else "sync"),
+    `vectorization` is "auto" (the native batched CartPole for 4 or more copies, else "sync"),
     "sync" (all copies in this process) or "async" (one process per copy).
     """
     if vectorization not in ("auto", "sync", "async"):
@@ -88,7 +91,8 @@ def make_env(
         check_autoreset_mode(vector_env)
     elif isinstance(env, str):
         check_env_id(env)
-        if vectorization == "auto" and env in NATIVE_VECTOR_IDS and not env_kwargs:
+        native = env in NATIVE_VECTOR_IDS and n_envs >= NATIVE_VECTOR_MIN_ENVS and not env_kwargs
+        if vectorization == "auto" and native:
             vector_env = CartPoleSameStep(gym.make_vec(env, num_envs=n_envs, vectorization_mode="vector_entry_point"))
         else:
             mode = "sync" if vectorization == "auto" else vectorization

@@ -11,6 +11,9 @@ batch of 256 in 1.39 ms against 1.75 ms; 256x256 networks tie. So the default is
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 DEFAULT_TORCH_THREADS = 1
@@ -32,3 +35,19 @@ def configure_threads(threads: int | None) -> None:
     count = DEFAULT_TORCH_THREADS if threads is None else threads
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
+
+
+@contextlib.contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Treat denormal floats (magnitude below 1.2e-38) as zero inside; torch's default (off) after.
+
+    Adam's second moments and the gradients of a trained network reach that range, where x86 CPUs
+    compute each operation many times slower. The values are far below anything that changes a
+    weight. Measured on this project's machine in benchmarks/RESULTS.md (DQN and SAC sections).
+    """
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)

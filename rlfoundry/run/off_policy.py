@@ -37,7 +37,7 @@ from rlfoundry.networks.continuous import ActionScale, DeterministicActor, QEnse
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.run.checkpoint import NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
-from rlfoundry.run.device import configure_threads, resolve_device
+from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.training_env import TrainingEnv
@@ -316,8 +316,9 @@ class OffPolicyAlgorithm:
         require_int("total_steps", total_steps, 1)
         collector = self.collector
         monitor = TrainingMonitor(self.run_dir, total_steps, collector.steps, self.quiet, title=self.name)
-        for batch in collector.batches(total_steps, lambda observations: self._act(observations, False), monitor):
-            self._update(batch, monitor)
+        with denormals_flushed():
+            for batch in collector.batches(total_steps, lambda observations: self._act(observations, False), monitor):
+                self._update(batch, monitor)
         monitor.close(collector.steps)
         if self.run_dir is not None:
             self.save(self.run_dir / "checkpoints" / "final")
