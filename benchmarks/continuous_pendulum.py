@@ -291,7 +291,7 @@ def time_updates(model, count: int, flush_denormals: bool) -> tuple[float, float
     def updates(number: int) -> None:
         for index in range(number):
             model.collector.updates += 1
-            model._update(batches[index % len(batches)], monitor)
+            model.update(batches[index % len(batches)], monitor)
 
     best = (float("inf"), float("inf"))
     with denormals_flushed() if flush_denormals else contextlib.nullcontext():

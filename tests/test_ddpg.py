@@ -19,7 +19,7 @@ def test_ddpg_target_on_a_hand_built_batch_equals_a_per_sample_loop(monkeypatch)
     targets = captured_targets(monkeypatch, ddpg_module, "q_target")
     batch = hand_batch(3, 1, gamma=0.8)
     before = copy.deepcopy(model)  # the update moves the networks after using them
-    model._update(batch, silent_monitor())
+    model.update(batch, silent_monitor())
     with torch.no_grad():
         next_actions = before.target_actor(batch.next_observations).double().numpy()
     next_q_values = loop_q_values(before.target_critics, batch.next_observations.double().numpy(), next_actions)[0]

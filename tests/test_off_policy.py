@@ -69,8 +69,8 @@ def test_training_resumes_exactly(cls, tmp_path):
     straight, resumed = train_half_and_resume(cls, tmp_path)
     assert type(resumed) is cls and resumed.collector.steps == 200
     assert resumed.collector.updates == straight.collector.updates
-    for name, part in straight._parts().items():
-        other = resumed._parts()[name]
+    for name, part in straight.parts().items():
+        other = resumed.parts()[name]
         if isinstance(part, torch.optim.Optimizer):
             parameters = [parameter for group in part.param_groups for parameter in group["params"]]
             other_parameters = [parameter for group in other.param_groups for parameter in group["params"]]

@@ -23,7 +23,7 @@ def test_soft_target_on_a_hand_built_batch_equals_a_per_sample_loop(monkeypatch)
     batch = hand_batch(3, 1, gamma=0.9)
     torch.manual_seed(5)
     before = copy.deepcopy(model)  # the update moves the networks after using them
-    model._update(batch, silent_monitor())
+    model.update(batch, silent_monitor())
     torch.manual_seed(5)
     torch.randn(6, 1)  # the first draw samples a ~ pi(.|s) for the actor and temperature losses
     noise = torch.randn(6, 1).double().numpy()[:, 0]  # the second samples a' ~ pi(.|s')

@@ -20,7 +20,7 @@ def test_td3_target_on_a_hand_built_batch_equals_a_per_sample_loop(monkeypatch):
     batch = hand_batch(3, 1, gamma=0.9)
     model.collector.updates = 1
     torch.manual_seed(11)
-    model._update(batch, silent_monitor())
+    model.update(batch, silent_monitor())
     torch.manual_seed(11)
     noise = 0.4 * torch.randn(6, 1)  # the first draw of the update: the smoothing noise
     with torch.no_grad():

@@ -110,7 +110,7 @@ def test_every_accepted_step_stays_within_the_kl_limit(env_id):
     for _ in range(6):
         model.learn(128)
         # A fresh rollout's data with some advantages that are not all equal.
-        rollout = model.rollout
+        rollout = model.collector.rollout
         batch = rollout.training_batch(rollout.rewards - rollout.values, np.zeros_like(rollout.values))
         old_parameters = parameters_to_vector(model.network.policy_parameters()).detach().clone()
         with torch.no_grad():

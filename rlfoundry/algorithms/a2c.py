@@ -15,16 +15,21 @@ original A3C target; GAE with gae_lambda=1 gives exactly the same numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from rlfoundry.run.on_policy import ActorCriticConfig, OnPolicyAlgorithm
+from rlfoundry.run.on_policy import ActorCriticConfig
 from rlfoundry.run.on_policy import adam, gradient_step, require_finite, scheduled
 from rlfoundry.data.rollout import RolloutBatch, RolloutBuffer
 from rlfoundry.losses.policy_gradient import normalize_advantages, policy_gradient_loss, value_loss
 from rlfoundry.returns import generalized_advantages, n_step_targets
+from rlfoundry.envs.vector import EnvSource
+from rlfoundry.run.lifecycle import initialise, load_model
+from rlfoundry.run.on_policy import RolloutCollector, finish_learning, restore_on_policy, save_on_policy, start_learning
+from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.monitor import TrainingMonitor
 
@@ -88,32 +93,53 @@ def a2c_advantages(rollout: RolloutBuffer, config: A2CConfig) -> tuple[np.ndarra
     return targets - rollout.values, targets
 
 
-class A2C(OnPolicyAlgorithm):
+class A2C:
     """Advantage Actor-Critic: one gradient step per short rollout, n-step or GAE advantages."""
 
     name = "a2c"
     Config = A2CConfig
 
-    def make_optimizer(self) -> torch.optim.Optimizer:
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
+        self._build(initialise(self, env, run_dir, quiet, config))
+
+    def _build(self, training_env: TrainingEnv) -> None:
+        self.training_env = training_env
+        self.collector = RolloutCollector(training_env, self.config)
+        self.network = self.collector.network
         config = self.config
         if config.optimizer == "adam":
-            return adam(self.network.parameters(), config.learning_rate, config.optimizer_epsilon)
-        return torch.optim.RMSprop(
-            self.network.parameters(), lr=config.learning_rate, alpha=config.rmsprop_alpha, eps=config.optimizer_epsilon
-        )
+            self.optimizer = adam(self.network.parameters(), config.learning_rate, config.optimizer_epsilon)
+        else:
+            self.optimizer = torch.optim.RMSprop(
+                self.network.parameters(), lr=config.learning_rate, alpha=config.rmsprop_alpha, eps=config.optimizer_epsilon
+            )
+
+    @property
+    def steps(self) -> int:
+        """Env steps trained so far."""
+        return self.collector.steps
+
+    @property
+    def env_id(self) -> str | None:
+        return self.collector.env_id
+
+    def predict(self, observations: Any, deterministic: bool = True) -> Any:
+        """Actions for observations [B, *obs] (or one unbatched observation): the policy's mode
+        when deterministic, else a sample."""
+        return self.collector.predict(observations, deterministic)
 
     def learn(self, total_steps: int) -> "A2C":
         """Train for at least `total_steps` more env steps, in whole rollouts of n_steps * n_envs."""
         config = self.config
-        iterations, horizon, monitor = self.start_learning(total_steps)
+        iterations, horizon, monitor = start_learning(self, total_steps)
         for _ in range(iterations):
-            self.collect_rollout(monitor)
-            advantages, targets = a2c_advantages(self.rollout, config)
-            batch = self.rollout.training_batch(advantages, targets, self.device)
+            self.collector.collect(monitor)
+            advantages, targets = a2c_advantages(self.collector.rollout, config)
+            batch = self.collector.rollout.training_batch(advantages, targets, self.collector.device)
             learning_rate = scheduled(config.learning_rate, config.learning_rate_schedule, self.steps, horizon)
             self.update(batch, learning_rate, monitor)
             monitor.step(self.steps)
-        self.finish_learning(monitor)
+        finish_learning(self, monitor)
         return self
 
     def update(self, batch: RolloutBatch, learning_rate: float, monitor: TrainingMonitor) -> None:
@@ -131,3 +157,16 @@ class A2C(OnPolicyAlgorithm):
         for name, value in statistics.items():
             monitor.record(f"train/{name}", value)
         monitor.record("train/learning_rate", learning_rate)
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint directory that `rlfoundry.load` reads back exactly."""
+        return save_on_policy(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "A2C":
+        """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
+        env state could be saved (classic-control envs), else with fresh episodes."""
+        model, checkpoint, training_env = load_model(cls, path, env, options)
+        model._build(training_env)
+        restore_on_policy(model, checkpoint)
+        return model

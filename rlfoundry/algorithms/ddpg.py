@@ -16,18 +16,31 @@ re-tuned DDPG and Stable-Baselines3.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from rlfoundry.data.replay import ReplayBatch
+from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import polyak_update, q_target
 from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.lifecycle import restore_torch
 from rlfoundry.run.off_policy import (
     DeterministicActorCritic,
     DeterministicPolicyConfig,
+    Part,
+    ReplayCollector,
     critic_step,
+    deterministic_actions,
     deterministic_actor_step,
+    learning,
+    load_off_policy,
+    open_collector,
     record_finite,
+    save_off_policy,
+    split_parts,
 )
 
 
@@ -41,17 +54,51 @@ class DDPGConfig(DeterministicPolicyConfig):
     """Adam's step size for the critic."""
 
 
-class DDPG(DeterministicActorCritic):
+N_CRITICS = 1
+
+
+class DDPG:
     """Deep Deterministic Policy Gradient: a deterministic actor climbing one Q critic (Box actions).
 
-    See the module docstring. The networks (`critics` is a QEnsemble of one), acting, the learn
-    loop and saving are run.off_policy's DeterministicActorCritic, shared with TD3."""
+    See the module docstring. The networks (`critics` is a QEnsemble of one) and the noisy
+    behaviour policy are run.off_policy's, built and called by TD3 too."""
 
     name = "ddpg"
     Config = DDPGConfig
-    n_critics = 1
 
-    def _update(self, batch: ReplayBatch, monitor: TrainingMonitor) -> None:
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
+        self._build(open_collector(self, env, run_dir, quiet, config))
+
+    def _build(self, collector: ReplayCollector) -> None:
+        self.collector = collector
+        self.networks = DeterministicActorCritic.build(collector, self.config, n_critics=N_CRITICS)
+        self.actor, self.critics, self.target_actor, self.target_critics, self.optimizer = self.networks
+
+    def parts(self) -> dict[str, Part]:
+        """What a checkpoint holds, by name."""
+        return self.networks.parts()
+
+    @property
+    def env_id(self) -> str | None:
+        return self.collector.env_id
+
+    def predict(self, observations: Any, deterministic: bool = True) -> np.ndarray:
+        """Env actions for observations [B, O] (or one observation [O]): mu(s), or mu(s) plus
+        exploration noise."""
+        return self.collector.predict(observations, lambda batch: self._act(batch, deterministic))
+
+    def _act(self, observations: np.ndarray, deterministic: bool) -> np.ndarray:
+        return deterministic_actions(self.actor, self.collector, observations, deterministic, self.config.exploration_noise_std)
+
+    def learn(self, total_steps: int) -> "DDPG":
+        """Train for `total_steps` more env steps (rounded up to a multiple of n_envs): collect with
+        the exploring policy and update on every minibatch that falls due."""
+        with learning(self, total_steps) as monitor:
+            for batch in self.collector.batches(total_steps, lambda observations: self._act(observations, False), monitor):
+                self.update(batch, monitor)
+        return self
+
+    def update(self, batch: ReplayBatch, monitor: TrainingMonitor) -> None:
         """One critic update, one actor update, one Polyak step of both targets."""
         with torch.no_grad():
             next_q_values = self.target_critics(batch.next_observations, self.target_actor(batch.next_observations))
@@ -61,3 +108,17 @@ class DDPG(DeterministicActorCritic):
         polyak_update(self.target_actor.parameters(), self.actor.parameters(), self.config.tau)
         polyak_update(self.target_critics.parameters(), self.critics.parameters(), self.config.tau)
         record_finite(monitor, {"train/critic_loss": critic_loss, "train/actor_loss": actor_loss}, self.name, self.collector.steps)
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint (networks, optimiser, replay buffer, RNGs, env position) that
+        `rlfoundry.load` reads back exactly."""
+        return save_off_policy(self, path, self.parts())
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "DDPG":
+        """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
+        env state could be saved (classic-control envs), else with fresh episodes."""
+        model, collector, checkpoint = load_off_policy(cls, path, env, options)
+        model._build(collector)
+        restore_torch(checkpoint, *split_parts(model.parts()))
+        return model

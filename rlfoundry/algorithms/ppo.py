@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
 
 import torch
 
-from rlfoundry.run.on_policy import ActorCriticConfig, OnPolicyAlgorithm, Schedule
+from rlfoundry.run.on_policy import ActorCriticConfig, Schedule
 from rlfoundry.run.on_policy import adam, gradient_step, require_finite, scheduled
 from rlfoundry.data.rollout import RolloutBatch
 from rlfoundry.losses.policy_gradient import approximate_kl, clipped_surrogate_loss, normalize_advantages, value_loss
+from rlfoundry.envs.vector import EnvSource
+from rlfoundry.run.lifecycle import initialise, load_model
+from rlfoundry.run.on_policy import RolloutCollector, finish_learning, restore_on_policy, save_on_policy, start_learning
+from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.monitor import TrainingMonitor
 
@@ -103,27 +108,47 @@ class PPOUpdate(NamedTuple):
     stopped_by_target_kl: bool
 
 
-class PPO(OnPolicyAlgorithm):
+class PPO:
     """Proximal Policy Optimization: clipped surrogate, GAE, minibatch epochs (Discrete, Box, MultiDiscrete)."""
 
     name = "ppo"
     Config = PPOConfig
 
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        return adam(self.network.parameters(), self.config.learning_rate, self.config.adam_epsilon)
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
+        self._build(initialise(self, env, run_dir, quiet, config))
+
+    def _build(self, training_env: TrainingEnv) -> None:
+        self.training_env = training_env
+        self.collector = RolloutCollector(training_env, self.config)
+        self.network = self.collector.network
+        self.optimizer = adam(self.network.parameters(), self.config.learning_rate, self.config.adam_epsilon)
+
+    @property
+    def steps(self) -> int:
+        """Env steps trained so far."""
+        return self.collector.steps
+
+    @property
+    def env_id(self) -> str | None:
+        return self.collector.env_id
+
+    def predict(self, observations: Any, deterministic: bool = True) -> Any:
+        """Actions for observations [B, *obs] (or one unbatched observation): the policy's mode
+        when deterministic, else a sample."""
+        return self.collector.predict(observations, deterministic)
 
     def learn(self, total_steps: int) -> "PPO":
         """Train for at least `total_steps` more env steps, in whole rollouts of n_steps * n_envs."""
         config = self.config
-        iterations, horizon, monitor = self.start_learning(total_steps)
+        iterations, horizon, monitor = start_learning(self, total_steps)
         for _ in range(iterations):
-            self.collect_rollout(monitor)
-            batch = self.gae_batch()
+            self.collector.collect(monitor)
+            batch = self.collector.gae_batch()
             learning_rate = scheduled(config.learning_rate, config.learning_rate_schedule, self.steps, horizon)
             clip_range = scheduled(config.clip_range, config.clip_range_schedule, self.steps, horizon)
             self.update(batch, learning_rate, clip_range, monitor)
             monitor.step(self.steps)
-        self.finish_learning(monitor)
+        finish_learning(self, monitor)
         return self
 
     def update(self, batch: RolloutBatch, learning_rate: float, clip_range: float, monitor: TrainingMonitor) -> None:
@@ -192,3 +217,15 @@ class PPO(OnPolicyAlgorithm):
             ]
         return PPOUpdate(*torch.stack(numbers).tolist(), gradient_steps=len(policy_losses), stopped_by_target_kl=stopped)
 
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint directory that `rlfoundry.load` reads back exactly."""
+        return save_on_policy(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "PPO":
+        """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
+        env state could be saved (classic-control envs), else with fresh episodes."""
+        model, checkpoint, training_env = load_model(cls, path, env, options)
+        model._build(training_env)
+        restore_on_policy(model, checkpoint)
+        return model

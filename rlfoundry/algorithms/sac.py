@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from rlfoundry.data.replay import ReplayBatch
+from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import (
     critic_loss,
     entropy_temperature_loss,
@@ -36,15 +38,20 @@ from rlfoundry.losses.continuous import (
 from rlfoundry.networks.continuous import QEnsemble, SquashedGaussianActor
 from rlfoundry.run.config import require_choice, require_range
 from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.lifecycle import restore_torch
 from rlfoundry.run.off_policy import (
-    OffPolicyAlgorithm,
     OffPolicyConfig,
     Part,
     ReplayCollector,
     adam,
     frozen_copy,
+    learning,
+    load_off_policy,
+    open_collector,
     optimizer_step,
     record_finite,
+    save_off_policy,
+    split_parts,
 )
 
 
@@ -87,13 +94,16 @@ class EntropyTemperature(nn.Module):
         return self.log_alpha.detach().exp()
 
 
-class SAC(OffPolicyAlgorithm):
+class SAC:
     """Soft Actor-Critic: a tanh-Gaussian actor, twin critics, automatic entropy tuning (Box actions).
 
-    See the module docstring; the learn loop, acting and saving are run.off_policy's."""
+    See the module docstring; collection, the replay buffer and checkpoints are run.off_policy's."""
 
     name = "sac"
     Config = SACConfig
+
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
+        self._build(open_collector(self, env, run_dir, quiet, config))
 
     def _build(self, collector: ReplayCollector) -> None:
         config = self.config
@@ -113,7 +123,8 @@ class SAC(OffPolicyAlgorithm):
             (self.temperature, config.alpha_learning_rate),
         )
 
-    def _parts(self) -> dict[str, Part]:
+    def parts(self) -> dict[str, Part]:
+        """What a checkpoint holds, by name."""
         return {
             "actor": self.actor,
             "critics": self.critics,
@@ -123,16 +134,32 @@ class SAC(OffPolicyAlgorithm):
         }
 
     @property
+    def env_id(self) -> str | None:
+        return self.collector.env_id
+
+    @property
     def alpha(self) -> float:
         """The current entropy temperature."""
         return float(self.temperature())
+
+    def predict(self, observations: Any, deterministic: bool = True) -> np.ndarray:
+        """Env actions for observations [B, O] (or one observation [O]): tanh(mu(s)), or a sample."""
+        return self.collector.predict(observations, lambda batch: self._act(batch, deterministic))
 
     def _act(self, observations: np.ndarray, deterministic: bool) -> np.ndarray:
         """tanh(mu(s)), or a sample of the squashed Gaussian when exploring: unit actions [N, A]."""
         policy = self.actor.mode if deterministic else (lambda states: self.actor(states)[0])
         return self.collector.actions_of(policy, observations)
 
-    def _update(self, batch: ReplayBatch, monitor: TrainingMonitor) -> None:
+    def learn(self, total_steps: int) -> "SAC":
+        """Train for `total_steps` more env steps (rounded up to a multiple of n_envs): collect with
+        the sampling policy and update on every minibatch that falls due."""
+        with learning(self, total_steps) as monitor:
+            for batch in self.collector.batches(total_steps, lambda observations: self._act(observations, False), monitor):
+                self.update(batch, monitor)
+        return self
+
+    def update(self, batch: ReplayBatch, monitor: TrainingMonitor) -> None:
         """One step each of the critics, the actor and the temperature, then one Polyak step.
 
         alpha is read once, before its own step, and used by all three losses. Each loss reaches
@@ -167,3 +194,17 @@ class SAC(OffPolicyAlgorithm):
             "train/entropy": -log_probs.detach().mean(),
         }
         record_finite(monitor, metrics, self.name, self.collector.steps)
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint (networks, temperature, optimiser, replay buffer, RNGs, env position)
+        that `rlfoundry.load` reads back exactly."""
+        return save_off_policy(self, path, self.parts())
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "SAC":
+        """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
+        env state could be saved (classic-control envs), else with fresh episodes."""
+        model, collector, checkpoint = load_off_policy(cls, path, env, options)
+        model._build(collector)
+        restore_torch(checkpoint, *split_parts(model.parts()))
+        return model

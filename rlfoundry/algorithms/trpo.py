@@ -16,11 +16,13 @@ Each iteration collects a rollout with pi_old and solves, approximately,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from rlfoundry.run.on_policy import ActorCriticConfig, OnPolicyAlgorithm
+from rlfoundry.run.on_policy import ActorCriticConfig
 from rlfoundry.run.on_policy import adam, gradient_step, require_finite, scheduled
 from rlfoundry.data.rollout import RolloutBatch
 from rlfoundry.losses.natural_gradient import (
@@ -32,6 +34,10 @@ from rlfoundry.losses.natural_gradient import (
     surrogate_advantage,
 )
 from rlfoundry.losses.policy_gradient import normalize_advantages, value_loss
+from rlfoundry.envs.vector import EnvSource
+from rlfoundry.run.lifecycle import initialise, load_model
+from rlfoundry.run.on_policy import RolloutCollector, finish_learning, restore_on_policy, save_on_policy, start_learning
+from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 
 
@@ -90,23 +96,43 @@ def copy_into(parameters: list[torch.nn.Parameter], flat: torch.Tensor) -> None:
         start += parameter.numel()
 
 
-class TRPO(OnPolicyAlgorithm):
+class TRPO:
     """Trust Region Policy Optimization: natural gradient by conjugate gradient, KL-limited line search."""
 
     name = "trpo"
     Config = TRPOConfig
 
-    def make_optimizer(self) -> torch.optim.Optimizer:
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
+        self._build(initialise(self, env, run_dir, quiet, config))
+
+    def _build(self, training_env: TrainingEnv) -> None:
+        self.training_env = training_env
+        self.collector = RolloutCollector(training_env, self.config)
+        self.network = self.collector.network
         # Only the value function takes gradient steps; the policy moves by the natural step.
-        return adam(self.network.value_parameters(), self.config.learning_rate, self.config.adam_epsilon)
+        self.optimizer = adam(self.network.value_parameters(), self.config.learning_rate, self.config.adam_epsilon)
+
+    @property
+    def steps(self) -> int:
+        """Env steps trained so far."""
+        return self.collector.steps
+
+    @property
+    def env_id(self) -> str | None:
+        return self.collector.env_id
+
+    def predict(self, observations: Any, deterministic: bool = True) -> Any:
+        """Actions for observations [B, *obs] (or one unbatched observation): the policy's mode
+        when deterministic, else a sample."""
+        return self.collector.predict(observations, deterministic)
 
     def learn(self, total_steps: int) -> "TRPO":
         """Train for at least `total_steps` more env steps, in whole rollouts of n_steps * n_envs."""
         config = self.config
-        iterations, horizon, monitor = self.start_learning(total_steps)
+        iterations, horizon, monitor = start_learning(self, total_steps)
         for _ in range(iterations):
-            self.collect_rollout(monitor)
-            batch = self.gae_batch()
+            self.collector.collect(monitor)
+            batch = self.collector.gae_batch()
             result = self.update_policy(batch)
             for name, value in zip(LineSearchResult._fields, result):
                 monitor.record(f"train/line_search_{name}", float(value))
@@ -115,7 +141,7 @@ class TRPO(OnPolicyAlgorithm):
             require_finite({"value_loss": value_loss_mean}, self.name, self.steps)
             monitor.record("train/value_loss", value_loss_mean)
             monitor.step(self.steps)
-        self.finish_learning(monitor)
+        finish_learning(self, monitor)
         return self
 
     def update_policy(self, batch: RolloutBatch) -> LineSearchResult:
@@ -163,3 +189,16 @@ class TRPO(OnPolicyAlgorithm):
                 gradient_step(self.optimizer, loss, None, learning_rate)
                 losses.append(loss.detach())
         return torch.stack(losses).mean().item() if losses else 0.0
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint directory that `rlfoundry.load` reads back exactly."""
+        return save_on_policy(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "TRPO":
+        """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
+        env state could be saved (classic-control envs), else with fresh episodes."""
+        model, checkpoint, training_env = load_model(cls, path, env, options)
+        model._build(training_env)
+        restore_on_policy(model, checkpoint)
+        return model

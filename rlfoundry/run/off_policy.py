@@ -9,20 +9,22 @@
   where that happens.
 - Update helpers: `critic_step`, `deterministic_actor_step`, `adam`, `optimizer_step`,
   `frozen_copy`, `gaussian_exploration`, `record_finite`.
-- `OffPolicyAlgorithm`: construction, predict, the learn loop, save and load. An algorithm
-  subclasses it and defines its networks (`_build`), how it acts (`_act`) and its `_update`.
-- `DeterministicActorCritic`: the networks and the noisy behaviour policy of DDPG and TD3, which
-  subclass it with their own `_update` (TD3 is not DDPG with overrides: both call these pieces).
+- What every algorithm file calls around its own learn loop and update: `open_collector`
+  (construction), `learning` (the loop's frame: monitor, final report and checkpoint),
+  `save_off_policy` / `load_off_policy` / `split_parts` (checkpoints).
+- `DeterministicActorCritic` and `deterministic_actions`: the networks and the noisy behaviour
+  policy that DDPG and TD3 both build and call (TD3 is not DDPG with overrides).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 import torch
@@ -35,10 +37,10 @@ from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import critic_loss, deterministic_actor_loss
 from rlfoundry.networks.continuous import ActionScale, DeterministicActor, QEnsemble
 from rlfoundry.networks.torsos import ACTIVATIONS
-from rlfoundry.run.checkpoint import NonFiniteError
+from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
-from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
+from rlfoundry.run.lifecycle import initialise, load_model, save_model
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.training_env import TrainingEnv
 
@@ -267,98 +269,64 @@ def record_finite(monitor: TrainingMonitor, metrics: dict[str, torch.Tensor], al
 # -- the algorithm plumbing ---------------------------------------------------------------------
 
 
-class OffPolicyAlgorithm:
-    """Construction, acting, the learn loop and checkpoints of an off-policy actor-critic.
+# -- construction, the learn loop's frame, checkpoints: called by each algorithm ---------------------
 
-    A subclass (one algorithm file) defines `name`, `Config` and:
-      _build(collector)             create its networks and optimisers on collector.device
-      _parts()                      the modules and optimisers a checkpoint holds, by name
-      _act(observations, deterministic) -> unit actions [N, A] (numpy) for observations [N, O]
-      _update(batch, monitor)       one gradient update on a minibatch (a ReplayBatch of tensors)
-    """
 
-    name = "off-policy"
-    Config = OffPolicyConfig
+def open_collector(model: Any, env: EnvSource | None, run_dir: str | Path | None, quiet: bool, config: dict) -> ReplayCollector:
+    """Set up a new model (validated config, RNGs, run directory, env; torch threads) and return
+    the ReplayCollector it trains with."""
+    model.training_env = initialise(model, env, run_dir, quiet, config)
+    configure_threads(model.config.torch_threads)
+    return ReplayCollector(model.training_env, model.config, type(model).__name__, model.rng)
 
-    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
-        training_env = initialise(self, env, run_dir, quiet, config)
-        configure_threads(self.config.torch_threads)
-        self._build(ReplayCollector(training_env, self.config, type(self).__name__, self.rng))
 
-    def _build(self, collector: ReplayCollector) -> None:
-        raise NotImplementedError
+@contextlib.contextmanager
+def learning(model: Any, total_steps: int) -> Iterator[TrainingMonitor]:
+    """The frame of an off-policy learn loop: yields the monitor, with denormals flushed inside;
+    afterwards the final report and, with a run directory, the final checkpoint."""
+    require_int("total_steps", total_steps, 1)
+    collector = model.collector
+    monitor = TrainingMonitor(model.run_dir, total_steps, collector.steps, model.quiet, title=model.name)
+    with denormals_flushed():
+        yield monitor
+    monitor.close(collector.steps)
+    if model.run_dir is not None:
+        model.save(model.run_dir / "checkpoints" / "final")
 
-    def _parts(self) -> dict[str, Part]:
-        raise NotImplementedError
 
-    def _act(self, observations: np.ndarray, deterministic: bool) -> np.ndarray:
-        raise NotImplementedError
+def split_parts(parts: dict[str, Part]) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
+    """(modules, optimisers) of a name -> part mapping."""
+    optimizers = {name: part for name, part in parts.items() if isinstance(part, torch.optim.Optimizer)}
+    return {name: part for name, part in parts.items() if name not in optimizers}, optimizers
 
-    def _update(self, batch: ReplayBatch, monitor: TrainingMonitor) -> None:
-        raise NotImplementedError
 
-    @property
-    def env_id(self) -> str | None:
-        return self.collector.env_id
+def save_off_policy(model: Any, path: str | Path, parts: dict[str, Part]) -> Path:
+    """Write a checkpoint of `parts` (networks and optimisers by name), the replay buffer, the
+    counters, the RNGs and the env position, which `load_off_policy` reads back exactly."""
+    modules, optimizers = split_parts(parts)
+    collector = model.collector
+    replay_json, replay_arrays = collector.replay.checkpoint_state("replay")
+    return save_model(
+        model,
+        path,
+        counters={"steps": collector.steps, "updates": collector.updates},
+        modules=modules,
+        optimizers=optimizers,
+        state={"replay": replay_json},
+        arrays=replay_arrays,
+    )
 
-    @property
-    def training_env(self) -> TrainingEnv:
-        return self.collector.training_env
 
-    def predict(self, observations: Any, deterministic: bool = True) -> np.ndarray:
-        """Env actions for observations [B, O] (or one observation [O]): the deterministic policy,
-        or the exploring one that collects experience."""
-        return self.collector.predict(observations, lambda batch: self._act(batch, deterministic))
-
-    def learn(self, total_steps: int) -> "OffPolicyAlgorithm":
-        """Train for `total_steps` more env steps (rounded up to a multiple of n_envs): collect with
-        the exploring policy and run `_update` on every minibatch that falls due."""
-        require_int("total_steps", total_steps, 1)
-        collector = self.collector
-        monitor = TrainingMonitor(self.run_dir, total_steps, collector.steps, self.quiet, title=self.name)
-        with denormals_flushed():
-            for batch in collector.batches(total_steps, lambda observations: self._act(observations, False), monitor):
-                self._update(batch, monitor)
-        monitor.close(collector.steps)
-        if self.run_dir is not None:
-            self.save(self.run_dir / "checkpoints" / "final")
-        return self
-
-    # -- checkpoints ------------------------------------------------------------------------------
-
-    def save(self, path: str | Path) -> Path:
-        """Write a checkpoint (networks, optimisers, replay buffer, RNGs, env position) that
-        `rlfoundry.load` reads back exactly."""
-        modules, optimizers = self._split_parts()
-        replay_json, replay_arrays = self.collector.replay.checkpoint_state("replay")
-        return save_model(
-            self,
-            path,
-            counters={"steps": self.collector.steps, "updates": self.collector.updates},
-            modules=modules,
-            optimizers=optimizers,
-            state={"replay": replay_json},
-            arrays=replay_arrays,
-        )
-
-    def _split_parts(self) -> tuple[dict[str, torch.nn.Module], dict[str, torch.optim.Optimizer]]:
-        parts = self._parts()
-        optimizers = {name: part for name, part in parts.items() if isinstance(part, torch.optim.Optimizer)}
-        modules = {name: part for name, part in parts.items() if name not in optimizers}
-        return modules, optimizers
-
-    @classmethod
-    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any):
-        """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
-        env state could be saved (classic-control envs), else with fresh episodes."""
-        model, checkpoint, training_env = load_model(cls, path, env, options)
-        configure_threads(model.config.torch_threads)
-        collector = ReplayCollector(training_env, model.config, cls.__name__, model.rng)
-        collector.steps, collector.updates = checkpoint.counters["steps"], checkpoint.counters["updates"]
-        collector.replay.restore(checkpoint.state["replay"], checkpoint.arrays, "replay")
-        model._build(collector)
-        restore_torch(checkpoint, *model._split_parts())
-        return model
+def load_off_policy(cls: type, path: str | Path, env: EnvSource | None, options: dict) -> tuple[Any, ReplayCollector, Checkpoint]:
+    """A model of `cls` from a checkpoint, without its networks yet, and the ReplayCollector it
+    trains with (counters and replay buffer restored). The caller builds its networks and then
+    restores them with `restore_torch(checkpoint, *split_parts(parts))`."""
+    model, checkpoint, model.training_env = load_model(cls, path, env, options)
+    configure_threads(model.config.torch_threads)
+    collector = ReplayCollector(model.training_env, model.config, cls.__name__, model.rng)
+    collector.steps, collector.updates = checkpoint.counters["steps"], checkpoint.counters["updates"]
+    collector.replay.restore(checkpoint.state["replay"], checkpoint.arrays, "replay")
+    return model, collector, checkpoint
 
 
 # -- DDPG's and TD3's shared shape ----------------------------------------------------------------
@@ -376,39 +344,34 @@ class DeterministicPolicyConfig(OffPolicyConfig):
         require_range("exploration_noise_std", self.exploration_noise_std, 0.0)
 
 
-class DeterministicActorCritic(OffPolicyAlgorithm):
-    """The networks and the behaviour policy that DDPG and TD3 share; each defines its `_update`.
+class DeterministicActorCritic(NamedTuple):
+    """The networks of DDPG and TD3: actor mu, `n_critics` critics (a QEnsemble), target copies of
+    both, and one Adam over the actor and the critics."""
 
-    actor mu, `n_critics` critics (a QEnsemble), target copies of both, and one Adam over the
-    actor and the critics. Acting: mu(s), plus Gaussian noise clipped to [-1, 1] when exploring.
-    """
+    actor: DeterministicActor
+    critics: QEnsemble
+    target_actor: DeterministicActor
+    target_critics: QEnsemble
+    optimizer: torch.optim.Adam
 
-    n_critics = 1
-    Config = DeterministicPolicyConfig
-
-    def _build(self, collector: ReplayCollector) -> None:
-        config = self.config
-        self.collector = collector
+    @classmethod
+    def build(cls, collector: ReplayCollector, config: DeterministicPolicyConfig, n_critics: int) -> "DeterministicActorCritic":
         sizes = (collector.observation_size, collector.action_size)
-        self.actor = DeterministicActor(*sizes, config.actor_hidden_sizes, config.activation).to(collector.device)
-        self.critics = QEnsemble(*sizes, config.critic_hidden_sizes, self.n_critics, config.activation)
-        self.critics.to(collector.device)
-        self.target_actor = frozen_copy(self.actor)
-        self.target_critics = frozen_copy(self.critics)
-        self.optimizer = adam((self.actor, config.actor_learning_rate), (self.critics, config.critic_learning_rate))
+        actor = DeterministicActor(*sizes, config.actor_hidden_sizes, config.activation).to(collector.device)
+        critics = QEnsemble(*sizes, config.critic_hidden_sizes, n_critics, config.activation).to(collector.device)
+        optimizer = adam((actor, config.actor_learning_rate), (critics, config.critic_learning_rate))
+        return cls(actor, critics, frozen_copy(actor), frozen_copy(critics), optimizer)
 
-    def _parts(self) -> dict[str, Part]:
-        return {
-            "actor": self.actor,
-            "critics": self.critics,
-            "target_actor": self.target_actor,
-            "target_critics": self.target_critics,
-            "optimizer": self.optimizer,
-        }
+    def parts(self) -> dict[str, Part]:
+        """What a checkpoint holds, by name."""
+        return self._asdict()
 
-    def _act(self, observations: np.ndarray, deterministic: bool) -> np.ndarray:
-        """mu(s), or clip(mu(s) + N(0, exploration_noise_std^2), -1, 1) when exploring: unit actions [N, A]."""
-        actions = self.collector.actions_of(self.actor, observations)
-        if deterministic:
-            return actions
-        return gaussian_exploration(actions, self.config.exploration_noise_std, self.collector.rng)
+
+def deterministic_actions(
+    actor: DeterministicActor, collector: ReplayCollector, observations: np.ndarray, deterministic: bool, noise_std: float
+) -> np.ndarray:
+    """mu(s), or clip(mu(s) + N(0, noise_std^2), -1, 1) when exploring: unit actions [N, A]."""
+    actions = collector.actions_of(actor, observations)
+    if deterministic:
+        return actions
+    return gaussian_exploration(actions, noise_std, collector.rng)

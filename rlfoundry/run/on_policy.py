@@ -1,10 +1,11 @@
-"""What A2C, PPO and TRPO share, so that their own files hold only their update and learn loop.
+"""What A2C, PPO and TRPO share and call, so that their own files hold their learn loop and update.
 
 `ActorCriticConfig` holds the network and runtime fields the three have in common (each
-algorithm's Config extends it with its own fields and defaults). `OnPolicyAlgorithm` holds the
-training state: the vector env, the actor-critic network, the rollout buffer, the generators and
-the step counter; it collects rollouts, predicts, saves and loads. Each algorithm adds
-`make_optimizer()` and its own `learn()`.
+algorithm's Config extends it with its own fields and defaults). `RolloutCollector` holds the
+experience side: the vector env, the actor-critic network, the rollout buffer and the step
+counter; it collects rollouts and predicts. `start_learning`, `finish_learning`, `save_on_policy`
+and `restore_on_policy` frame a learn loop and write and read checkpoints. Each algorithm builds
+its optimiser and writes its own `learn()` and update.
 
 A learn(total_steps) call runs ceil(total_steps / (n_steps * n_envs)) whole rollouts, so it ends
 on a rollout boundary: the checkpoint it writes needs no half-filled buffer, and training N steps,
@@ -23,13 +24,13 @@ import numpy as np
 import torch
 
 from rlfoundry.data.rollout import RolloutBatch, RolloutBuffer
-from rlfoundry.envs.vector import EnvSource
 from rlfoundry.networks.policies import ActorCritic, env_actions, is_image_space
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.returns import generalized_advantages
-from rlfoundry.run.checkpoint import NonFiniteError
+from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
-from rlfoundry.run.lifecycle import attach_env, initialise, load_model, restore_torch, save_model
+from rlfoundry.run.device import configure_threads, resolve_device
+from rlfoundry.run.lifecycle import restore_torch, save_model
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.training_env import TrainingEnv
@@ -141,18 +142,18 @@ def scheduled(value: float, schedule: Schedule, step: int, horizon: int) -> floa
     return value if schedule == "constant" else LinearSchedule(value, 0.0, horizon)(step)
 
 
-class OnPolicyAlgorithm:
-    """Training state and plumbing of an actor-critic algorithm; see the module docstring."""
+class RolloutCollector:
+    """What A2C, PPO and TRPO each hold to gather experience: the training env, the actor-critic
+    network, the rollout buffer and the count of env steps taken. Each algorithm builds one and
+    calls `collect`, `gae_batch` and `predict` from its own learn loop."""
 
-    name = "on-policy"
-    Config = ActorCriticConfig
-
-    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
-        self._build(initialise(self, env, run_dir, quiet, config))
-
-    def _build(self, training_env: TrainingEnv) -> None:
-        config = self.config
-        self.device = attach_env(self, training_env, uses_images=is_image_space(training_env.observation_space))
+    def __init__(self, training_env: TrainingEnv, config: ActorCriticConfig):
+        configure_threads(config.torch_threads)
+        self.config = config
+        self.training_env = training_env
+        self.observation_space = training_env.observation_space
+        self.action_space = training_env.action_space
+        self.device = resolve_device(config.device, uses_images=is_image_space(self.observation_space))
         self.network = ActorCritic(
             self.observation_space,
             self.action_space,
@@ -163,30 +164,23 @@ class OnPolicyAlgorithm:
             log_std_init=config.log_std_init,
         ).to(self.device)
         self.rollout = RolloutBuffer(config.n_steps, config.n_envs, self.observation_space, self.action_space)
-        self.optimizer = self.make_optimizer()
         self.steps = 0
-
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        """The optimiser over the parameters that gradient steps move (defined by each algorithm)."""
-        raise NotImplementedError
 
     @property
     def env_id(self) -> str | None:
         return self.training_env.env_id
 
-    # -- acting -------------------------------------------------------------------------------
-
-    def _tensor(self, observations: np.ndarray) -> torch.Tensor:
+    def tensor(self, observations: np.ndarray) -> torch.Tensor:
         tensor = torch.as_tensor(observations, device=self.device)
         # float64 observations (MuJoCo, or a caller's array) meet float32 weights.
         return tensor.float() if tensor.dtype == torch.float64 else tensor
 
-    def _values(self, observations: np.ndarray) -> np.ndarray:
+    def values(self, observations: np.ndarray) -> np.ndarray:
         """V(s) for a numpy batch, without gradients (the rollout's bootstrap values)."""
         with torch.inference_mode():
-            return self.network.value(self._tensor(observations)).cpu().numpy()
+            return self.network.value(self.tensor(observations)).cpu().numpy()
 
-    def collect_rollout(self, monitor: TrainingMonitor) -> None:
+    def collect(self, monitor: TrainingMonitor) -> None:
         """Act for n_steps steps in every env with the current policy and fill `self.rollout`,
         next_values included (truncated episodes bootstrap from their true final observation)."""
         rollout, training_env = self.rollout, self.training_env
@@ -195,7 +189,7 @@ class OnPolicyAlgorithm:
         n_envs = self.config.n_envs
         with torch.inference_mode():
             for _ in range(self.config.n_steps):
-                distribution, values = self.network(self._tensor(observations))
+                distribution, values = self.network(self.tensor(observations))
                 actions = distribution.sample()
                 log_probs = distribution.log_prob(actions)
                 actions = actions.cpu().numpy()
@@ -204,22 +198,7 @@ class OnPolicyAlgorithm:
                 self.steps += n_envs
                 monitor.episodes(self.steps, finished_returns, finished_lengths)
                 observations = step.observations
-        rollout.finish(observations, self._values)
-
-    def predict(self, observations: Any, deterministic: bool = True) -> Any:
-        """Actions for observations [B, *obs] (or one unbatched observation): the policy's mode
-        when deterministic, else a sample. Box actions are clipped into the action space."""
-        batch = np.asarray(observations)
-        single = batch.ndim == len(self.observation_space.shape)
-        if single:
-            batch = batch[None]
-        with torch.inference_mode():
-            distribution = self.network.distribution(self._tensor(batch))
-            actions = distribution.mode() if deterministic else distribution.sample()
-        actions = env_actions(actions.cpu().numpy(), self.action_space)
-        return actions[0] if single else actions
-
-    # -- learning helpers -------------------------------------------------------------------------
+        rollout.finish(observations, self.values)
 
     def gae_batch(self) -> RolloutBatch:
         """The finished rollout as a training batch with GAE advantages and returns A_t + V(s_t)."""
@@ -230,35 +209,49 @@ class OnPolicyAlgorithm:
         )
         return rollout.training_batch(advantages, returns, self.device)
 
-    def start_learning(self, total_steps: int) -> tuple[int, int, TrainingMonitor]:
-        """For a learn(total_steps) call: (iterations = whole rollouts covering total_steps, the step
-        where linear schedules reach 0 = schedule_steps or the end of this call, the monitor)."""
-        require_int("total_steps", total_steps, 1)
-        iterations = math.ceil(total_steps / self.config.rollout_size)
-        end = self.steps + iterations * self.config.rollout_size
-        monitor = TrainingMonitor(self.run_dir, end - self.steps, self.steps, self.quiet, title=self.name)
-        return iterations, self.config.schedule_steps or end, monitor
+    def predict(self, observations: Any, deterministic: bool = True) -> Any:
+        """Actions for observations [B, *obs] (or one unbatched observation): the policy's mode
+        when deterministic, else a sample. Box actions are clipped into the action space."""
+        batch = np.asarray(observations)
+        single = batch.ndim == len(self.observation_space.shape)
+        if single:
+            batch = batch[None]
+        with torch.inference_mode():
+            distribution = self.network.distribution(self.tensor(batch))
+            actions = distribution.mode() if deterministic else distribution.sample()
+        actions = env_actions(actions.cpu().numpy(), self.action_space)
+        return actions[0] if single else actions
 
-    def finish_learning(self, monitor: TrainingMonitor) -> None:
-        """Final report, and the final checkpoint when there is a run directory."""
-        monitor.close(self.steps)
-        if self.run_dir is not None:
-            self.save(self.run_dir / "checkpoints" / "final")
 
-    # -- saving ---------------------------------------------------------------------------------
+# -- the frame of a learn loop, and checkpoints: called by each algorithm ---------------------------
 
-    def save(self, path: str | Path) -> Path:
-        """Write a checkpoint directory that `rlfoundry.load` reads back exactly."""
-        return save_model(
-            self, path, {"steps": self.steps}, modules={"network": self.network}, optimizers={"optimizer": self.optimizer}
-        )
 
-    @classmethod
-    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any):
-        """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
-        env state could be saved (classic-control envs), else with fresh episodes."""
-        model, checkpoint, training_env = load_model(cls, path, env, options)
-        model._build(training_env)
-        model.steps = checkpoint.counters["steps"]
-        restore_torch(checkpoint, modules={"network": model.network}, optimizers={"optimizer": model.optimizer})
-        return model
+def start_learning(model: Any, total_steps: int) -> tuple[int, int, TrainingMonitor]:
+    """For a learn(total_steps) call: (iterations = whole rollouts covering total_steps, the step
+    where linear schedules reach 0 = schedule_steps or the end of this call, the monitor)."""
+    require_int("total_steps", total_steps, 1)
+    config, steps = model.config, model.collector.steps
+    iterations = math.ceil(total_steps / config.rollout_size)
+    end = steps + iterations * config.rollout_size
+    monitor = TrainingMonitor(model.run_dir, end - steps, steps, model.quiet, title=model.name)
+    return iterations, config.schedule_steps or end, monitor
+
+
+def finish_learning(model: Any, monitor: TrainingMonitor) -> None:
+    """Final report, and the final checkpoint when there is a run directory."""
+    monitor.close(model.collector.steps)
+    if model.run_dir is not None:
+        model.save(model.run_dir / "checkpoints" / "final")
+
+
+def save_on_policy(model: Any, path: str | Path) -> Path:
+    """Checkpoint an actor-critic algorithm (network, optimiser, step count, RNGs, env position)."""
+    return save_model(
+        model, path, {"steps": model.collector.steps}, modules={"network": model.network}, optimizers={"optimizer": model.optimizer}
+    )
+
+
+def restore_on_policy(model: Any, checkpoint: Checkpoint) -> None:
+    """Put a checkpoint's network, optimiser and step count into a freshly built model."""
+    model.collector.steps = checkpoint.counters["steps"]
+    restore_torch(checkpoint, modules={"network": model.network}, optimizers={"optimizer": model.optimizer})
