@@ -1,4 +1,4 @@
-"""The `rlf` command line: train, eval, plot, list.
+"""The `rlf` command line: train, resume, eval, plot, list.
 
 Errors a user can fix (an unknown algorithm, env id or config key, a bad value, a missing or
 corrupt checkpoint) print one line naming what was wrong and exit with status 2, no traceback.
@@ -53,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes after training")
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
 
+    resume = commands.add_parser("resume", help="train a saved model further, in its run directory")
+    resume.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="a run directory (its checkpoints/final is used) or a checkpoint directory")
+    resume.add_argument("--steps", type=int, required=True, help="more environment steps to train")
+    resume.add_argument("--runs-dir", default="runs",
+                        help="where a new run directory goes when CHECKPOINT is not inside one (default: runs/)")
+    resume.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes after training")
+    resume.add_argument("--quiet", action="store_true", help="print only the final summary")
+
     evaluate = commands.add_parser("eval", help="evaluate a saved checkpoint")
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint directory")
     evaluate.add_argument("--episodes", type=int, default=20, help="number of episodes (default 20)")
@@ -71,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
-    handlers = {"train": train, "eval": evaluate_checkpoint, "plot": plot, "list": list_algorithms}
+    handlers = {"train": train, "resume": resume, "eval": evaluate_checkpoint, "plot": plot, "list": list_algorithms}
     try:
         return handlers[arguments.command](arguments)
     except (UsageError, *USER_ERRORS) as error:
@@ -115,14 +124,46 @@ def train(arguments: argparse.Namespace) -> int:
     }, indent=2))
     if preset and not arguments.quiet:
         print(f"preset {cls.name} / {arguments.env_id}: {preset.source}")
+    return learn_and_report(model, steps, arguments.eval_episodes, run_dir)
+
+
+def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) -> int:
+    """Train, then print the evaluation (and the greedy path of tabular models) and the run directory."""
+    import rlfoundry
+
     model.learn(steps)
-    result = rlfoundry.evaluate(model, arguments.env_id, n_episodes=arguments.eval_episodes, seed=arguments.seed + 10_000)
+    result = rlfoundry.evaluate(model, model.env_id, n_episodes=eval_episodes, seed=model.config.seed + 10_000)
     summary = getattr(model, "describe_policy", None)
     if summary is not None:
         print(summary())
     print(f"evaluation: {result}")
     print(f"run directory: {run_dir}")
     return 0
+
+
+def resume(arguments: argparse.Namespace) -> int:
+    """Load a checkpoint and train it `--steps` more. Inside a run directory the run continues
+    there (progress.csv and TensorBoard go on, the final checkpoint is replaced); a checkpoint
+    elsewhere gets a new run directory. Training continues exactly where it stopped when the env
+    position was saved (see rlfoundry.envs.state)."""
+    import rlfoundry
+
+    if arguments.steps < 1:
+        raise UsageError(f"--steps={arguments.steps} is out of range: allowed integers >= 1")
+    path = Path(arguments.checkpoint)
+    if (path / "checkpoints" / "final").is_dir():
+        path, run_dir = path / "checkpoints" / "final", path
+    elif path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file():
+        run_dir = path.parent.parent
+    else:
+        run_dir = None
+    model = rlfoundry.load(path, quiet=arguments.quiet)
+    if model.env_id is None:
+        raise UsageError(f"{path} was trained on an env without a registered id: resume it from Python with rlfoundry.load(path, env=...)")
+    if run_dir is None:
+        run_dir = make_run_dir(model.name, model.env_id, model.config.seed, arguments.runs_dir)
+    model.run_dir = run_dir
+    return learn_and_report(model, arguments.steps, arguments.eval_episodes, run_dir)
 
 
 def evaluate_checkpoint(arguments: argparse.Namespace) -> int:

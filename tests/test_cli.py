@@ -71,6 +71,8 @@ def test_overrides_and_eval_and_plot(tmp_path, capsys):
         (["train", "q-learning", "CartPole-v1"], "needs a Discrete observation space"),
         (["eval", "/no/such/checkpoint"], "no checkpoint at /no/such/checkpoint"),
         (["plot", "/no/such/run"], "has no progress.csv"),
+        (["resume", "/no/such/run", "--steps", "10"], "no checkpoint at /no/such/run"),
+        (["resume", "/no/such/run", "--steps", "0"], "--steps=0 is out of range"),
     ],
 )
 def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, argv, message):
@@ -82,6 +84,39 @@ def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, argv, message)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     if argv[0] == "train":
         assert not any(tmp_path.iterdir()), "a failed command must not leave a run directory"
+
+
+def test_resume_continues_the_run_exactly_in_its_directory(tmp_path, capsys):
+    """300 steps, then `rlf resume RUN_DIR --steps 300`, equals 600 steps straight: same Q table,
+    one progress.csv with every row of both calls."""
+    status, _, err = run_cli(capsys, "train", "q-learning", "FrozenLake-v1", "--steps", "300", "--runs-dir", str(tmp_path / "halves"), "--quiet")
+    assert status == 0, err
+    run_dir = only_run_dir(tmp_path / "halves")
+    status, out, err = run_cli(capsys, "resume", str(run_dir), "--steps", "300", "--quiet")
+    assert status == 0, err
+    assert f"run directory: {run_dir}" in out and "evaluation: mean return" in out
+    status, _, err = run_cli(capsys, "train", "q-learning", "FrozenLake-v1", "--steps", "600", "--runs-dir", str(tmp_path / "straight"), "--quiet")
+    assert status == 0, err
+    import rlfoundry
+
+    halves = rlfoundry.load(run_dir / "checkpoints" / "final")
+    straight = rlfoundry.load(only_run_dir(tmp_path / "straight") / "checkpoints" / "final")
+    assert halves.steps == straight.steps == 600
+    assert (halves.q_table == straight.q_table).all()
+    with open(run_dir / "progress.csv") as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle)]
+    assert steps == sorted(steps) and steps[0] <= 300 < steps[-1] == 600
+
+
+def test_resume_of_a_checkpoint_outside_a_run_directory_makes_a_new_one(tmp_path, capsys):
+    import rlfoundry
+
+    rlfoundry.QLearning("FrozenLake-v1", quiet=True).learn(100).save(tmp_path / "saved")
+    status, out, err = run_cli(capsys, "resume", str(tmp_path / "saved"), "--steps", "100", "--runs-dir", str(tmp_path / "runs"), "--quiet")
+    assert status == 0, err
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert run_dir.name.startswith("q-learning-FrozenLake-v1-s0-") and f"run directory: {run_dir}" in out
+    assert rlfoundry.load(run_dir / "checkpoints" / "final").steps == 200
 
 
 def test_list_shows_algorithms_and_presets(capsys):

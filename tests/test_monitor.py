@@ -30,6 +30,27 @@ def test_files_and_a_metric_that_appears_later(tmp_path):
     assert any(path.name.startswith("events.out.tfevents") for path in run_dir.iterdir())
 
 
+def test_a_second_learn_call_continues_progress_csv(tmp_path):
+    """Two monitors in one run directory (two learn() calls, or a resumed run): the second one
+    appends its rows, with a metric the first one never had, and loses none of the first's."""
+    first = TrainingMonitor(tmp_path, total_steps=20, quiet=True, log_interval=10)
+    for step in range(1, 21):
+        first.record("train/loss", 1.0)
+        first.step(step)
+    first.close(20)
+    second = TrainingMonitor(tmp_path, total_steps=20, start_step=20, quiet=True, log_interval=10)
+    for step in range(21, 41):
+        second.record("train/loss", 2.0)
+        second.record("train/entropy", 0.5)
+        second.step(step)
+    second.close(40)
+    with open(tmp_path / "progress.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["step"] for row in rows] == ["10", "20", "30", "40"]
+    assert [row["train/loss"] for row in rows] == ["1.0", "1.0", "2.0", "2.0"]
+    assert [row["train/entropy"] for row in rows] == ["", "", "0.5", "0.5"]
+
+
 def test_no_run_dir_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monitor = TrainingMonitor(None, total_steps=10, quiet=True)

@@ -35,14 +35,22 @@ def make_run_dir(algorithm: str, env_id: str | None, seed: int, root: str | Path
 
 
 class CsvLog:
-    """progress.csv: one row per dump; a new metric adds a column and the file is rewritten."""
+    """progress.csv: one row per dump; a new metric adds a column and the file is rewritten.
+
+    An existing file (an earlier learn() call into the same run directory, or a resumed run) is
+    continued, never replaced."""
 
     def __init__(self, path: Path):
         self.path = path
         self.columns: list[str] = ["step"]
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, float | str]] = []
+        if path.exists():
+            with open(path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                self.columns = list(reader.fieldnames or self.columns)
+                self.rows = list(reader)
 
-    def write(self, row: dict[str, float]) -> None:
+    def write(self, row: dict[str, float | str]) -> None:
         self.rows.append(row)
         new_columns = [name for name in row if name not in self.columns]
         if new_columns:
