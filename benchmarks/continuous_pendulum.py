@@ -39,7 +39,9 @@ SHARED = {"learning_rate": 1e-3, "batch_size": 256, "buffer_size": 1_000_000, "l
 EXPLORATION_NOISE = 0.1
 EVALUATION_EPISODES = 20
 EVALUATION_SEED = 10_000
-LIBRARIES = ("rlfoundry", "sb3", "sb3-1thread", "sbx")
+LIBRARIES = ("rlfoundry", "rlfoundry-2threads", "sb3", "sb3-1thread", "sbx")
+"""rlfoundry runs with its default of one torch thread, rlfoundry-2threads with torch_threads=2;
+sb3 with torch's default (one thread per core, 2 here), sb3-1thread with one."""
 
 
 # -- one training run (inside a worker subprocess) ----------------------------------------------------
@@ -78,7 +80,10 @@ def worker(library: str, algorithm: str, seed: int, steps: int) -> dict:
 
     if library == "sb3-1thread":
         torch.set_num_threads(1)
-    model = rlfoundry_model(algorithm, seed) if library == "rlfoundry" else baselines_model(library, algorithm, seed)
+    if library.startswith("rlfoundry"):
+        model = rlfoundry_model(algorithm, seed, torch_threads=2 if library == "rlfoundry-2threads" else 1)
+    else:
+        model = baselines_model(library, algorithm, seed)
     wall, cpu = time.perf_counter(), time.process_time()
     model.learn(steps)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
