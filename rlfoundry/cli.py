@@ -16,7 +16,7 @@ from rlfoundry.algorithms import ALGORITHMS
 from rlfoundry.envs.spaces import SpaceError
 from rlfoundry.envs.vector import AutoresetModeError, UnknownEnvironmentError, check_env_id
 from rlfoundry.presets import all_presets, load_preset
-from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError
+from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError, read_manifest
 from rlfoundry.run.config import ConfigError, check_keys, config_to_dict, parse_overrides, unknown_name_message
 from rlfoundry.run.monitor import make_run_dir
 from rlfoundry.run.plotting import RunDirectoryError, plot_learning_curves
@@ -51,15 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-preset", action="store_true", help="ignore the tuned preset for this env")
     train.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
     train.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes after training")
+    train.add_argument("--checkpoint-every", type=int, metavar="N",
+                       help="also write RUN_DIR/checkpoints/latest every N env steps (for `rlf resume` after a crash)")
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
 
     resume = commands.add_parser("resume", help="train a saved model further, in its run directory")
     resume.add_argument("checkpoint", metavar="CHECKPOINT",
-                        help="a run directory (its checkpoints/final is used) or a checkpoint directory")
+                        help="a run directory (its furthest checkpoint, final or latest, is used) or a checkpoint directory")
     resume.add_argument("--steps", type=int, required=True, help="more environment steps to train")
     resume.add_argument("--runs-dir", default="runs",
                         help="where a new run directory goes when CHECKPOINT is not inside one (default: runs/)")
     resume.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes after training")
+    resume.add_argument("--checkpoint-every", type=int, metavar="N", help="also write checkpoints/latest every N env steps")
     resume.add_argument("--quiet", action="store_true", help="print only the final summary")
 
     evaluate = commands.add_parser("eval", help="evaluate a saved checkpoint")
@@ -112,7 +115,7 @@ def train(arguments: argparse.Namespace) -> int:
     if steps < 1:
         raise UsageError(f"--steps={steps} is out of range: allowed integers >= 1")
     # The model checks its config and spaces before any file is written.
-    model = cls(arguments.env_id, quiet=arguments.quiet, **config)
+    model = cls(arguments.env_id, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every, **config)
     run_dir = model.run_dir = make_run_dir(cls.name, arguments.env_id, arguments.seed, arguments.runs_dir)
     (run_dir / "config.json").write_text(json.dumps({
         "algorithm": cls.name,
@@ -151,13 +154,15 @@ def resume(arguments: argparse.Namespace) -> int:
     if arguments.steps < 1:
         raise UsageError(f"--steps={arguments.steps} is out of range: allowed integers >= 1")
     path = Path(arguments.checkpoint)
-    if (path / "checkpoints" / "final").is_dir():
-        path, run_dir = path / "checkpoints" / "final", path
+    saved = [path / "checkpoints" / name for name in ("final", "latest") if (path / "checkpoints" / name).is_dir()]
+    if saved:
+        # The furthest one: a crashed run has only `latest`, a resumed one that crashed a newer `latest`.
+        path, run_dir = max(saved, key=lambda candidate: read_manifest(candidate)["counters"]["steps"]), path
     elif path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file():
         run_dir = path.parent.parent
     else:
         run_dir = None
-    model = rlfoundry.load(path, quiet=arguments.quiet)
+    model = rlfoundry.load(path, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every)
     if model.env_id is None:
         raise UsageError(f"{path} was trained on an env without a registered id: resume it from Python with rlfoundry.load(path, env=...)")
     if run_dir is None:

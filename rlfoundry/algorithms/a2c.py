@@ -99,8 +99,9 @@ class A2C:
     name = "a2c"
     Config = A2CConfig
 
-    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
-        self._build(initialise(self, env, run_dir, quiet, config))
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
+                 checkpoint_every: int | None = None, **config: Any):
+        self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every))
 
     def _build(self, training_env: TrainingEnv) -> None:
         self.training_env = training_env

@@ -66,8 +66,9 @@ class DDPG:
     name = "ddpg"
     Config = DDPGConfig
 
-    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
-        self._build(open_collector(self, env, run_dir, quiet, config))
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
+                 checkpoint_every: int | None = None, **config: Any):
+        self._build(open_collector(self, env, run_dir, quiet, config, checkpoint_every))
 
     def _build(self, collector: ReplayCollector) -> None:
         self.collector = collector

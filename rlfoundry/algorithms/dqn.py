@@ -131,8 +131,9 @@ class DQN:
     name = "dqn"
     Config = DQNConfig
 
-    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
-        self._build(initialise(self, env, run_dir, quiet, config))
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
+                 checkpoint_every: int | None = None, **config: Any):
+        self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every))
 
     def _build(self, training_env: TrainingEnv) -> None:
         config = self.config
@@ -220,7 +221,7 @@ class DQN:
             # Fresh episodes begin: the stored ones must not run on into them.
             self.replay.restart_episodes()
         observations = training_env.start()
-        monitor = TrainingMonitor(self.run_dir, total_steps, self.steps, self.quiet, title=self.name)
+        monitor = TrainingMonitor.of(self, total_steps, self.steps)
         with denormals_flushed():
             self._run(math.ceil(total_steps / config.n_envs), observations, monitor)
         monitor.record("train/epsilon", self.epsilon())

@@ -159,8 +159,9 @@ class REINFORCE:
     name = "reinforce"
     Config = ReinforceConfig
 
-    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
-        self._build(initialise(self, env, run_dir, quiet, config))
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
+                 checkpoint_every: int | None = None, **config: Any):
+        self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every))
 
     def _build(self, training_env: TrainingEnv) -> None:
         config = self.config
@@ -231,7 +232,6 @@ class REINFORCE:
             flat = rollout.observations[:rows].reshape(rows * n_envs, *rollout.observations.shape[2:])
             rollout.values[:rows] = self._values(flat).reshape(rows, n_envs)
         rollout.finish(observations, None if self.value_function is None else self._values, stopped_early=True)
-        monitor.step(self.steps)
         return mask[:rows]
 
     def episode_batch(self, mask: np.ndarray) -> EpisodeBatch:
@@ -277,10 +277,11 @@ class REINFORCE:
         (and always runs at least one update)."""
         require_int("total_steps", total_steps, 1)
         self.step_target += total_steps
-        monitor = TrainingMonitor(self.run_dir, max(self.step_target - self.steps, 1), self.steps, self.quiet, title=self.name)
+        monitor = TrainingMonitor.of(self, max(self.step_target - self.steps, 1), self.steps)
         while True:
             mask = self.collect_episodes(monitor)
             self.update(self.episode_batch(mask), monitor)
+            monitor.step(self.steps)
             if self.steps >= self.step_target:
                 break
         monitor.close(self.steps)

@@ -102,8 +102,9 @@ class SAC:
     name = "sac"
     Config = SACConfig
 
-    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
-        self._build(open_collector(self, env, run_dir, quiet, config))
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
+                 checkpoint_every: int | None = None, **config: Any):
+        self._build(open_collector(self, env, run_dir, quiet, config, checkpoint_every))
 
     def _build(self, collector: ReplayCollector) -> None:
         config = self.config

@@ -83,15 +83,9 @@ class TabularTD:
     target_rule: Literal["q_learning", "sarsa", "expected_sarsa"] = "q_learning"
     Config = TabularConfig
 
-    def __init__(
-        self,
-        env: EnvSource | None,
-        *,
-        run_dir: str | Path | None = None,
-        quiet: bool = False,
-        **config: Any,
-    ):
-        self.training_env = initialise(self, env, run_dir, quiet, config)
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
+                 checkpoint_every: int | None = None, **config: Any):
+        self.training_env = initialise(self, env, run_dir, quiet, config, checkpoint_every)
         self.steps = 0
         self._check_spaces()
         self.q_table = np.full((self.n_states, self.n_actions), self.config.initial_q, dtype=np.float64)
@@ -164,7 +158,7 @@ class TabularTD:
         training_env = self.training_env
         if not training_env.resumed_exactly or self._actions is None:
             self._actions = self._behaviour(training_env.start(), self.epsilon())
-        monitor = TrainingMonitor(self.run_dir, total_steps, self.steps, self.quiet, title=self.name)
+        monitor = TrainingMonitor.of(self, total_steps, self.steps)
         n_envs = self.config.n_envs
         # SARSA's target needs the next action before the update; the others choose after it.
         chooses_next_action_first = self.target_rule == "sarsa"

@@ -74,8 +74,9 @@ class TD3:
     name = "td3"
     Config = TD3Config
 
-    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False, **config: Any):
-        self._build(open_collector(self, env, run_dir, quiet, config))
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
+                 checkpoint_every: int | None = None, **config: Any):
+        self._build(open_collector(self, env, run_dir, quiet, config, checkpoint_every))
 
     def _build(self, collector: ReplayCollector) -> None:
         self.collector = collector

@@ -16,7 +16,7 @@ from torch import nn
 
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.run.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from rlfoundry.run.config import check_keys, config_from_dict, config_to_dict
+from rlfoundry.run.config import check_keys, config_from_dict, config_to_dict, require_int
 from rlfoundry.run.device import configure_threads, resolve_device
 from rlfoundry.run.seeding import generator_state, restore_generator, seed_everything
 from rlfoundry.run.torch_state import (
@@ -30,14 +30,27 @@ from rlfoundry.run.torch_state import (
 from rlfoundry.run.training_env import TrainingEnv
 
 
-def initialise(model: Any, env: EnvSource | None, run_dir: str | Path | None, quiet: bool, config: dict) -> TrainingEnv:
-    """Validate the config, seed everything, and open the training env (not yet reset)."""
+def initialise(
+    model: Any, env: EnvSource | None, run_dir: str | Path | None, quiet: bool, config: dict, checkpoint_every: int | None = None
+) -> TrainingEnv:
+    """Validate the config, seed everything, and open the training env (not yet reset).
+
+    checkpoint_every: with a run directory, write RUN_DIR/checkpoints/latest every this many env
+    steps (at the first point between updates past each multiple), besides the final checkpoint."""
     check_keys(model.Config, config)
     model.config = model.Config(**config)
     model.run_dir = Path(run_dir) if run_dir is not None else None
     model.quiet = quiet
+    model.checkpoint_every = checked_checkpoint_every(checkpoint_every)
     model.rng = seed_everything(model.config.seed)
     return TrainingEnv(env, model.config.n_envs, model.config.seed)
+
+
+def checked_checkpoint_every(value: int | None) -> int | None:
+    """None (no periodic checkpoints) or an integer >= 1; ConfigError otherwise."""
+    if value is not None:
+        require_int("checkpoint_every", value, 1)
+    return value
 
 
 def attach_env(model: Any, training_env: TrainingEnv, uses_images: bool) -> torch.device:
@@ -83,14 +96,15 @@ def save_model(
 def load_model(cls: type, path: str | Path, env: EnvSource | None, options: dict[str, Any]) -> tuple[Any, Checkpoint, TrainingEnv]:
     """An un-built instance of cls with config, run_dir, quiet and rng restored, the checkpoint,
     and the training env at its saved position (built from `env` if given, else the saved id)."""
-    unknown = set(options) - {"run_dir", "quiet"}
+    unknown = set(options) - {"run_dir", "quiet", "checkpoint_every"}
     if unknown:
-        raise TypeError(f"unknown load option(s) {', '.join(sorted(unknown))}: use run_dir=... or quiet=...")
+        raise TypeError(f"unknown load option(s) {', '.join(sorted(unknown))}: use run_dir=..., quiet=... or checkpoint_every=...")
     checkpoint = load_checkpoint(path, algorithm=cls.name)
     model = cls.__new__(cls)
     model.config = config_from_dict(cls.Config, checkpoint.config)
     model.run_dir = Path(options["run_dir"]) if options.get("run_dir") is not None else None
     model.quiet = options.get("quiet", False)
+    model.checkpoint_every = checked_checkpoint_every(options.get("checkpoint_every"))
     model.rng = restore_generator(checkpoint.state["rng"])
     # Without a saved env position, fresh episodes start from a seed that differs from step 0's.
     seed = model.config.seed + checkpoint.counters["steps"]

@@ -13,7 +13,9 @@ import math
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,8 +80,14 @@ class TrainingMonitor:
         quiet: bool = False,
         log_interval: int | None = None,
         title: str = "training",
+        checkpoint_every: int | None = None,
+        save: Callable[[Path], object] | None = None,
     ):
         self.run_dir = run_dir
+        # Periodic checkpoints need somewhere to go and something to write.
+        self.checkpoint_every = checkpoint_every if run_dir is not None and save is not None else None
+        self.save = save
+        self.last_step = start_step
         self.start_step = start_step
         self.end_step = start_step + total_steps
         self.quiet = quiet
@@ -129,12 +137,26 @@ class TrainingMonitor:
         """Whether step() will report at this step: record metrics that cost something only then."""
         return step >= self.next_dump
 
+    @classmethod
+    def of(cls, model: Any, total_steps: int, start_step: int) -> "TrainingMonitor":
+        """The monitor of one learn() call of `model`: its run directory, quietness, name and
+        periodic checkpoints (`model.checkpoint_every` env steps, written with `model.save`)."""
+        return cls(
+            model.run_dir, total_steps, start_step, model.quiet, title=model.name,
+            checkpoint_every=model.checkpoint_every, save=model.save,
+        )
+
     def step(self, step: int) -> None:
-        """Called after every batch of env steps; cheap unless a report is due."""
+        """Called where training stands between updates (every algorithm calls it only there):
+        reports when due, and writes RUN_DIR/checkpoints/latest each time the env-step count
+        passes a multiple of checkpoint_every."""
         if step >= self.next_dump:
             self.dump(step)
             while self.next_dump <= step:
                 self.next_dump += self.log_interval
+        if self.checkpoint_every is not None and step // self.checkpoint_every > self.last_step // self.checkpoint_every:
+            self.save(self.run_dir / "checkpoints" / "latest")
+        self.last_step = step
 
     def dump(self, step: int) -> None:
         now = time.perf_counter()

@@ -272,10 +272,12 @@ def record_finite(monitor: TrainingMonitor, metrics: dict[str, torch.Tensor], al
 # -- construction, the learn loop's frame, checkpoints: called by each algorithm ---------------------
 
 
-def open_collector(model: Any, env: EnvSource | None, run_dir: str | Path | None, quiet: bool, config: dict) -> ReplayCollector:
+def open_collector(
+    model: Any, env: EnvSource | None, run_dir: str | Path | None, quiet: bool, config: dict, checkpoint_every: int | None
+) -> ReplayCollector:
     """Set up a new model (validated config, RNGs, run directory, env; torch threads) and return
     the ReplayCollector it trains with."""
-    model.training_env = initialise(model, env, run_dir, quiet, config)
+    model.training_env = initialise(model, env, run_dir, quiet, config, checkpoint_every)
     configure_threads(model.config.torch_threads)
     return ReplayCollector(model.training_env, model.config, type(model).__name__, model.rng)
 
@@ -286,7 +288,7 @@ def learning(model: Any, total_steps: int) -> Iterator[TrainingMonitor]:
     afterwards the final report and, with a run directory, the final checkpoint."""
     require_int("total_steps", total_steps, 1)
     collector = model.collector
-    monitor = TrainingMonitor(model.run_dir, total_steps, collector.steps, model.quiet, title=model.name)
+    monitor = TrainingMonitor.of(model, total_steps, collector.steps)
     with denormals_flushed():
         yield monitor
     monitor.close(collector.steps)

@@ -233,7 +233,7 @@ def start_learning(model: Any, total_steps: int) -> tuple[int, int, TrainingMoni
     config, steps = model.config, model.collector.steps
     iterations = math.ceil(total_steps / config.rollout_size)
     end = steps + iterations * config.rollout_size
-    monitor = TrainingMonitor(model.run_dir, end - steps, steps, model.quiet, title=model.name)
+    monitor = TrainingMonitor.of(model, end - steps, steps)
     return iterations, config.schedule_steps or end, monitor
 
 

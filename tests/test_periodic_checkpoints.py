@@ -1,0 +1,67 @@
+"""Periodic checkpoints: `checkpoint_every` writes RUN_DIR/checkpoints/latest at a point between
+updates, so that training on from it equals training straight through, bit for bit."""
+
+import numpy as np
+import pytest
+import torch
+
+import rlfoundry
+from rlfoundry.cli import main
+from rlfoundry.run.checkpoint import load_checkpoint
+from rlfoundry.run.config import ConfigError
+
+# (algorithm, env, config, total steps, checkpoint_every): `latest` lands strictly inside the run.
+CASES = {
+    "q-learning": ("FrozenLake-v1", {}, 1000, 300),
+    "dqn": ("CartPole-v1", dict(hidden_sizes=(16,), batch_size=8, learning_starts=16, buffer_size=500, train_freq=4), 200, 70),
+    "ppo": ("CartPole-v1", dict(n_envs=2, n_steps=16, batch_size=16, n_epochs=2, hidden_sizes=(16,)), 96, 64),
+    "sac": ("Pendulum-v1", dict(actor_hidden_sizes=(16,), critic_hidden_sizes=(16,), batch_size=16, learning_starts=50), 200, 150),
+}
+
+
+def saved_numbers(path):
+    """Every tensor and array of a checkpoint, and its counters."""
+    checkpoint = load_checkpoint(path)
+    return checkpoint.counters, checkpoint.tensors, checkpoint.arrays
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_training_on_from_the_latest_checkpoint_equals_training_straight(tmp_path, name):
+    env_id, config, total, every = CASES[name]
+    cls = rlfoundry.ALGORITHMS[name]
+    cls(env_id, run_dir=tmp_path / "straight", quiet=True, checkpoint_every=every, **config).learn(total)
+    latest = tmp_path / "straight" / "checkpoints" / "latest"
+    steps_at_latest = load_checkpoint(latest).counters["steps"]
+    assert every <= steps_at_latest < total
+
+    resumed = rlfoundry.load(latest, run_dir=tmp_path / "resumed", quiet=True)
+    resumed.learn(total - steps_at_latest)
+    straight_counters, straight_tensors, straight_arrays = saved_numbers(tmp_path / "straight" / "checkpoints" / "final")
+    counters, tensors, arrays = saved_numbers(tmp_path / "resumed" / "checkpoints" / "final")
+    assert counters == straight_counters
+    assert tensors.keys() == straight_tensors.keys()
+    assert all(torch.equal(tensors[key], straight_tensors[key]) for key in tensors)
+    assert arrays.keys() == straight_arrays.keys()
+    assert all(np.array_equal(arrays[key], straight_arrays[key]) for key in arrays)
+
+
+def test_no_run_directory_writes_no_checkpoint_and_bad_values_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rlfoundry.QLearning("FrozenLake-v1", quiet=True, checkpoint_every=10).learn(50)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ConfigError, match="checkpoint_every=0 is out of range"):
+        rlfoundry.QLearning("FrozenLake-v1", checkpoint_every=0)
+    with pytest.raises(ConfigError, match="checkpoint_every"):
+        rlfoundry.PPO("CartPole-v1", checkpoint_every=2.5)
+
+
+def test_rlf_resume_picks_the_furthest_checkpoint_of_a_run(tmp_path, capsys):
+    """A run that has a `latest` further on than its `final` (a resumed run that then crashed)
+    resumes from `latest`."""
+    assert main(["train", "q-learning", "FrozenLake-v1", "--steps", "200", "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    (run_dir,) = list(tmp_path.iterdir())
+    further = rlfoundry.load(run_dir / "checkpoints" / "final", quiet=True).learn(100)
+    further.save(run_dir / "checkpoints" / "latest")
+    capsys.readouterr()
+    assert main(["resume", str(run_dir), "--steps", "100", "--quiet"]) == 0
+    assert rlfoundry.load(run_dir / "checkpoints" / "final").steps == 400
