@@ -33,7 +33,7 @@ from rlfoundry.data.rollout import RolloutBuffer
 from rlfoundry.envs.vector import EnvSource, EpisodeTracker
 from rlfoundry.losses.policy_gradient import value_loss
 from rlfoundry.losses.reinforce import leave_one_out_baseline, reinforce_loss, reinforce_weights
-from rlfoundry.networks.policies import PolicyNetwork, ValueNetwork, env_actions, is_image_space
+from rlfoundry.networks.policies import PolicyNetwork, ValueNetwork, env_actions, is_image_space, observation_tensor, predict_actions
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.returns import discounted_returns, trajectory_returns
 from rlfoundry.run.checkpoint import NonFiniteError
@@ -185,9 +185,7 @@ class REINFORCE:
         return self.training_env.env_id
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.as_tensor(array, device=self.device)
-        # float64 observations (MuJoCo, or a caller's array) meet float32 weights.
-        return tensor.float() if tensor.dtype == torch.float64 else tensor
+        return observation_tensor(array, self.device)
 
     def _values(self, observations: np.ndarray) -> np.ndarray:
         """V(s) for a numpy batch, without gradients."""
@@ -259,15 +257,7 @@ class REINFORCE:
     def predict(self, observations: Any, deterministic: bool = True) -> Any:
         """Actions for observations [B, *obs] (or one unbatched observation): the policy's mode
         when deterministic, else a sample. Box actions are clipped into the action space."""
-        batch = np.asarray(observations)
-        single = batch.ndim == len(self.observation_space.shape)
-        if single:
-            batch = batch[None]
-        with torch.inference_mode():
-            distribution = self.policy(self._tensor(batch))
-            actions = distribution.mode() if deterministic else distribution.sample()
-        actions = env_actions(actions.cpu().numpy(), self.action_space)
-        return actions[0] if single else actions
+        return predict_actions(self.policy, observations, self.observation_space, self.action_space, self.device, deterministic)
 
     # -- learning -----------------------------------------------------------------------------
 

@@ -27,8 +27,8 @@ PyTorch's default (Kaiming-uniform) initialisation.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -226,6 +226,35 @@ def env_actions(actions: np.ndarray, action_space: spaces.Space) -> np.ndarray:
     if isinstance(action_space, spaces.Box):
         return np.clip(actions, action_space.low, action_space.high)
     return actions
+
+
+def observation_tensor(observations: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A numpy batch of observations as a tensor on `device`; float64 ones (MuJoCo, or a caller's
+    array) become float32 to meet the weights."""
+    tensor = torch.as_tensor(observations, device=device)
+    return tensor.float() if tensor.dtype == torch.float64 else tensor
+
+
+def predict_actions(
+    policy: Callable[[torch.Tensor], Distribution],
+    observations: Any,
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    device: torch.device,
+    deterministic: bool,
+) -> Any:
+    """Env actions of `policy` (observations -> distribution) for observations [B, *obs] or one
+    unbatched observation: the distribution's mode when deterministic, else a sample; Box actions
+    clipped into the action space."""
+    batch = np.asarray(observations)
+    single = batch.ndim == len(observation_space.shape)
+    if single:
+        batch = batch[None]
+    with torch.inference_mode():
+        distribution = policy(observation_tensor(batch, device))
+        actions = distribution.mode() if deterministic else distribution.sample()
+    actions = env_actions(actions.cpu().numpy(), action_space)
+    return actions[0] if single else actions
 
 
 # -- torsos over observation spaces ---------------------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rlfoundry.data.rollout import RolloutBatch, RolloutBuffer
-from rlfoundry.networks.policies import ActorCritic, env_actions, is_image_space
+from rlfoundry.networks.policies import ActorCritic, env_actions, is_image_space, observation_tensor, predict_actions
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.returns import generalized_advantages
 from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
@@ -170,15 +170,10 @@ class RolloutCollector:
     def env_id(self) -> str | None:
         return self.training_env.env_id
 
-    def tensor(self, observations: np.ndarray) -> torch.Tensor:
-        tensor = torch.as_tensor(observations, device=self.device)
-        # float64 observations (MuJoCo, or a caller's array) meet float32 weights.
-        return tensor.float() if tensor.dtype == torch.float64 else tensor
-
     def values(self, observations: np.ndarray) -> np.ndarray:
         """V(s) for a numpy batch, without gradients (the rollout's bootstrap values)."""
         with torch.inference_mode():
-            return self.network.value(self.tensor(observations)).cpu().numpy()
+            return self.network.value(observation_tensor(observations, self.device)).cpu().numpy()
 
     def collect(self, monitor: TrainingMonitor) -> None:
         """Act for n_steps steps in every env with the current policy and fill `self.rollout`,
@@ -189,7 +184,7 @@ class RolloutCollector:
         n_envs = self.config.n_envs
         with torch.inference_mode():
             for _ in range(self.config.n_steps):
-                distribution, values = self.network(self.tensor(observations))
+                distribution, values = self.network(observation_tensor(observations, self.device))
                 actions = distribution.sample()
                 log_probs = distribution.log_prob(actions)
                 actions = actions.cpu().numpy()
@@ -212,15 +207,9 @@ class RolloutCollector:
     def predict(self, observations: Any, deterministic: bool = True) -> Any:
         """Actions for observations [B, *obs] (or one unbatched observation): the policy's mode
         when deterministic, else a sample. Box actions are clipped into the action space."""
-        batch = np.asarray(observations)
-        single = batch.ndim == len(self.observation_space.shape)
-        if single:
-            batch = batch[None]
-        with torch.inference_mode():
-            distribution = self.network.distribution(self.tensor(batch))
-            actions = distribution.mode() if deterministic else distribution.sample()
-        actions = env_actions(actions.cpu().numpy(), self.action_space)
-        return actions[0] if single else actions
+        return predict_actions(
+            self.network.distribution, observations, self.observation_space, self.action_space, self.device, deterministic
+        )
 
 
 # -- the frame of a learn loop, and checkpoints: called by each algorithm ---------------------------
