@@ -55,3 +55,23 @@ def q_value_loss(q_values: torch.Tensor, actions: torch.Tensor, targets: torch.T
     if loss == "squared":
         return functional.mse_loss(taken, targets)
     raise ValueError(f"loss={loss!r} is not allowed: choose one of {', '.join(map(repr, LOSSES))}")
+
+
+def q_value_loss_gradient(
+    q_values: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor, loss: str = "huber"
+) -> torch.Tensor:
+    """dL/dQ(s_i, a) = 1[a = a_i] l'(Q(s_i, a_i; theta) - y_i) / B,  l'(x) = 2x ("squared"), clip(x, -1, 1) ("huber")
+
+    The gradient of q_value_loss with respect to its q_values [B, A], for networks differentiated
+    without autograd (rlfoundry.networks.manual_mlp); computed as autograd computes it, so the two
+    agree bitwise.
+    """
+    index = actions.long().unsqueeze(-1)
+    errors = q_values.gather(-1, index).squeeze(-1) - targets
+    if loss == "huber":
+        slopes = errors.clamp_(-1.0, 1.0).mul_(1.0 / len(targets))
+    elif loss == "squared":
+        slopes = errors.mul_(2.0 / len(targets))
+    else:
+        raise ValueError(f"loss={loss!r} is not allowed: choose one of {', '.join(map(repr, LOSSES))}")
+    return torch.zeros_like(q_values).scatter_(-1, index, slopes.unsqueeze(-1))

@@ -42,6 +42,7 @@ from rlfoundry.run.config import ConfigError, require_choice, require_int, requi
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.lifecycle import initialise, load_model, save_model
 from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.optimizer_step import step_optimizer
 from rlfoundry.run.training_env import TrainingEnv
 
 UnitPolicy = Callable[[np.ndarray], np.ndarray]
@@ -227,7 +228,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None
     """Clear the gradients, backpropagate `loss` and take one optimiser step."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    optimizer.step()
+    step_optimizer(optimizer)
 
 
 def critic_step(

@@ -32,6 +32,7 @@ from rlfoundry.run.config import ConfigError, require_choice, require_int, requi
 from rlfoundry.run.device import configure_threads, resolve_device
 from rlfoundry.run.lifecycle import restore_torch, save_model
 from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.optimizer_step import clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.training_env import TrainingEnv
 
@@ -123,8 +124,8 @@ def gradient_step(
         parameter.grad = None
     loss.backward()
     if max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
-    optimizer.step()
+        clip_gradient_norm(parameters, max_grad_norm)
+    step_optimizer(optimizer)
 
 
 def require_finite(statistics: dict[str, float], algorithm: str, step: int) -> None:

@@ -1,0 +1,78 @@
+"""A fully connected network's forward and backward pass written out, without autograd.
+
+    forward:   h_0 = x,   h_l = f(h_{l-1} W_l^T + b_l)   (l < L),   h_L = h_{L-1} W_L^T + b_L
+    backward:  g_L = dL/dh_L,   dL/dW_l = g_l^T h_{l-1},   dL/db_l = sum_rows g_l,
+               g_{l-1} = (g_l W_l) * f'(h_{l-1})
+
+For ReLU f'(h) = 1[h > 0] and for tanh f'(h) = 1 - h^2, both read from the stored output h.
+
+Why: DQN's networks on vector observations are small (CartPole: 4 -> 256 -> 256 -> 2, 64 rows),
+and eager autograd spends more time recording and replaying its graph than the matrix products
+take. Written out, a gradient step is one product per layer each way plus a few elementwise
+operations (RESULTS.md, "DQN"). The operations are the ones autograd runs, in the same order, so
+the gradients are bitwise equal to autograd's (tests/test_manual_mlp.py checks this).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from rlfoundry.networks.policies import VectorTorso
+
+DIFFERENTIATED_ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh"}
+
+
+class ManualMLP(NamedTuple):
+    """output(torso(x)) for a VectorTorso: its input encoder, its Linear layers plus the output
+    layer, and its activation."""
+
+    encoder: nn.Module | None
+    layers: tuple[nn.Linear, ...]
+    activation: str
+
+    @classmethod
+    def of(cls, torso: nn.Module, output: nn.Linear) -> "ManualMLP | None":
+        """The written-out form of `output(torso(x))`; None for torsos it does not cover (the CNN, or
+        activations other than ReLU and tanh), which then keep autograd."""
+        if not isinstance(torso, VectorTorso):
+            return None
+        activations = {type(module) for module in torso.mlp if not isinstance(module, nn.Linear)}
+        if len(activations) != 1 or not activations <= DIFFERENTIATED_ACTIVATIONS.keys():
+            return None
+        layers = tuple(module for module in torso.mlp if isinstance(module, nn.Linear)) + (output,)
+        for layer in layers:  # backward writes into these buffers
+            for parameter in (layer.weight, layer.bias):
+                if parameter.grad is None:
+                    parameter.grad = torch.zeros_like(parameter)
+        return cls(torso.encoder, layers, DIFFERENTIATED_ACTIVATIONS[activations.pop()])
+
+    def forward(self, observations: torch.Tensor) -> list[torch.Tensor]:
+        """[h_0, h_1, ..., h_L] for observations [B, *obs]: h_0 the encoded input, h_L the output.
+        Call under torch.no_grad()."""
+        hidden = observations if self.encoder is None else self.encoder(observations)
+        outputs = [hidden]
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            hidden = torch.addmm(layer.bias, hidden, layer.weight.t())
+            if index < last:
+                hidden = hidden.relu_() if self.activation == "relu" else hidden.tanh_()
+            outputs.append(hidden)
+        return outputs
+
+    def backward(self, outputs: list[torch.Tensor], output_gradient: torch.Tensor) -> None:
+        """Write dL/dW and dL/db into each layer's .grad (overwriting it), given forward's outputs
+        and g_L = dL/dh_L [B, out]. Call under torch.no_grad()."""
+        gradient = output_gradient
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer, below = self.layers[index], outputs[index]
+            torch.mm(gradient.t(), below, out=layer.weight.grad)
+            torch.sum(gradient, dim=0, out=layer.bias.grad)
+            if index > 0:
+                gradient = gradient.mm(layer.weight)
+                if self.activation == "relu":
+                    gradient = torch.ops.aten.threshold_backward(gradient, below, 0)
+                else:
+                    gradient = torch.ops.aten.tanh_backward(gradient, below)

@@ -1,0 +1,94 @@
+"""The written-out forward and backward pass (rlfoundry.networks.manual_mlp) against autograd: the
+gradients must be bitwise equal, so a DQN trained either way ends with identical weights."""
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from rlfoundry import DQN
+from rlfoundry.losses.dqn import q_value_loss, q_value_loss_gradient
+from rlfoundry.networks.manual_mlp import ManualMLP
+from rlfoundry.networks.q_networks import QNetwork
+
+VECTOR = spaces.Box(-np.inf, np.inf, (5,), np.float32)
+
+
+def autograd_gradients(network, observations, output_gradient):
+    network.zero_grad(set_to_none=True)
+    network(observations).backward(output_gradient)
+    return [parameter.grad.clone() for parameter in network.parameters()]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize(
+    "space, observations",
+    [
+        (VECTOR, lambda generator: torch.randn(37, 5, generator=generator)),
+        (spaces.Discrete(6), lambda generator: torch.randint(0, 6, (37,), generator=generator)),
+        (spaces.Box(0, 255, (2, 3), np.uint8), lambda generator: torch.randint(0, 256, (37, 2, 3), generator=generator).to(torch.uint8)),
+    ],
+    ids=["float-vector", "discrete-one-hot", "uint8-flattened"],
+)
+def test_gradients_equal_autograd_bitwise(activation, space, observations):
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    network = QNetwork(space, 3, (16, 8), activation)
+    inputs = observations(generator)
+    output_gradient = torch.randn(37, 3, generator=generator)
+    expected = autograd_gradients(network, inputs, output_gradient)
+    manual = ManualMLP.of(network.torso, network.head)
+    for parameter in network.parameters():
+        parameter.grad.fill_(float("nan"))  # backward must overwrite, not accumulate
+    with torch.no_grad():
+        outputs = manual.forward(inputs)
+        assert torch.equal(outputs[-1], network(inputs))
+        manual.backward(outputs, output_gradient)
+    for parameter, gradient in zip(network.parameters(), expected):
+        assert torch.equal(parameter.grad, gradient)
+
+
+def test_networks_it_does_not_cover_keep_autograd():
+    gelu = QNetwork(VECTOR, 2, (8,), "gelu")
+    cnn = QNetwork(spaces.Box(0, 255, (4, 84, 84), np.uint8), 2)
+    assert ManualMLP.of(gelu.torso, gelu.head) is None
+    assert ManualMLP.of(cnn.torso, cnn.head) is None
+
+
+@pytest.mark.parametrize("loss", ["huber", "squared"])
+def test_loss_gradient_equals_autograd_bitwise(loss):
+    generator = torch.Generator().manual_seed(2)
+    q_values = (3 * torch.randn(13, 4, generator=generator)).requires_grad_()  # errors on both sides of 1
+    actions = torch.randint(0, 4, (13,), generator=generator)
+    targets = 3 * torch.randn(13, generator=generator)
+    q_value_loss(q_values, actions, targets, loss).backward()
+    gradient = q_value_loss_gradient(q_values.detach(), actions, targets, loss)
+    assert torch.equal(gradient, q_values.grad)
+    assert (gradient != 0).sum() == 13  # only the taken actions move
+
+
+def test_loss_gradient_by_hand():
+    q_values = torch.tensor([[0.0, 2.0], [1.0, -1.0]])
+    actions = torch.tensor([1, 0])
+    targets = torch.tensor([0.5, 0.75])  # errors 1.5 and 0.25
+    assert q_value_loss_gradient(q_values, actions, targets, "huber").tolist() == [[0.0, 0.5], [0.125, 0.0]]
+    assert q_value_loss_gradient(q_values, actions, targets, "squared").tolist() == [[0.0, 1.5], [0.25, 0.0]]
+    with pytest.raises(ValueError, match="loss='l1'"):
+        q_value_loss_gradient(q_values, actions, targets, "l1")
+
+
+@pytest.mark.parametrize("double_q", [False, True])
+def test_dqn_trains_to_the_same_weights_with_and_without_autograd(double_q):
+    settings = dict(
+        seed=3, learning_starts=200, train_freq=16, gradient_steps=8, batch_size=32, target_update_interval=50,
+        hidden_sizes=(32, 32), double_q=double_q, max_grad_norm=1.0, learning_rate=1e-3,
+    )
+    manual = DQN("CartPole-v1", **settings)
+    assert manual.manual_mlp is not None
+    autograd = DQN("CartPole-v1", **settings)
+    autograd.manual_mlp = None
+    manual.learn(1200)
+    autograd.learn(1200)
+    assert manual.gradient_steps_done == autograd.gradient_steps_done > 0
+    for (name, left), right in zip(manual.q_network.state_dict().items(), autograd.q_network.state_dict().values()):
+        assert torch.equal(left, right), name

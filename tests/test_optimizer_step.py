@@ -1,0 +1,76 @@
+"""step_optimizer and clip_gradient_norm against torch's own Adam.step and clip_grad_norm_: bitwise equal."""
+
+import pytest
+import torch
+from torch import nn
+
+from rlfoundry.run.optimizer_step import step_optimizer, clip_gradient_norm
+
+
+def networks(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3)), nn.Linear(3, 2)
+
+
+def gradients(first, second, step, only_first):
+    generator = torch.Generator().manual_seed(100 + step)
+    inputs = torch.randn(11, 5, generator=generator)
+    for parameter in [*first.parameters(), *second.parameters()]:
+        parameter.grad = None
+    loss = first(inputs).pow(2).mean() if only_first else second(first(inputs)).square().sum()
+    loss.backward()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_step_optimizer_equals_step_optimizer_bitwise(fused, weight_decay):
+    models = [networks(0), networks(0)]
+    optimizers = [
+        torch.optim.Adam(
+            [{"params": first.parameters(), "lr": 1e-2}, {"params": second.parameters(), "lr": 3e-3}],
+            fused=fused,
+            weight_decay=weight_decay,
+            betas=(0.8, 0.95),
+        )
+        for first, second in models
+    ]
+    for step in range(6):
+        only_first = step in (0, 3)  # the second network's first step comes later and must create its state
+        for (first, second), optimizer, take in zip(models, optimizers, [lambda o: o.step(), step_optimizer]):
+            gradients(first, second, step, only_first)
+            take(optimizer)
+    for left, right in zip(
+        [*models[0][0].parameters(), *models[0][1].parameters()], [*models[1][0].parameters(), *models[1][1].parameters()]
+    ):
+        assert torch.equal(left, right)
+    for left, right in zip(optimizers[0].state.values(), optimizers[1].state.values()):
+        assert all(torch.equal(left[key], right[key]) for key in left)
+    assert float(optimizers[1].state[models[1][1].weight]["step"]) == 4
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1e3])
+def test_clip_gradient_norm_equals_clip_grad_norm_bitwise(max_norm):
+    models = [networks(1), networks(1)]
+    for first, second in models:
+        gradients(first, second, 0, only_first=False)
+    torch.nn.utils.clip_grad_norm_([*models[0][0].parameters(), *models[0][1].parameters()], max_norm)
+    clip_gradient_norm([*models[1][0].parameters(), *models[1][1].parameters()], max_norm)
+    clipped = [parameter.grad for parameter in [*models[1][0].parameters(), *models[1][1].parameters()]]
+    for left, right in zip([parameter.grad for parameter in [*models[0][0].parameters(), *models[0][1].parameters()]], clipped):
+        assert torch.equal(left, right)
+    total = torch.linalg.vector_norm(torch.cat([gradient.flatten() for gradient in clipped]))
+    assert float(total) == pytest.approx(max_norm, rel=1e-5) if max_norm < 1 else float(total) < max_norm
+
+
+def test_other_optimizers_step_as_themselves_and_missing_gradients_are_skipped():
+    left, right = networks(2), networks(2)
+    optimizers = [torch.optim.RMSprop([*model[0].parameters(), *model[1].parameters()], lr=1e-2) for model in (left, right)]
+    for step in range(3):
+        for (first, second), optimizer, take in zip([left, right], optimizers, [lambda o: o.step(), step_optimizer]):
+            gradients(first, second, step, only_first=False)
+            take(optimizer)
+    for a, b in zip([*left[0].parameters(), *left[1].parameters()], [*right[0].parameters(), *right[1].parameters()]):
+        assert torch.equal(a, b)
+    right[1].weight.grad = None
+    clip_gradient_norm([right[1].weight], 1.0)  # no gradient: nothing to clip, no error
+    assert right[1].weight.grad is None
