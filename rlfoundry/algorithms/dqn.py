@@ -45,7 +45,7 @@ from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_d
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.off_policy import crossings, require_widths
-from rlfoundry.run.optimizer_step import step_optimizer, clip_gradient_norm
+from rlfoundry.run.optimizer_step import clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.training_env import TrainingEnv
 

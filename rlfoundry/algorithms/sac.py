@@ -44,11 +44,11 @@ from rlfoundry.run.off_policy import (
     Part,
     ReplayCollector,
     adam,
+    descend,
     frozen_copy,
     learning,
     load_off_policy,
     open_collector,
-    optimizer_step,
     record_finite,
     save_off_policy,
     split_parts,
@@ -176,7 +176,7 @@ class SAC:
             targets = soft_q_target(batch.rewards, batch.terminated, next_q_values, next_log_probs, alpha, batch.discounts)
         critic_loss_value = critic_loss(self.critics(batch.observations, batch.actions), targets)
         if config.update_order == "sequential":
-            optimizer_step(self.optimizer, critic_loss_value)  # the actor's loss below sees the stepped critics
+            descend(self.optimizer, critic_loss_value)  # the actor's loss below sees the stepped critics
         actor_loss = soft_actor_loss(self.critics(batch.observations, actions, frozen=True), log_probs, alpha)
         policy_losses = actor_loss
         if config.learn_alpha:
@@ -184,9 +184,9 @@ class SAC:
                 self.temperature.log_alpha, log_probs, self.target_entropy
             )
         if config.update_order == "sequential":
-            optimizer_step(self.optimizer, policy_losses)
+            descend(self.optimizer, policy_losses)
         else:
-            optimizer_step(self.optimizer, critic_loss_value + policy_losses)
+            descend(self.optimizer, critic_loss_value + policy_losses)
         polyak_update(self.target_critics.parameters(), self.critics.parameters(), config.tau)
         metrics = {
             "train/critic_loss": critic_loss_value.detach(),

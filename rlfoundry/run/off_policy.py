@@ -7,7 +7,7 @@
 - Actions are unit actions in [-1, 1]^A everywhere inside (actors, exploration noise, replay
   buffer); `ActionScale` maps them to the env's bounds right before `env.step`, the one place
   where that happens.
-- Update helpers: `critic_step`, `deterministic_actor_step`, `adam`, `optimizer_step`,
+- Update helpers: `critic_step`, `deterministic_actor_step`, `adam`, `descend`,
   `frozen_copy`, `gaussian_exploration`, `record_finite`.
 - What every algorithm file calls around its own learn loop and update: `open_collector`
   (construction), `learning` (the loop's frame: monitor, final report and checkpoint),
@@ -224,7 +224,7 @@ def adam(*groups: tuple[nn.Module, float]) -> torch.optim.Adam:
     return torch.optim.Adam([{"params": list(module.parameters()), "lr": rate} for module, rate in groups], fused=True)
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     """Clear the gradients, backpropagate `loss` and take one optimiser step."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -236,7 +236,7 @@ def critic_step(
 ) -> torch.Tensor:
     """One gradient step of every critic towards the targets y: minimise sum_k mean_i (Q_k(s_i, a_i) - y_i)^2."""
     loss = critic_loss(critics(batch.observations, batch.actions), targets)
-    optimizer_step(optimizer, loss)
+    descend(optimizer, loss)
     return loss.detach()
 
 
@@ -246,7 +246,7 @@ def deterministic_actor_step(
     """One gradient step of the actor up the first critic, -mean_i Q_1(s_i, mu(s_i)); the critic's
     weights are used frozen, so no gradient is computed for them."""
     loss = deterministic_actor_loss(critics(observations, actor(observations), count=1, frozen=True))
-    optimizer_step(optimizer, loss)
+    descend(optimizer, loss)
     return loss.detach()
 
 
