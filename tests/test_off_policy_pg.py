@@ -55,7 +55,7 @@ def test_later_epochs_weight_by_the_ratio_to_the_sampling_policy(ratio):
     """Three steps written out: a REINFORCE step at theta, then two steps of theta' whose
     weights compare with the policy that SAMPLED the batch (not with the previous step's)."""
     model = OffPolicyPG("CartPole-v1", quiet=True, seed=5, n_envs=4, epochs=3, ratio=ratio, learning_rate=0.05, baseline="none")
-    batch = model.episode_batch(model.collect_episodes(quiet_monitor()))
+    batch = model.collector.batch(model.collector.collect(quiet_monitor()))
     by_hand, wrong = copy.deepcopy(model.policy), copy.deepcopy(model.policy)
     for policy, fixed_behaviour in ((by_hand, True), (wrong, False)):
         optimizer = adam(policy.parameters(), model.config.learning_rate, model.config.optimizer_epsilon)

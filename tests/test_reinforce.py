@@ -33,7 +33,7 @@ def hand_written_loss(model: REINFORCE) -> torch.Tensor:
     Reads only the raw rollout (rewards, flags, observations, actions) and the env's current
     observations; returns, baselines and gamma^t are recomputed here one step at a time.
     """
-    config, rollout = model.config, model.rollout
+    config, rollout = model.config, model.collector.rollout
     n_envs, gamma = config.n_envs, config.gamma
 
     def value(observation: np.ndarray) -> float:
@@ -89,10 +89,10 @@ def hand_written_loss(model: REINFORCE) -> torch.Tensor:
 )
 def test_the_update_is_the_estimator_written_out_by_hand(options):
     model = REINFORCE("CartPole-v1", quiet=True, seed=4, n_envs=3, gamma=0.9, **options)
-    mask = model.collect_episodes(quiet_monitor())
-    batch = model.episode_batch(mask)
+    mask = model.collector.collect(quiet_monitor())
+    batch = model.collector.batch(mask)
     library = torch.autograd.grad(
-        reinforce_loss(model.episode_log_probs(batch), batch.weights, batch.mask), list(model.policy.parameters())
+        reinforce_loss(model.collector.log_probs(batch), batch.weights, batch.mask), list(model.policy.parameters())
     )
     by_hand = torch.autograd.grad(hand_written_loss(model), list(model.policy.parameters()))
     for library_gradient, hand_gradient in zip(library, by_hand):
@@ -102,8 +102,8 @@ def test_the_update_is_the_estimator_written_out_by_hand(options):
 def test_each_update_trains_on_one_whole_fresh_episode_per_env():
     model = REINFORCE("CartPole-v1", quiet=True, seed=1, n_envs=4, baseline="none")
     for _ in range(3):
-        mask = model.collect_episodes(quiet_monitor())
-        rollout = model.rollout
+        mask = model.collector.collect(quiet_monitor())
+        rollout = model.collector.rollout
         ends = rollout.terminated[: len(mask)] | rollout.truncated[: len(mask)]
         lengths = mask.sum(axis=0)
         # Row 0 is a reset: CartPole starts every state variable within +-0.05.
@@ -166,7 +166,7 @@ def test_a_diverged_policy_is_a_clear_error():
         for parameter in model.policy.parameters():
             parameter.fill_(float("nan"))
     with pytest.raises(NonFiniteError, match="the policy has diverged"):
-        model.update_policy(model.episode_batch(model.collect_episodes(quiet_monitor())), quiet_monitor())
+        model.update_policy(model.collector.batch(model.collector.collect(quiet_monitor())), quiet_monitor())
 
 
 @pytest.mark.slow

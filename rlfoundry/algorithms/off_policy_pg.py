@@ -20,15 +20,20 @@ exactly 1, so OffPolicyPG with epochs=1 is REINFORCE, step for step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
-from rlfoundry.run.on_policy import gradient_step
-from rlfoundry.algorithms.reinforce import REINFORCE, EpisodeBatch, ReinforceConfig
+from rlfoundry.algorithms.reinforce import ReinforceConfig
+from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.off_policy_pg import IMPORTANCE_RATIOS, importance_weights, off_policy_pg_loss
 from rlfoundry.run.config import require_choice, require_int, require_range
+from rlfoundry.run.episodes import EpisodeBatch, EpisodeCollector, restore_episodic, save_episodic
+from rlfoundry.run.lifecycle import initialise, load_model
 from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.on_policy import finish_learning
+from rlfoundry.run.training_env import TrainingEnv
 
 
 @dataclass(frozen=True)
@@ -50,29 +55,74 @@ class OffPolicyPGConfig(ReinforceConfig):
             require_range("max_weight", self.max_weight, 0.0, low_inclusive=False)
 
 
-class OffPolicyPG(REINFORCE):
-    """REINFORCE whose batches are reused for several importance-weighted gradient steps."""
+class OffPolicyPG:
+    """REINFORCE whose batches are reused for several importance-weighted gradient steps; it
+    collects, weights and fits its baseline with the same EpisodeCollector as REINFORCE."""
 
     name = "off-policy-pg"
     Config = OffPolicyPGConfig
+
+    def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
+                 checkpoint_every: int | None = None, **config: Any):
+        self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every))
+
+    def _build(self, training_env: TrainingEnv) -> None:
+        self.training_env = training_env
+        self.collector = EpisodeCollector(training_env, self.config)
+        self.policy, self.value_function = self.collector.policy, self.collector.value_function
+
+    @property
+    def steps(self) -> int:
+        """Env steps taken so far (padding steps of finished envs included)."""
+        return self.collector.steps
+
+    @property
+    def env_id(self) -> str | None:
+        return self.training_env.env_id
+
+    def predict(self, observations: Any, deterministic: bool = True) -> Any:
+        """Actions for observations [B, *obs] (or one unbatched observation): the policy's mode
+        when deterministic, else a sample. Box actions are clipped into the action space."""
+        return self.collector.predict(observations, deterministic)
+
+    def learn(self, total_steps: int) -> "OffPolicyPG":
+        """Train for `total_steps` more env steps, in whole batches of episodes (as REINFORCE.learn)."""
+        monitor = self.collector.start(self, total_steps)
+        for batch in self.collector.batches(monitor):
+            self.update_policy(batch, monitor)
+            self.collector.fit_value(batch, monitor)
+        finish_learning(self, monitor)
+        return self
 
     def update_policy(self, batch: EpisodeBatch, monitor: TrainingMonitor) -> None:
         """`epochs` gradient steps on L(theta'); theta is the policy that sampled the batch."""
         config = self.config
         behaviour_log_probs = None
         for _ in range(config.epochs):
-            log_probs = self.episode_log_probs(batch)
+            log_probs = self.collector.log_probs(batch)
             if behaviour_log_probs is None:
                 # Before the first step theta' is theta: the same forward pass gives log pi_theta.
                 behaviour_log_probs = log_probs.detach()
             policy_loss = off_policy_pg_loss(
                 log_probs, behaviour_log_probs, batch.weights, batch.mask, config.ratio, config.max_weight
             )
-            self.check_finite(policy_loss, "truncate the importance weights with max_weight, or use ratio='per_step'")
-            gradient_step(self.policy_optimizer, policy_loss, config.max_grad_norm)
+            self.collector.policy_step(policy_loss, "truncate the importance weights with max_weight, or use ratio='per_step'")
         # The weights the last step used: how far theta' had moved from theta by then.
         weights = importance_weights(log_probs, behaviour_log_probs, batch.mask, config.ratio, config.max_weight)
         used = weights[batch.mask]
         statistics = torch.stack([policy_loss.detach(), used.mean(), used.max(), used.sum().square() / used.square().sum()])
         for name, value in zip(("policy_loss", "weight_mean", "weight_max", "effective_steps"), statistics.tolist()):
             monitor.record(f"train/{name}", value)
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint directory that `rlfoundry.load` reads back exactly."""
+        return save_episodic(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "OffPolicyPG":
+        """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
+        env state could be saved (classic-control envs), else from freshly seeded envs."""
+        model, checkpoint, training_env = load_model(cls, path, env, options)
+        model._build(training_env)
+        restore_episodic(model, checkpoint)
+        return model

@@ -25,21 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import torch
-
-from rlfoundry.run.on_policy import adam, gradient_step
-from rlfoundry.data.rollout import RolloutBuffer
-from rlfoundry.envs.vector import EnvSource, EpisodeTracker
-from rlfoundry.losses.policy_gradient import value_loss
-from rlfoundry.losses.reinforce import leave_one_out_baseline, reinforce_loss, reinforce_weights
-from rlfoundry.networks.policies import PolicyNetwork, ValueNetwork, env_actions, is_image_space, observation_tensor, predict_actions
+from rlfoundry.envs.vector import EnvSource
+from rlfoundry.losses.reinforce import reinforce_loss
 from rlfoundry.networks.torsos import ACTIVATIONS
-from rlfoundry.returns import discounted_returns, trajectory_returns
-from rlfoundry.run.checkpoint import NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
-from rlfoundry.run.lifecycle import attach_env, initialise, load_model, restore_torch, save_model
+from rlfoundry.run.episodes import EpisodeBatch, EpisodeCollector, restore_episodic, save_episodic
+from rlfoundry.run.lifecycle import initialise, load_model
 from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.on_policy import finish_learning
 from rlfoundry.run.training_env import TrainingEnv
 
 
@@ -132,27 +125,6 @@ class ReinforceConfig:
         return self.returns == "reward_to_go" and self.gamma_weighting == "discounted"
 
 
-@dataclass(frozen=True)
-class EpisodeBatch:
-    """m whole episodes, ready for the losses (tensors on the training device).
-
-    Column i of every [T, m] array is episode i from its first step; K is the number of
-    unpadded steps, listed in row-major (t, i) order (the order of ``mask``'s True entries).
-
-    observations: [K, *obs]  s_t of the unpadded steps
-    actions:      [K, *act]  a_t as sampled
-    mask:         [T, m]     bool, True on the episodes' steps
-    weights:      [T, m]     Psi_t (zero on padding)
-    returns:      [K]        G_t, the value targets
-    """
-
-    observations: torch.Tensor
-    actions: torch.Tensor
-    mask: torch.Tensor
-    weights: torch.Tensor
-    returns: torch.Tensor
-
-
 class REINFORCE:
     """Monte-Carlo policy gradient over whole episodes, with an optional baseline."""
 
@@ -164,169 +136,50 @@ class REINFORCE:
         self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every))
 
     def _build(self, training_env: TrainingEnv) -> None:
-        config = self.config
-        self.device = attach_env(self, training_env, uses_images=is_image_space(training_env.observation_space))
-        network_options = dict(hidden_sizes=config.hidden_sizes, activation=config.activation, orthogonal=config.orthogonal_init)
-        self.policy = PolicyNetwork(
-            self.observation_space, self.action_space, log_std_init=config.log_std_init, **network_options
-        ).to(self.device)
-        self.policy_optimizer = adam(self.policy.parameters(), config.learning_rate, config.optimizer_epsilon)
-        self.value_function: ValueNetwork | None = None
-        self.value_optimizer: torch.optim.Optimizer | None = None
-        if config.baseline == "value":
-            self.value_function = ValueNetwork(self.observation_space, **network_options).to(self.device)
-            self.value_optimizer = adam(self.value_function.parameters(), config.value_learning_rate, config.optimizer_epsilon)
-        self.rollout = RolloutBuffer(config.max_episode_steps, config.n_envs, self.observation_space, self.action_space)
-        self.steps = 0
-        self.step_target = 0
+        self.training_env = training_env
+        self.collector = EpisodeCollector(training_env, self.config)
+        self.policy, self.value_function = self.collector.policy, self.collector.value_function
+
+    @property
+    def steps(self) -> int:
+        """Env steps taken so far (padding steps of finished envs included)."""
+        return self.collector.steps
 
     @property
     def env_id(self) -> str | None:
         return self.training_env.env_id
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        return observation_tensor(array, self.device)
-
-    def _values(self, observations: np.ndarray) -> np.ndarray:
-        """V(s) for a numpy batch, without gradients."""
-        with torch.inference_mode():
-            return self.value_function(self._tensor(observations)).cpu().numpy()
-
-    # -- acting -------------------------------------------------------------------------------
-
-    def _fresh_episodes(self) -> np.ndarray:
-        """Observations [N, *obs] of a new episode in every env. The first reset uses the seed; later
-        ones continue each env's own generator, so a resumed run resets exactly as a straight one."""
-        training_env = self.training_env
-        if training_env.observations is None:
-            return training_env.start()
-        training_env.observations, _ = training_env.open().reset()
-        training_env.episodes = EpisodeTracker(self.config.n_envs)
-        return training_env.observations
-
-    def collect_episodes(self, monitor: TrainingMonitor) -> np.ndarray:
-        """Fill `self.rollout` with one whole episode per env; returns the mask [T, m] of their steps."""
-        rollout, training_env, n_envs = self.rollout, self.training_env, self.config.n_envs
-        rollout.reset()
-        observations = self._fresh_episodes()
-        mask = np.zeros((rollout.n_steps, n_envs), dtype=bool)
-        running = np.ones(n_envs, dtype=bool)  # the env's first episode has not ended yet
-        # V(s_t) is filled in after the episodes, in one batched call: the value net does not change meanwhile.
-        values_later = np.zeros(n_envs, dtype=np.float32)
-        with torch.inference_mode():
-            while running.any() and not rollout.full:
-                distribution = self.policy(self._tensor(observations))
-                actions = distribution.sample()
-                actions_array = actions.cpu().numpy()
-                step, finished_returns, finished_lengths = training_env.step(env_actions(actions_array, self.action_space))
-                mask[rollout.position] = running
-                rollout.add(observations, actions_array, distribution.log_prob(actions).cpu().numpy(), values_later, step)
-                running &= ~step.done
-                self.steps += n_envs
-                monitor.episodes(self.steps, finished_returns, finished_lengths)
-                observations = step.observations
-        rows = rollout.position
-        if self.value_function is not None:
-            flat = rollout.observations[:rows].reshape(rows * n_envs, *rollout.observations.shape[2:])
-            rollout.values[:rows] = self._values(flat).reshape(rows, n_envs)
-        rollout.finish(observations, None if self.value_function is None else self._values, stopped_early=True)
-        return mask[:rows]
-
-    def episode_batch(self, mask: np.ndarray) -> EpisodeBatch:
-        """Returns, baselines and the weights Psi of the collected episodes (see the module docstring)."""
-        config, rollout = self.config, self.rollout
-        rows = mask.shape[0]
-        returns_function = discounted_returns if config.returns == "reward_to_go" else trajectory_returns
-        returns = returns_function(
-            rollout.rewards[:rows], rollout.terminated[:rows], rollout.truncated[:rows], config.gamma, rollout.next_values[:rows]
-        )
-        baselines = None
-        if config.baseline == "batch_mean":
-            baselines = leave_one_out_baseline(returns, mask)
-        elif config.baseline == "value":
-            baselines = rollout.values[:rows]
-        weights = reinforce_weights(returns, mask, config.gamma, config.step_discount, baselines)
-        return EpisodeBatch(
-            observations=self._tensor(rollout.observations[:rows][mask]),
-            actions=self._tensor(rollout.actions[:rows][mask]),
-            mask=self._tensor(mask),
-            weights=torch.as_tensor(weights, dtype=torch.float32, device=self.device),
-            returns=torch.as_tensor(returns[mask], dtype=torch.float32, device=self.device),
-        )
-
     def predict(self, observations: Any, deterministic: bool = True) -> Any:
         """Actions for observations [B, *obs] (or one unbatched observation): the policy's mode
         when deterministic, else a sample. Box actions are clipped into the action space."""
-        return predict_actions(self.policy, observations, self.observation_space, self.action_space, self.device, deterministic)
-
-    # -- learning -----------------------------------------------------------------------------
+        return self.collector.predict(observations, deterministic)
 
     def learn(self, total_steps: int) -> "REINFORCE":
         """Train until the env steps of all learn() calls so far add up to `total_steps` more;
         updates are whole batches of episodes, so it stops at the first batch boundary past that
         (and always runs at least one update)."""
-        require_int("total_steps", total_steps, 1)
-        self.step_target += total_steps
-        monitor = TrainingMonitor.of(self, max(self.step_target - self.steps, 1), self.steps)
-        while True:
-            mask = self.collect_episodes(monitor)
-            self.update(self.episode_batch(mask), monitor)
-            monitor.step(self.steps)
-            if self.steps >= self.step_target:
-                break
-        monitor.close(self.steps)
-        if self.run_dir is not None:
-            self.save(self.run_dir / "checkpoints" / "final")
+        monitor = self.collector.start(self, total_steps)
+        for batch in self.collector.batches(monitor):
+            self.update_policy(batch, monitor)
+            self.collector.fit_value(batch, monitor)
+        finish_learning(self, monitor)
         return self
-
-    def episode_log_probs(self, batch: EpisodeBatch) -> torch.Tensor:
-        """log pi_theta(a_t|s_t) laid out [T, m] (zero on padding), differentiable in theta."""
-        log_probs = self.policy(batch.observations).log_prob(batch.actions)
-        return torch.zeros(batch.mask.shape, dtype=log_probs.dtype, device=self.device).masked_scatter(batch.mask, log_probs)
-
-    def update(self, batch: EpisodeBatch, monitor: TrainingMonitor) -> None:
-        """The policy step(s), then the value regression."""
-        self.update_policy(batch, monitor)
-        if self.value_function is not None:
-            for _ in range(self.config.value_gradient_steps):
-                critic_loss = value_loss(self.value_function(batch.observations), batch.returns)
-                gradient_step(self.value_optimizer, critic_loss, self.config.max_grad_norm)
-            monitor.record("train/value_loss", critic_loss.item())
-        # Env steps trained on / env steps taken: the rest is envs waiting for the longest episode.
-        monitor.record("train/used_step_fraction", batch.returns.shape[0] / batch.mask.numel())
 
     def update_policy(self, batch: EpisodeBatch, monitor: TrainingMonitor) -> None:
         """One gradient step on L(theta) = -(1/m) sum_i sum_t log pi_theta(a_t|s_t) Psi_t."""
-        policy_loss = reinforce_loss(self.episode_log_probs(batch), batch.weights, batch.mask)
-        self.check_finite(policy_loss)
-        gradient_step(self.policy_optimizer, policy_loss, self.config.max_grad_norm)
+        policy_loss = reinforce_loss(self.collector.log_probs(batch), batch.weights, batch.mask)
+        self.collector.policy_step(policy_loss, "lower learning_rate or set max_grad_norm")
         monitor.record("train/policy_loss", policy_loss.item())
-
-    @staticmethod
-    def check_finite(loss: torch.Tensor, advice: str = "lower learning_rate or set max_grad_norm") -> None:
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"the policy loss is {loss.item()}: the policy has diverged; {advice}")
-
-    # -- saving -------------------------------------------------------------------------------
-
-    def _networks(self) -> tuple[dict[str, torch.nn.Module], dict[str, torch.optim.Optimizer]]:
-        modules, optimizers = {"policy": self.policy}, {"policy_optimizer": self.policy_optimizer}
-        if self.value_function is not None:
-            modules["value"], optimizers["value_optimizer"] = self.value_function, self.value_optimizer
-        return modules, optimizers
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint directory that `rlfoundry.load` reads back exactly."""
-        modules, optimizers = self._networks()
-        counters = {"steps": self.steps, "step_target": self.step_target}
-        return save_model(self, path, counters, modules=modules, optimizers=optimizers)
+        return save_episodic(self, path)
 
     @classmethod
-    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any):
+    def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "REINFORCE":
         """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
         env state could be saved (classic-control envs), else from freshly seeded envs."""
         model, checkpoint, training_env = load_model(cls, path, env, options)
         model._build(training_env)
-        model.steps, model.step_target = checkpoint.counters["steps"], checkpoint.counters["step_target"]
-        restore_torch(checkpoint, *model._networks())
+        restore_episodic(model, checkpoint)
         return model
