@@ -44,6 +44,10 @@ def test_gradients_equal_autograd_bitwise(activation, space, observations):
         outputs = manual.forward(inputs)
         assert torch.equal(outputs[-1], network(inputs))
         manual.backward(outputs, output_gradient)
+        for parameter, gradient in zip(network.parameters(), expected):
+            assert torch.equal(parameter.grad, gradient)
+        network.zero_grad(set_to_none=True)  # and allocate the buffers when there are none
+        manual.backward(outputs, output_gradient)
     for parameter, gradient in zip(network.parameters(), expected):
         assert torch.equal(parameter.grad, gradient)
 

@@ -43,10 +43,6 @@ class ManualMLP(NamedTuple):
         if len(activations) != 1 or not activations <= DIFFERENTIATED_ACTIVATIONS.keys():
             return None
         layers = tuple(module for module in torso.mlp if isinstance(module, nn.Linear)) + (output,)
-        for layer in layers:  # backward writes into these buffers
-            for parameter in (layer.weight, layer.bias):
-                if parameter.grad is None:
-                    parameter.grad = torch.zeros_like(parameter)
         return cls(torso.encoder, layers, DIFFERENTIATED_ACTIVATIONS[activations.pop()])
 
     def forward(self, observations: torch.Tensor) -> list[torch.Tensor]:
@@ -68,11 +64,18 @@ class ManualMLP(NamedTuple):
         gradient = output_gradient
         for index in range(len(self.layers) - 1, -1, -1):
             layer, below = self.layers[index], outputs[index]
-            torch.mm(gradient.t(), below, out=layer.weight.grad)
-            torch.sum(gradient, dim=0, out=layer.bias.grad)
+            torch.mm(gradient.t(), below, out=_gradient_buffer(layer.weight))
+            torch.sum(gradient, dim=0, out=_gradient_buffer(layer.bias))
             if index > 0:
                 gradient = gradient.mm(layer.weight)
                 if self.activation == "relu":
                     gradient = torch.ops.aten.threshold_backward(gradient, below, 0)
                 else:
                     gradient = torch.ops.aten.tanh_backward(gradient, below)
+
+
+def _gradient_buffer(parameter: nn.Parameter) -> torch.Tensor:
+    """The parameter's .grad, allocated on first use; backward overwrites it in place after that."""
+    if parameter.grad is None:
+        parameter.grad = torch.empty_like(parameter)
+    return parameter.grad
