@@ -36,7 +36,7 @@ def test_round_trip_of_tensors_arrays_and_json(tmp_path):
         counters={"steps": 7},
         state={"nested": {"big": 2**70}},
         tensors={"weights": torch.arange(6.0).reshape(2, 3), "scalar": torch.tensor(3.5)},
-        arrays={"table": np.arange(12).reshape(3, 4), "flags": np.array([True, False])},
+        arrays={"table": np.arange(12).reshape(3, 4), "flags": np.array([True, False]), "count": np.array(2.5)},
     )
     save_checkpoint(tmp_path / "ckpt", original)
     loaded = load_checkpoint(tmp_path / "ckpt", algorithm="demo")
@@ -45,9 +45,10 @@ def test_round_trip_of_tensors_arrays_and_json(tmp_path):
     assert torch.equal(loaded.tensors["scalar"], original.tensors["scalar"])
     np.testing.assert_array_equal(loaded.arrays["table"], original.arrays["table"])
     np.testing.assert_array_equal(loaded.arrays["flags"], original.arrays["flags"])
+    assert loaded.arrays["count"].shape == () and loaded.arrays["count"] == 2.5  # 0-d stays 0-d
     manifest = json.loads((tmp_path / "ckpt" / "manifest.json").read_text())
     assert manifest["schema_version"] == 1 and set(manifest["files"]) == {
-        "tensors.safetensors", "arrays/table.npy", "arrays/flags.npy"
+        "tensors.safetensors", "arrays/table.npy", "arrays/flags.npy", "arrays/count.npy"
     }
 
 

@@ -85,7 +85,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
             for name, array in checkpoint.arrays.items():
                 _check_array_name(name)
                 relative = f"{ARRAYS}/{name}.npy"
-                np.save(temporary / relative, np.ascontiguousarray(array), allow_pickle=False)
+                np.save(temporary / relative, np.asarray(array, order="C"), allow_pickle=False)  # keeps 0-d arrays 0-d
                 hashes[relative] = _sha256(temporary / relative)
         manifest = {
             "schema_version": SCHEMA_VERSION,

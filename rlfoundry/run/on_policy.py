@@ -2,8 +2,9 @@
 
 `ActorCriticConfig` holds the network and runtime fields the three have in common (each
 algorithm's Config extends it with its own fields and defaults). `RolloutCollector` holds the
-experience side: the vector env, the actor-critic network, the rollout buffer and the step
-counter; it collects rollouts and predicts. `start_learning`, `finish_learning`, `save_on_policy`
+experience side: the vector env, the actor-critic network, the rollout buffer, the optional
+observation and reward normalisation (run/normalization.py) and the step counter; it collects
+rollouts and predicts. `start_learning`, `finish_learning`, `save_on_policy`
 and `restore_on_policy` frame a learn loop and write and read checkpoints. Each algorithm builds
 its optimiser and writes its own `learn()` and update.
 
@@ -16,7 +17,7 @@ rollout size (and schedules use `schedule_steps`, see below).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from rlfoundry.data.rollout import RolloutBatch, RolloutBuffer
+from rlfoundry.envs.vector import VectorStep
 from rlfoundry.networks.policies import ActorCritic, env_actions, is_image_space, observation_tensor, predict_actions
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.returns import generalized_advantages
@@ -32,11 +34,13 @@ from rlfoundry.run.config import ConfigError, require_choice, require_int, requi
 from rlfoundry.run.device import configure_threads, resolve_device
 from rlfoundry.run.lifecycle import restore_torch, save_model
 from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.normalization import Normalization
 from rlfoundry.run.optimizer_step import clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.training_env import TrainingEnv
 
 Schedule = Literal["constant", "linear"]
+NORMALIZATION = "normalization"  # the checkpoint arrays' prefix
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class ActorCriticConfig:
     """Orthogonal weights (gain sqrt 2 hidden, 0.01 policy output, 1 value output) instead of PyTorch's default."""
     log_std_init: float = 0.0
     """Initial log standard deviation of Gaussian policies (Box actions)."""
+    normalize_observations: bool = False
+    """Feed the networks running-mean/std normalised observations, clipped to +-10 (float Box observations; run/normalization.py)."""
+    normalize_rewards: bool = False
+    """Train on rewards divided by the running std of the discounted return, clipped to +-10; reported returns stay raw."""
     learning_rate_schedule: Schedule = "constant"
     """'linear': the learning rate falls linearly to 0 at schedule_steps."""
     schedule_steps: int | None = None
@@ -88,6 +96,8 @@ class ActorCriticConfig:
         require_choice("shared_torso", self.shared_torso, (True, False))
         require_choice("orthogonal_init", self.orthogonal_init, (True, False))
         require_range("log_std_init", self.log_std_init, -20.0, 5.0)
+        require_choice("normalize_observations", self.normalize_observations, (True, False))
+        require_choice("normalize_rewards", self.normalize_rewards, (True, False))
         require_choice("learning_rate_schedule", self.learning_rate_schedule, ("constant", "linear"))
         if self.schedule_steps is not None:
             require_int("schedule_steps", self.schedule_steps, 1)
@@ -165,36 +175,70 @@ class RolloutCollector:
             log_std_init=config.log_std_init,
         ).to(self.device)
         self.rollout = RolloutBuffer(config.n_steps, config.n_envs, self.observation_space, self.action_space)
+        self.normalization = None
+        if config.normalize_observations or config.normalize_rewards:
+            self.normalization = Normalization(
+                self.observation_space, config.n_envs, config.gamma, config.normalize_observations, config.normalize_rewards
+            )
         self.steps = 0
 
     @property
     def env_id(self) -> str | None:
         return self.training_env.env_id
 
-    def values(self, observations: np.ndarray) -> np.ndarray:
-        """V(s) for a numpy batch, without gradients (the rollout's bootstrap values)."""
+    def values(self, inputs: np.ndarray) -> np.ndarray:
+        """V(s) for a numpy batch of network inputs (normalised observations when normalising),
+        without gradients: the rollout's bootstrap values."""
         with torch.inference_mode():
-            return self.network.value(observation_tensor(observations, self.device)).cpu().numpy()
+            return self.network.value(observation_tensor(inputs, self.device)).cpu().numpy()
+
+    def _start(self) -> np.ndarray:
+        """The network inputs for the envs' current observations. A first reset moves the
+        normalisation statistics; later rollouts continue from inputs the statistics have seen."""
+        training_env, normalization = self.training_env, self.normalization
+        resetting = training_env.observations is None
+        observations = training_env.start()
+        if normalization is None:
+            return observations
+        if resetting:
+            normalization.returns[:] = 0.0
+            return normalization.observe(observations)
+        return normalization.observations(observations)
+
+    def _normalised(self, step: VectorStep) -> VectorStep:
+        """The step as the networks and the rollout see it (training: moves the statistics)."""
+        normalization = self.normalization
+        if normalization is None:
+            return step
+        return replace(
+            step,
+            observations=normalization.observe(step.observations),
+            next_observations=normalization.observations(step.next_observations),
+            rewards=normalization.rewards(step.rewards, step.done),
+        )
 
     def collect(self, monitor: TrainingMonitor) -> None:
         """Act for n_steps steps in every env with the current policy and fill `self.rollout`,
-        next_values included (truncated episodes bootstrap from their true final observation)."""
+        next_values included (truncated episodes bootstrap from their true final observation).
+        With normalisation the rollout holds normalised observations and scaled rewards; the
+        monitor sees the raw episode returns."""
         rollout, training_env = self.rollout, self.training_env
         rollout.reset()
-        observations = training_env.start()
+        inputs = self._start()
         n_envs = self.config.n_envs
         with torch.inference_mode():
             for _ in range(self.config.n_steps):
-                distribution, values = self.network(observation_tensor(observations, self.device))
+                distribution, values = self.network(observation_tensor(inputs, self.device))
                 actions = distribution.sample()
                 log_probs = distribution.log_prob(actions)
                 actions = actions.cpu().numpy()
                 step, finished_returns, finished_lengths = training_env.step(env_actions(actions, self.action_space))
-                rollout.add(observations, actions, log_probs.cpu().numpy(), values.cpu().numpy(), step)
+                step = self._normalised(step)
+                rollout.add(inputs, actions, log_probs.cpu().numpy(), values.cpu().numpy(), step)
                 self.steps += n_envs
                 monitor.episodes(self.steps, finished_returns, finished_lengths)
-                observations = step.observations
-        rollout.finish(observations, self.values)
+                inputs = step.observations
+        rollout.finish(inputs, self.values)
 
     def gae_batch(self) -> RolloutBatch:
         """The finished rollout as a training batch with GAE advantages and returns A_t + V(s_t)."""
@@ -207,7 +251,10 @@ class RolloutCollector:
 
     def predict(self, observations: Any, deterministic: bool = True) -> Any:
         """Actions for observations [B, *obs] (or one unbatched observation): the policy's mode
-        when deterministic, else a sample. Box actions are clipped into the action space."""
+        when deterministic, else a sample. Box actions are clipped into the action space.
+        Normalisation statistics are applied, not moved."""
+        if self.normalization is not None:
+            observations = self.normalization.observations(np.asarray(observations))
         return predict_actions(
             self.network.distribution, observations, self.observation_space, self.action_space, self.device, deterministic
         )
@@ -235,13 +282,22 @@ def finish_learning(model: Any, monitor: TrainingMonitor) -> None:
 
 
 def save_on_policy(model: Any, path: str | Path) -> Path:
-    """Checkpoint an actor-critic algorithm (network, optimiser, step count, RNGs, env position)."""
+    """Checkpoint an actor-critic algorithm (network, optimiser, step count, normalisation
+    statistics, RNGs, env position)."""
+    normalization = model.collector.normalization
     return save_model(
-        model, path, {"steps": model.collector.steps}, modules={"network": model.network}, optimizers={"optimizer": model.optimizer}
+        model,
+        path,
+        {"steps": model.collector.steps},
+        modules={"network": model.network},
+        optimizers={"optimizer": model.optimizer},
+        arrays=None if normalization is None else normalization.checkpoint_arrays(NORMALIZATION),
     )
 
 
 def restore_on_policy(model: Any, checkpoint: Checkpoint) -> None:
-    """Put a checkpoint's network, optimiser and step count into a freshly built model."""
+    """Put a checkpoint's network, optimiser, step count and normalisation statistics into a freshly built model."""
     model.collector.steps = checkpoint.counters["steps"]
     restore_torch(checkpoint, modules={"network": model.network}, optimizers={"optimizer": model.optimizer})
+    if model.collector.normalization is not None:
+        model.collector.normalization.restore(checkpoint.arrays, NORMALIZATION)
