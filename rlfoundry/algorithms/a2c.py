@@ -22,9 +22,15 @@ import numpy as np
 import torch
 
 from rlfoundry.run.on_policy import ActorCriticConfig
-from rlfoundry.run.on_policy import adam, gradient_step, require_finite, scheduled
+from rlfoundry.run.on_policy import adam, gradient_step, require_finite, scheduled, training_forward
 from rlfoundry.data.rollout import RolloutBatch, RolloutBuffer
-from rlfoundry.losses.policy_gradient import normalize_advantages, policy_gradient_loss, value_loss
+from rlfoundry.losses.policy_gradient import (
+    normalize_advantages,
+    policy_gradient_loss,
+    policy_gradient_loss_gradient,
+    value_loss,
+    value_loss_gradient,
+)
 from rlfoundry.returns import generalized_advantages, n_step_targets
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.run.lifecycle import initialise, load_model
@@ -146,12 +152,24 @@ class A2C:
     def update(self, batch: RolloutBatch, learning_rate: float, monitor: TrainingMonitor) -> None:
         """One gradient step on the whole rollout."""
         config = self.config
-        distribution, values = self.network(batch.observations)
-        advantages = normalize_advantages(batch.advantages) if config.normalize_advantage else batch.advantages
-        policy_loss = policy_gradient_loss(distribution.log_prob(batch.actions), advantages)
-        critic_loss = value_loss(values, batch.returns)
-        entropy = distribution.entropy().mean()
-        loss = policy_loss + config.value_coef * critic_loss - config.entropy_coef * entropy
+        distribution, values, forward = training_forward(self.collector, batch.observations)
+        with torch.set_grad_enabled(forward is None):
+            advantages = normalize_advantages(batch.advantages) if config.normalize_advantage else batch.advantages
+            policy_loss = policy_gradient_loss(distribution.log_prob(batch.actions), advantages)
+            critic_loss = value_loss(values, batch.returns)
+            entropy = distribution.entropy().mean()
+            if forward is None:
+                loss = policy_loss + config.value_coef * critic_loss - config.entropy_coef * entropy
+            else:
+                # The same loss's gradient, written into .grad without autograd.
+                loss = None
+                self.collector.manual.backward(
+                    forward,
+                    batch.actions,
+                    policy_gradient_loss_gradient(advantages),
+                    value_loss_gradient(values, batch.returns).mul_(config.value_coef),
+                    -config.entropy_coef / len(advantages),
+                )
         gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate)
         statistics = dict(zip(("policy_loss", "value_loss", "entropy"), torch.stack([policy_loss, critic_loss, entropy]).tolist()))
         require_finite(statistics, self.name, self.steps)

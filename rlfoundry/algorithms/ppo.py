@@ -20,9 +20,16 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 from rlfoundry.run.on_policy import ActorCriticConfig, Schedule
-from rlfoundry.run.on_policy import adam, gradient_step, require_finite, scheduled
+from rlfoundry.run.on_policy import adam, gradient_step, require_finite, scheduled, training_forward
 from rlfoundry.data.rollout import RolloutBatch
-from rlfoundry.losses.policy_gradient import approximate_kl, clipped_surrogate_loss, normalize_advantages, value_loss
+from rlfoundry.losses.policy_gradient import (
+    approximate_kl,
+    clipped_surrogate_gradient,
+    clipped_surrogate_loss,
+    normalize_advantages,
+    value_loss,
+    value_loss_gradient,
+)
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.run.lifecycle import initialise, load_model
 from rlfoundry.run.on_policy import RolloutCollector, finish_learning, restore_on_policy, save_on_policy, start_learning
@@ -165,22 +172,35 @@ class PPO:
         for _ in range(config.n_epochs):
             epoch_kls = []
             for minibatch in batch.minibatches(config.batch_size, self.rng):
-                distribution, values = self.network(minibatch.observations)
-                log_probs = distribution.log_prob(minibatch.actions)
-                if config.target_kl is not None:
-                    kl = approximate_kl(log_probs.detach(), minibatch.old_log_probs)
-                    if config.target_kl_check == "minibatch" and kl.item() > config.target_kl:
-                        stopped = True
-                        break
-                    epoch_kls.append(kl)
-                advantages = minibatch.advantages
-                if normalize_each_minibatch:
-                    advantages = normalize_advantages(advantages)
-                policy_loss = clipped_surrogate_loss(log_probs, minibatch.old_log_probs, advantages, clip_range)
-                critic_loss = value_loss(values, minibatch.returns, minibatch.old_values, config.value_clip_range)
-                loss = policy_loss + config.value_coef * critic_loss
-                if config.entropy_coef > 0:
-                    loss = loss - config.entropy_coef * distribution.entropy().mean()
+                distribution, values, forward = training_forward(self.collector, minibatch.observations)
+                with torch.set_grad_enabled(forward is None):
+                    log_probs = distribution.log_prob(minibatch.actions)
+                    if config.target_kl is not None:
+                        kl = approximate_kl(log_probs.detach(), minibatch.old_log_probs)
+                        if config.target_kl_check == "minibatch" and kl.item() > config.target_kl:
+                            stopped = True
+                            break
+                        epoch_kls.append(kl)
+                    advantages = minibatch.advantages
+                    if normalize_each_minibatch:
+                        advantages = normalize_advantages(advantages)
+                    policy_loss = clipped_surrogate_loss(log_probs, minibatch.old_log_probs, advantages, clip_range)
+                    critic_loss = value_loss(values, minibatch.returns, minibatch.old_values, config.value_clip_range)
+                    if forward is None:
+                        loss = policy_loss + config.value_coef * critic_loss
+                        if config.entropy_coef > 0:
+                            loss = loss - config.entropy_coef * distribution.entropy().mean()
+                    else:
+                        # The same loss's gradient, written into .grad without autograd.
+                        loss = None
+                        self.collector.manual.backward(
+                            forward,
+                            minibatch.actions,
+                            clipped_surrogate_gradient(log_probs, minibatch.old_log_probs, advantages, clip_range),
+                            value_loss_gradient(values, minibatch.returns, minibatch.old_values, config.value_clip_range)
+                            .mul_(config.value_coef),
+                            -config.entropy_coef / len(log_probs),
+                        )
                 gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate)
                 policy_losses.append(policy_loss.detach())
                 value_losses.append(critic_loss.detach())

@@ -63,6 +63,58 @@ def value_loss(
     return torch.max(squared_errors, (clipped_values - returns).square()).mean()
 
 
+def policy_gradient_loss_gradient(advantages: torch.Tensor) -> torch.Tensor:
+    """dL^PG/d log pi_theta(a_t|s_t) = -A_t / B
+
+    The gradient of policy_gradient_loss with respect to its log_probs [B], for networks
+    differentiated without autograd (rlfoundry.networks.manual_actor_critic); computed in the
+    order autograd computes it.
+    """
+    return _mean_weight(advantages, -1.0) * advantages
+
+
+def clipped_surrogate_gradient(
+    log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor, clip_range: float
+) -> torch.Tensor:
+    """dL^CLIP/d log pi_theta(a_t|s_t) = -(A_t / B) rho_t 1[rho_t A_t <= clip(rho_t, 1 - epsilon, 1 + epsilon) A_t]
+
+    The gradient of clipped_surrogate_loss with respect to its log_probs [B] (d rho / d log pi =
+    rho): a row counts where the unclipped term is the minimum (always while rho is inside the
+    clip range), and gives nothing where the clipped constant is smaller.
+    """
+    ratios = torch.exp(log_probs - old_log_probs)
+    unclipped = ratios * advantages
+    clipped = torch.clamp(ratios, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    return (_mean_weight(advantages, -1.0) * advantages).mul_(unclipped <= clipped).mul_(ratios)
+
+
+def value_loss_gradient(
+    values: torch.Tensor,
+    returns: torch.Tensor,
+    old_values: torch.Tensor | None = None,
+    clip_range: float | None = None,
+) -> torch.Tensor:
+    """dL^V/dV(s_t) = 2 (V_t - R_t) / B,  or with clip_range c: 2 (V_t - R_t) / B where the unclipped error is the larger, else 2 (V_clip,t - R_t) / B 1[|V_t - V_old,t| <= c]
+
+    The gradient of value_loss with respect to its values [B].
+    """
+    if clip_range is None:
+        return (values - returns).mul_(2.0 / len(values))
+    if old_values is None:
+        raise ValueError("value clipping needs old_values (the values at collection time)")
+    errors = values - returns
+    steps = values - old_values
+    clipped_errors = old_values + torch.clamp(steps, -clip_range, clip_range) - returns
+    unclipped_larger = errors.square() >= clipped_errors.square()
+    inside = steps.abs() <= clip_range
+    return torch.where(unclipped_larger, errors, clipped_errors * inside).mul_(2.0 / len(values))
+
+
+def _mean_weight(rows: torch.Tensor, sign: float) -> torch.Tensor:
+    """sign / B as the tensor autograd's mean backward produces: a division in the rows' dtype."""
+    return torch.tensor(sign, dtype=rows.dtype, device=rows.device).div(len(rows))
+
+
 def approximate_kl(log_probs: torch.Tensor, old_log_probs: torch.Tensor) -> torch.Tensor:
     """KL(pi_old || pi_theta) ~= mean_t (rho_t - 1) - log rho_t,  rho_t = pi_theta(a_t|s_t) / pi_old(a_t|s_t), a_t ~ pi_old
 

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional
 
 from rlfoundry.networks.policies import VectorTorso
 
@@ -26,11 +27,13 @@ DIFFERENTIATED_ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh"}
 
 
 class ManualMLP(NamedTuple):
-    """output(torso(x)) for a VectorTorso: its input encoder, its Linear layers plus the output
-    layer, and its activation."""
+    """output(torso(x)) for a VectorTorso: its input encoder, the weights W_l and biases b_l of its
+    Linear layers plus the output layer, and its activation. The parameters themselves are held
+    (optimisers update them in place), which spares a module attribute lookup per use."""
 
     encoder: nn.Module | None
-    layers: tuple[nn.Linear, ...]
+    weights: tuple[nn.Parameter, ...]
+    biases: tuple[nn.Parameter, ...]
     activation: str
 
     @classmethod
@@ -43,16 +46,18 @@ class ManualMLP(NamedTuple):
         if len(activations) != 1 or not activations <= DIFFERENTIATED_ACTIVATIONS.keys():
             return None
         layers = tuple(module for module in torso.mlp if isinstance(module, nn.Linear)) + (output,)
-        return cls(torso.encoder, layers, DIFFERENTIATED_ACTIVATIONS[activations.pop()])
+        weights = tuple(layer.weight for layer in layers)
+        biases = tuple(layer.bias for layer in layers)
+        return cls(torso.encoder, weights, biases, DIFFERENTIATED_ACTIVATIONS[activations.pop()])
 
     def forward(self, observations: torch.Tensor) -> list[torch.Tensor]:
         """[h_0, h_1, ..., h_L] for observations [B, *obs]: h_0 the encoded input, h_L the output.
         Call under torch.no_grad()."""
         hidden = observations if self.encoder is None else self.encoder(observations)
         outputs = [hidden]
-        last = len(self.layers) - 1
-        for index, layer in enumerate(self.layers):
-            hidden = torch.addmm(layer.bias, hidden, layer.weight.t())
+        last = len(self.weights) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            hidden = functional.linear(hidden, weight, bias)  # what nn.Linear computes
             if index < last:
                 hidden = hidden.relu_() if self.activation == "relu" else hidden.tanh_()
             outputs.append(hidden)
@@ -62,12 +67,12 @@ class ManualMLP(NamedTuple):
         """Write dL/dW and dL/db into each layer's .grad (overwriting it), given forward's outputs
         and g_L = dL/dh_L [B, out]. Call under torch.no_grad()."""
         gradient = output_gradient
-        for index in range(len(self.layers) - 1, -1, -1):
-            layer, below = self.layers[index], outputs[index]
-            torch.mm(gradient.t(), below, out=_gradient_buffer(layer.weight))
-            torch.sum(gradient, dim=0, out=_gradient_buffer(layer.bias))
+        for index in range(len(self.weights) - 1, -1, -1):
+            weight, below = self.weights[index], outputs[index]
+            torch.mm(gradient.t(), below, out=_gradient_buffer(weight))
+            torch.sum(gradient, dim=0, out=_gradient_buffer(self.biases[index]))
             if index > 0:
-                gradient = gradient.mm(layer.weight)
+                gradient = gradient.mm(weight)
                 if self.activation == "relu":
                     gradient = torch.ops.aten.threshold_backward(gradient, below, 0)
                 else:

@@ -26,7 +26,8 @@ import torch
 
 from rlfoundry.data.rollout import RolloutBatch, RolloutBuffer
 from rlfoundry.envs.vector import VectorStep
-from rlfoundry.networks.policies import ActorCritic, env_actions, is_image_space, observation_tensor, predict_actions
+from rlfoundry.networks.manual_actor_critic import ActorCriticPass, ManualActorCritic
+from rlfoundry.networks.policies import ActorCritic, Distribution, env_actions, is_image_space, observation_tensor, predict_actions
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.returns import generalized_advantages
 from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
@@ -119,23 +120,42 @@ def adam(parameters, learning_rate: float, epsilon: float) -> torch.optim.Adam:
 
 
 def gradient_step(
-    optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None, learning_rate: float | None = None
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor | None,
+    max_grad_norm: float | None,
+    learning_rate: float | None = None,
 ) -> None:
     """One optimiser step on `loss`: clear, backpropagate, clip the global gradient norm (unless
-    max_grad_norm is None) and step, at `learning_rate` (every parameter group) when one is given."""
+    max_grad_norm is None) and step, at `learning_rate` (every parameter group) when one is given.
+    loss=None: the parameters' .grad already hold the gradient (ManualActorCritic.backward wrote it)."""
     groups = optimizer.param_groups
     parameters = [parameter for group in groups for parameter in group["params"]]
     if learning_rate is not None:
         for group in groups:
             group["lr"] = learning_rate
-    # What optimizer.zero_grad(set_to_none=True) does, without its profiler bookkeeping
-    # (1 us instead of 20 us per call; PPO on CartPole makes 7,800 calls).
-    for parameter in parameters:
-        parameter.grad = None
-    loss.backward()
+    if loss is not None:
+        # What optimizer.zero_grad(set_to_none=True) does, without its profiler bookkeeping
+        # (1 us instead of 20 us per call; PPO on CartPole makes 7,800 calls).
+        for parameter in parameters:
+            parameter.grad = None
+        loss.backward()
     if max_grad_norm is not None:
         clip_gradient_norm(parameters, max_grad_norm)
     step_optimizer(optimizer)
+
+
+def training_forward(
+    collector: "RolloutCollector", observations: torch.Tensor
+) -> tuple[Distribution, torch.Tensor, ActorCriticPass | None]:
+    """(pi(.|s), V(s) [B], the hand-written pass) for a gradient step's observations: through the
+    collector's ManualActorCritic when it has one (no graph is recorded; the caller's
+    ManualActorCritic.backward takes the pass), else through the network with autograd (pass None)."""
+    if collector.manual is None:
+        distribution, values = collector.network(observations)
+        return distribution, values, None
+    with torch.no_grad():
+        forward = collector.manual.forward(observations)
+    return forward.distribution, forward.values, forward
 
 
 def require_finite(statistics: dict[str, float], algorithm: str, step: int) -> None:
@@ -174,6 +194,10 @@ class RolloutCollector:
             orthogonal=config.orthogonal_init,
             log_std_init=config.log_std_init,
         ).to(self.device)
+        # Separate MLP torsos (the default) act and take gradient steps through hand-written passes,
+        # without autograd or module calls (networks/manual_actor_critic.py); other networks keep
+        # autograd (manual is None).
+        self.manual = ManualActorCritic.of(self.network)
         self.rollout = RolloutBuffer(config.n_steps, config.n_envs, self.observation_space, self.action_space)
         self.normalization = None
         if config.normalize_observations or config.normalize_rewards:
@@ -185,6 +209,14 @@ class RolloutCollector:
     @property
     def env_id(self) -> str | None:
         return self.training_env.env_id
+
+    def forward(self, observations: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        """(pi(.|s), V(s) [B]) for network inputs [B, *obs], without gradients."""
+        with torch.no_grad():
+            if self.manual is None:
+                return self.network(observations)
+            forward = self.manual.forward(observations)
+            return forward.distribution, forward.values
 
     def values(self, inputs: np.ndarray) -> np.ndarray:
         """V(s) for a numpy batch of network inputs (normalised observations when normalising),
@@ -228,7 +260,7 @@ class RolloutCollector:
         n_envs = self.config.n_envs
         with torch.inference_mode():
             for _ in range(self.config.n_steps):
-                distribution, values = self.network(observation_tensor(inputs, self.device))
+                distribution, values = self.forward(observation_tensor(inputs, self.device))
                 actions = distribution.sample()
                 log_probs = distribution.log_prob(actions)
                 actions = actions.cpu().numpy()
