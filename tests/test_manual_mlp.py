@@ -7,7 +7,7 @@ import torch
 from gymnasium import spaces
 
 from rlfoundry import DQN
-from rlfoundry.losses.dqn import q_value_loss, q_value_loss_gradient
+from rlfoundry.losses.dqn import chosen_action_weights, q_value_loss, q_value_loss_gradient, td_error_loss, td_errors
 from rlfoundry.networks.manual_mlp import ManualMLP
 from rlfoundry.networks.q_networks import QNetwork
 
@@ -59,33 +59,50 @@ def test_networks_it_does_not_cover_keep_autograd():
     assert ManualMLP.of(cnn.torso, cnn.head) is None
 
 
+def written_out_gradient(q_values, actions, targets, loss):
+    errors = td_errors(q_values, actions.unsqueeze(-1), targets.unsqueeze(-1))
+    return q_value_loss_gradient(errors, chosen_action_weights(actions, q_values.shape[1], len(actions)), loss)
+
+
 @pytest.mark.parametrize("loss", ["huber", "squared"])
-def test_loss_gradient_equals_autograd_bitwise(loss):
+@pytest.mark.parametrize("batch_size", [13, 64])
+def test_loss_gradient_equals_autograd_bitwise(loss, batch_size):
     generator = torch.Generator().manual_seed(2)
-    q_values = (3 * torch.randn(13, 4, generator=generator)).requires_grad_()  # errors on both sides of 1
-    actions = torch.randint(0, 4, (13,), generator=generator)
-    targets = 3 * torch.randn(13, generator=generator)
+    q_values = (3 * torch.randn(batch_size, 4, generator=generator)).requires_grad_()  # errors on both sides of 1
+    actions = torch.randint(0, 4, (batch_size,), generator=generator)
+    targets = 3 * torch.randn(batch_size, generator=generator)
     q_value_loss(q_values, actions, targets, loss).backward()
-    gradient = q_value_loss_gradient(q_values.detach(), actions, targets, loss)
+    gradient = written_out_gradient(q_values.detach(), actions, targets, loss)
     assert torch.equal(gradient, q_values.grad)
-    assert (gradient != 0).sum() == 13  # only the taken actions move
+    assert (gradient != 0).sum() == batch_size  # only the taken actions move
 
 
-def test_loss_gradient_by_hand():
+def test_loss_and_its_gradient_by_hand():
     q_values = torch.tensor([[0.0, 2.0], [1.0, -1.0]])
     actions = torch.tensor([1, 0])
     targets = torch.tensor([0.5, 0.75])  # errors 1.5 and 0.25
-    assert q_value_loss_gradient(q_values, actions, targets, "huber").tolist() == [[0.0, 0.5], [0.125, 0.0]]
-    assert q_value_loss_gradient(q_values, actions, targets, "squared").tolist() == [[0.0, 1.5], [0.25, 0.0]]
+    errors = td_errors(q_values, actions.unsqueeze(-1), targets.unsqueeze(-1))
+    assert errors.tolist() == [[1.5], [0.25]]
+    assert td_error_loss(errors, "huber").item() == (1.5 - 0.5 + 0.25**2 / 2) / 2
+    assert td_error_loss(errors, "squared").item() == (1.5**2 + 0.25**2) / 2
+    assert written_out_gradient(q_values, actions, targets, "huber").tolist() == [[0.0, 0.5], [0.125, 0.0]]
+    assert written_out_gradient(q_values, actions, targets, "squared").tolist() == [[0.0, 1.5], [0.25, 0.0]]
     with pytest.raises(ValueError, match="loss='l1'"):
-        q_value_loss_gradient(q_values, actions, targets, "l1")
+        written_out_gradient(q_values, actions, targets, "l1")
+    with pytest.raises(ValueError, match="loss='l1'"):
+        td_error_loss(errors, "l1")
 
 
-@pytest.mark.parametrize("double_q", [False, True])
-def test_dqn_trains_to_the_same_weights_with_and_without_autograd(double_q):
+def test_chosen_action_weights_of_a_burst_weight_each_row_by_its_minibatch_size():
+    weights = chosen_action_weights(torch.tensor([2, 0, 1, 2]), 3, batch_size=2)  # two minibatches of 2
+    assert weights.tolist() == [[0, 0, 0.5], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]]
+
+
+@pytest.mark.parametrize(("double_q", "loss"), [(False, "huber"), (True, "huber"), (False, "squared")])
+def test_dqn_trains_to_the_same_weights_with_and_without_autograd(double_q, loss):
     settings = dict(
         seed=3, learning_starts=200, train_freq=16, gradient_steps=8, batch_size=32, target_update_interval=50,
-        hidden_sizes=(32, 32), double_q=double_q, max_grad_norm=1.0, learning_rate=1e-3,
+        hidden_sizes=(32, 32), double_q=double_q, max_grad_norm=1.0, learning_rate=1e-3, loss=loss,
     )
     manual = DQN("CartPole-v1", **settings)
     assert manual.manual_mlp is not None

@@ -1,5 +1,6 @@
 """step_optimizer and clip_gradient_norm against torch's own Adam.step and clip_grad_norm_: bitwise equal."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -60,6 +61,34 @@ def test_clip_gradient_norm_equals_clip_grad_norm_bitwise(max_norm):
         assert torch.equal(left, right)
     total = torch.linalg.vector_norm(torch.cat([gradient.flatten() for gradient in clipped]))
     assert float(total) == pytest.approx(max_norm, rel=1e-5) if max_norm < 1 else float(total) < max_norm
+
+
+def test_clip_gradient_norm_scale_factor_is_bitwise_torchs_at_every_ratio_of_norm_to_limit():
+    # The scale factor is computed on the host in float32: check it against torch's tensor arithmetic
+    # at limits from well below to well above the gradient's norm, where rounding could differ.
+    first, second = networks(3)
+    gradients(first, second, 0, only_first=False)
+    parameters = [*first.parameters(), *second.parameters()]
+    original = [parameter.grad.clone() for parameter in parameters]
+    norm = float(torch.linalg.vector_norm(torch.cat([gradient.flatten() for gradient in original])))
+    limits = [norm * ratio for ratio in np.geomspace(0.2, 5.0, 101)] + [norm, np.nextafter(norm, 0.0)]
+    for max_norm in limits:
+        for parameter, gradient in zip(parameters, original):
+            parameter.grad = gradient.clone()
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        expected = [parameter.grad for parameter in parameters]
+        for parameter, gradient in zip(parameters, original):
+            parameter.grad = gradient.clone()
+        clip_gradient_norm(parameters, max_norm)
+        assert all(torch.equal(left, parameter.grad) for left, parameter in zip(expected, parameters)), max_norm
+
+
+def test_clip_gradient_norm_spreads_a_nan_as_torch_does():
+    first, second = networks(4)
+    gradients(first, second, 0, only_first=False)
+    first[0].weight.grad[0, 0] = float("nan")
+    clip_gradient_norm([*first.parameters(), *second.parameters()], 1.0)
+    assert all(torch.isnan(parameter.grad).all() for parameter in [*first.parameters(), *second.parameters()])
 
 
 def test_other_optimizers_step_as_themselves_and_missing_gradients_are_skipped():

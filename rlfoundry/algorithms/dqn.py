@@ -34,7 +34,15 @@ import torch
 from rlfoundry.data.replay import STORAGES, ReplayBuffer
 from rlfoundry.envs.spaces import require_discrete_actions
 from rlfoundry.envs.vector import EnvSource
-from rlfoundry.losses.dqn import LOSSES, double_dqn_targets, dqn_targets, q_value_loss, q_value_loss_gradient
+from rlfoundry.losses.dqn import (
+    LOSSES,
+    chosen_action_weights,
+    double_dqn_targets,
+    dqn_targets,
+    q_value_loss_gradient,
+    td_error_loss,
+    td_errors,
+)
 from rlfoundry.networks.manual_mlp import ManualMLP
 from rlfoundry.networks.policies import is_image_space
 from rlfoundry.networks.q_networks import QNetwork
@@ -277,28 +285,35 @@ class DQN:
     def _train(self, gradient_steps: int, monitor: TrainingMonitor) -> None:
         """`gradient_steps` minibatch gradient steps on the loss; the target network is fixed throughout."""
         config = self.config
-        batch = self.replay.sample(config.batch_size * gradient_steps, self.rng).to_tensors(self.device)
+        size = config.batch_size
+        batch = self.replay.sample(size * gradient_steps, self.rng).to_tensors(self.device)
         with torch.no_grad():
             next_q_values_target = self.target_network(batch.next_observations)
             if not config.double_q:
                 targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
-        total_loss = torch.zeros((), device=self.device)
-        for index, minibatch in enumerate(batch.split(gradient_steps)):
-            rows = slice(index * config.batch_size, (index + 1) * config.batch_size)
+        # Whatever a step needs per sample is prepared for the whole burst at once; a step takes
+        # views of it, and its TD errors go into one tensor from which the burst's loss is logged.
+        action_index = batch.actions.long().unsqueeze(-1)
+        weights = chosen_action_weights(action_index, self.n_actions, size)
+        errors = torch.empty(gradient_steps, size, 1, device=self.device)
+        for step in range(gradient_steps):
+            rows = slice(step * size, (step + 1) * size)
             if config.double_q:
                 with torch.no_grad():
                     minibatch_targets = double_dqn_targets(
-                        minibatch.rewards,
-                        minibatch.discounts,
-                        minibatch.terminated,
-                        self._q_values(minibatch.next_observations),
+                        batch.rewards[rows],
+                        batch.discounts[rows],
+                        batch.terminated[rows],
+                        self._q_values(batch.next_observations[rows]),
                         next_q_values_target[rows],
                     )
             else:
                 minibatch_targets = targets[rows]
-            total_loss += self._gradient_step(minibatch.observations, minibatch.actions, minibatch_targets)
+            errors[step] = self._gradient_step(
+                batch.observations[rows], action_index[rows], weights[rows], minibatch_targets.unsqueeze(-1)
+            )
         self.gradient_steps_done += gradient_steps
-        mean_loss = float(total_loss) / gradient_steps
+        mean_loss = float(td_error_loss(errors, config.loss))
         if not math.isfinite(mean_loss):
             raise NonFiniteError(
                 f"the DQN loss became {mean_loss} at env step {self.steps}: lower learning_rate, keep "
@@ -307,23 +322,26 @@ class DQN:
         monitor.record("train/loss", mean_loss)
         monitor.record("train/epsilon", self.epsilon())
 
-    def _gradient_step(self, observations: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """One Adam step on q_value_loss for a minibatch; returns the loss before the step."""
+    def _gradient_step(
+        self, observations: torch.Tensor, action_index: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """One Adam step on the loss of a minibatch (action_index and targets [B, 1], weights the
+        chosen_action_weights [B, A]); returns its TD errors [B, 1] before the step."""
         config = self.config
         if self.manual_mlp is None:
-            loss = q_value_loss(self.q_network(observations), actions, targets, config.loss)
+            errors = td_errors(self.q_network(observations), action_index, targets)
             self.optimizer.zero_grad()
-            loss.backward()
-            loss = loss.detach()
+            td_error_loss(errors, config.loss).backward()
+            errors = errors.detach()
         else:
             with torch.no_grad():
                 outputs = self.manual_mlp.forward(observations)
-                loss = q_value_loss(outputs[-1], actions, targets, config.loss)
-                self.manual_mlp.backward(outputs, q_value_loss_gradient(outputs[-1], actions, targets, config.loss))
+                errors = td_errors(outputs[-1], action_index, targets)
+                self.manual_mlp.backward(outputs, q_value_loss_gradient(errors, weights, config.loss))
         if config.max_grad_norm is not None:
             clip_gradient_norm(self.online_parameters, config.max_grad_norm)
         step_optimizer(self.optimizer)
-        return loss
+        return errors
 
     # -- saving -------------------------------------------------------------------------------
 

@@ -42,36 +42,57 @@ def double_dqn_targets(
     return rewards + discounts * ~terminated * next_q_values_target.gather(-1, best_actions).squeeze(-1)
 
 
-def q_value_loss(q_values: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor, loss: str = "huber") -> torch.Tensor:
-    """L(theta) = mean_i l(y_i - Q(s_i, a_i; theta)),  l(x) = x^2 ("squared"), or Huber ("huber"): x^2 / 2 for |x| <= 1, |x| - 1/2 beyond
+def td_errors(q_values: torch.Tensor, action_index: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """delta_i = Q(s_i, a_i; theta) - y_i
 
-    q_values [B, A] = Q(s, .; theta) with gradients, actions [B] int64, targets [B] held fixed.
-    "squared" is the seed's loss; "huber" (the Nature DQN's error clipping, Stable-Baselines3's
-    default) keeps the gradient of a large TD error at magnitude 1.
+    q_values [B, A] = Q(s, .; theta), action_index [B, 1] int64 (the actions a_i), targets [B, 1]
+    held fixed; returns [B, 1].
     """
-    taken = q_values.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    return q_values.gather(-1, action_index) - targets
+
+
+def td_error_loss(errors: torch.Tensor, loss: str = "huber") -> torch.Tensor:
+    """L = mean_i l(delta_i),  l(x) = x^2 ("squared"), or Huber ("huber"): x^2 / 2 for |x| <= 1, |x| - 1/2 beyond
+
+    errors: the TD errors delta (any shape; the mean is over all of them). "squared" is the seed's
+    loss; "huber" (the Nature DQN's error clipping, Stable-Baselines3's default) keeps the gradient
+    of a large TD error at magnitude 1.
+    """
     if loss == "huber":
-        return functional.smooth_l1_loss(taken, targets)
+        return functional.smooth_l1_loss(errors, torch.zeros_like(errors))
     if loss == "squared":
-        return functional.mse_loss(taken, targets)
+        return functional.mse_loss(errors, torch.zeros_like(errors))
     raise ValueError(f"loss={loss!r} is not allowed: choose one of {', '.join(map(repr, LOSSES))}")
 
 
-def q_value_loss_gradient(
-    q_values: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor, loss: str = "huber"
-) -> torch.Tensor:
-    """dL/dQ(s_i, a) = 1[a = a_i] l'(Q(s_i, a_i; theta) - y_i) / B,  l'(x) = 2x ("squared"), clip(x, -1, 1) ("huber")
+def q_value_loss(q_values: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor, loss: str = "huber") -> torch.Tensor:
+    """L(theta) = mean_i l(y_i - Q(s_i, a_i; theta)),  l as in td_error_loss (l is even)
+
+    q_values [B, A] = Q(s, .; theta) with gradients, actions [B] int64, targets [B] held fixed.
+    """
+    return td_error_loss(td_errors(q_values, actions.long().unsqueeze(-1), targets.unsqueeze(-1)), loss)
+
+
+def chosen_action_weights(actions: torch.Tensor, n_actions: int, batch_size: int) -> torch.Tensor:
+    """w_ia = 1[a = a_i] / B
+
+    actions [N] (or [N, 1]) integers, for N >= B rows: a burst's minibatches of B rows each can be
+    weighted at once. Returns [N, n_actions].
+    """
+    index = actions.long().reshape(-1, 1)
+    return torch.zeros(len(index), n_actions, device=actions.device).scatter_(-1, index, 1.0 / batch_size)
+
+
+def q_value_loss_gradient(errors: torch.Tensor, weights: torch.Tensor, loss: str = "huber") -> torch.Tensor:
+    """dL/dQ(s_i, a) = w_ia l'(delta_i) = 1[a = a_i] l'(delta_i) / B,  l'(x) = 2x ("squared"), clip(x, -1, 1) ("huber")
 
     The gradient of q_value_loss with respect to its q_values [B, A], for networks differentiated
-    without autograd (rlfoundry.networks.manual_mlp); computed as autograd computes it, so the two
-    agree bitwise.
+    without autograd (rlfoundry.networks.manual_mlp). errors [B, 1] = td_errors, weights [B, A] =
+    chosen_action_weights. Autograd multiplies l'(delta_i) by 1/B and scatters it into zeros; the
+    product with w is the same float32 arithmetic, so the two agree bitwise.
     """
-    index = actions.long().unsqueeze(-1)
-    errors = q_values.gather(-1, index).squeeze(-1) - targets
     if loss == "huber":
-        slopes = errors.clamp_(-1.0, 1.0).mul_(1.0 / len(targets))
-    elif loss == "squared":
-        slopes = errors.mul_(2.0 / len(targets))
-    else:
-        raise ValueError(f"loss={loss!r} is not allowed: choose one of {', '.join(map(repr, LOSSES))}")
-    return torch.zeros_like(q_values).scatter_(-1, index, slopes.unsqueeze(-1))
+        return weights * errors.clamp(-1.0, 1.0)
+    if loss == "squared":
+        return weights * (2.0 * errors)
+    raise ValueError(f"loss={loss!r} is not allowed: choose one of {', '.join(map(repr, LOSSES))}")
