@@ -58,6 +58,10 @@ from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.training_env import TrainingEnv
 
 
+TARGET_BLOCK_ROWS = 1024
+"""Rows per forward pass of the target network over a burst's next observations."""
+
+
 @dataclass(frozen=True)
 class DQNConfig:
     """Hyperparameters of DQN; the defaults are Stable-Baselines3's (after the Nature DQN's Atari settings)."""
@@ -288,7 +292,11 @@ class DQN:
         size = config.batch_size
         batch = self.replay.sample(size * gradient_steps, self.rng).to_tensors(self.device)
         with torch.no_grad():
-            next_q_values_target = self.target_network(batch.next_observations)
+            # In blocks of rows: one pass over a whole burst (8,192 rows on CartPole) works on
+            # activations larger than the cache and took 1.4x as long (RESULTS.md, DQN).
+            next_q_values_target = torch.cat(
+                [self.target_network(rows) for rows in batch.next_observations.split(TARGET_BLOCK_ROWS)]
+            )
             if not config.double_q:
                 targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
         # Whatever a step needs per sample is prepared for the whole burst at once; a step takes
