@@ -83,6 +83,19 @@ def test_clip_gradient_norm_scale_factor_is_bitwise_torchs_at_every_ratio_of_nor
         assert all(torch.equal(left, parameter.grad) for left, parameter in zip(expected, parameters)), max_norm
 
 
+def test_clip_gradient_norm_of_float64_gradients_equals_clip_grad_norm_bitwise():
+    # The host-side scale factor is float32 arithmetic; float64 gradients must keep their own.
+    parameter_lists = [[*first.double().parameters(), *second.double().parameters()] for first, second in [networks(5), networks(5)]]
+    for parameters in parameter_lists:
+        generator = torch.Generator().manual_seed(7)
+        for parameter in parameters:
+            parameter.grad = torch.randn(parameter.shape, dtype=torch.float64, generator=generator)
+    torch.nn.utils.clip_grad_norm_(parameter_lists[0], 0.3)
+    clip_gradient_norm(parameter_lists[1], 0.3)
+    for left, right in zip(*parameter_lists):
+        assert right.grad.dtype == torch.float64 and torch.equal(left.grad, right.grad)
+
+
 def test_clip_gradient_norm_spreads_a_nan_as_torch_does():
     first, second = networks(4)
     gradients(first, second, 0, only_first=False)

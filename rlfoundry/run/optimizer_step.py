@@ -25,7 +25,8 @@ def clip_gradient_norm(parameters: Sequence[torch.Tensor], max_norm: float) -> N
     if not gradients:
         return
     total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradients)))
-    if total_norm.device.type != "cpu":  # on an accelerator, reading the norm back would wait for it
+    # On an accelerator reading the norm back would wait for it; other dtypes keep their own arithmetic.
+    if total_norm.device.type != "cpu" or total_norm.dtype != torch.float32:
         torch._foreach_mul_(gradients, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
         return
     # The same float32 arithmetic as above on the host (torch computes max_norm / x as
