@@ -52,6 +52,33 @@ def test_gradients_equal_autograd_bitwise(activation, space, observations):
         assert torch.equal(parameter.grad, gradient)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_forward_into_a_kept_workspace_equals_the_module_for_any_rows_up_to_its_size(activation):
+    torch.manual_seed(0)
+    network = QNetwork(VECTOR, 3, (16, 8), activation)
+    manual = ManualMLP.of(network.torso, network.head)
+    workspace = manual.workspace(40)
+    assert [tuple(buffer.shape) for buffer in workspace] == [(40, 16), (40, 8)]
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for rows in (40, 13, 40):  # a full pass, a shorter one, and the buffers reused after both
+            inputs = torch.randn(rows, 5, generator=generator)
+            outputs = manual.forward(inputs, workspace)
+            assert outputs[1].data_ptr() == workspace[0].data_ptr()
+            assert torch.equal(outputs[-1], network(inputs))
+
+
+def test_dqn_target_pass_in_blocks_equals_the_target_network_at_once():
+    model = DQN("CartPole-v1", seed=0, hidden_sizes=(32, 32))
+    assert model.target_mlp is not None
+    with torch.no_grad():
+        for parameter in model.target_parameters:
+            parameter.normal_()  # a target network unlike the online one
+        next_observations = torch.randn(2500, 4, generator=torch.Generator().manual_seed(4))  # 3 blocks, the last partial
+        expected = model.target_network(next_observations)
+    assert torch.equal(model._target_q_values(next_observations), expected)
+
+
 def test_networks_it_does_not_cover_keep_autograd():
     gelu = QNetwork(VECTOR, 2, (8,), "gelu")
     cnn = QNetwork(spaces.Box(0, 255, (4, 84, 84), np.uint8), 2)
@@ -107,7 +134,7 @@ def test_dqn_trains_to_the_same_weights_with_and_without_autograd(double_q, loss
     manual = DQN("CartPole-v1", **settings)
     assert manual.manual_mlp is not None
     autograd = DQN("CartPole-v1", **settings)
-    autograd.manual_mlp = None
+    autograd.manual_mlp = autograd.target_mlp = None
     manual.learn(1200)
     autograd.learn(1200)
     assert manual.gradient_steps_done == autograd.gradient_steps_done > 0

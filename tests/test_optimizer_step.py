@@ -116,3 +116,42 @@ def test_other_optimizers_step_as_themselves_and_missing_gradients_are_skipped()
     right[1].weight.grad = None
     clip_gradient_norm([right[1].weight], 1.0)  # no gradient: nothing to clip, no error
     assert right[1].weight.grad is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"decoupled_weight_decay": True, "weight_decay": 0.1},
+        {"maximize": True},
+        {"lr": torch.tensor(1e-2)},
+        {"betas": (torch.tensor(0.8), torch.tensor(0.95))},
+    ],
+    ids=["decoupled-weight-decay", "maximize", "tensor-lr", "tensor-betas"],
+)
+def test_fused_step_optimizer_equals_step_bitwise_for_every_option(options):
+    models = [networks(5), networks(5)]
+    optimizers = [
+        torch.optim.Adam([*first.parameters(), *second.parameters()], **{"lr": 1e-2, **options}, fused=True)
+        for first, second in models
+    ]
+    for step in range(4):
+        for (first, second), optimizer, take in zip(models, optimizers, [lambda o: o.step(), step_optimizer]):
+            gradients(first, second, step, only_first=False)
+            take(optimizer)
+    for left, right in zip([*models[0][0].parameters(), *models[0][1].parameters()], [*models[1][0].parameters(), *models[1][1].parameters()]):
+        assert torch.equal(left, right)
+
+
+def test_fused_step_optimizer_over_two_dtypes_in_one_group_equals_step_bitwise():
+    models = [networks(6), networks(6)]
+    for first, second in models:
+        second.double()
+    optimizers = [torch.optim.Adam([*first.parameters(), *second.parameters()], lr=1e-2, fused=True) for first, second in models]
+    inputs = torch.randn(7, 5, generator=torch.Generator().manual_seed(3))
+    for _ in range(3):
+        for (first, second), optimizer, take in zip(models, optimizers, [lambda o: o.step(), step_optimizer]):
+            optimizer.zero_grad()
+            second(first(inputs).double()).square().sum().backward()
+            take(optimizer)
+    for left, right in zip([*models[0][0].parameters(), *models[0][1].parameters()], [*models[1][0].parameters(), *models[1][1].parameters()]):
+        assert left.dtype == right.dtype and torch.equal(left, right)

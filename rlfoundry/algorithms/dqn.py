@@ -26,12 +26,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from rlfoundry.data.replay import STORAGES, ReplayBuffer
+from rlfoundry.data.replay import STORAGES, ReplayBatch, ReplayBuffer
 from rlfoundry.envs.spaces import require_discrete_actions
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.dqn import (
@@ -171,8 +172,11 @@ class DQN:
         self.target_network.to(self.device).load_state_dict(self.q_network.state_dict())
         self.target_network.requires_grad_(False)
         self.online_parameters = list(self.q_network.parameters())
+        self.target_parameters = list(self.target_network.parameters())
         # None (autograd) for the CNN and for activations without a written-out derivative.
         self.manual_mlp = ManualMLP.of(self.q_network.torso, self.q_network.head)
+        self.target_mlp = ManualMLP.of(self.target_network.torso, self.target_network.head)
+        self.target_workspace = None if self.target_mlp is None else self.target_mlp.workspace(TARGET_BLOCK_ROWS)
         # fused: one kernel for the whole update instead of a handful per parameter tensor.
         self.optimizer = torch.optim.Adam(self.online_parameters, lr=config.learning_rate, fused=True)
         storage = config.replay_storage
@@ -279,11 +283,10 @@ class DQN:
             return
         weight = 1.0 - (1.0 - self.config.tau) ** count
         with torch.no_grad():
-            target = list(self.target_network.parameters())
             if weight == 1.0:
-                torch._foreach_copy_(target, self.online_parameters)
+                torch._foreach_copy_(self.target_parameters, self.online_parameters)
             else:
-                torch._foreach_lerp_(target, self.online_parameters, weight)
+                torch._foreach_lerp_(self.target_parameters, self.online_parameters, weight)
         self.target_updates += count
 
     def _train(self, gradient_steps: int, monitor: TrainingMonitor) -> None:
@@ -291,35 +294,19 @@ class DQN:
         config = self.config
         size = config.batch_size
         batch = self.replay.sample(size * gradient_steps, self.rng).to_tensors(self.device)
-        with torch.no_grad():
-            # In blocks of rows: one pass over a whole burst (8,192 rows on CartPole) works on
-            # activations larger than the cache and took 1.4x as long (RESULTS.md, DQN).
-            next_q_values_target = torch.cat(
-                [self.target_network(rows) for rows in batch.next_observations.split(TARGET_BLOCK_ROWS)]
-            )
-            if not config.double_q:
-                targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
-        # Whatever a step needs per sample is prepared for the whole burst at once; a step takes
-        # views of it, and its TD errors go into one tensor from which the burst's loss is logged.
+        next_q_values_target = self._target_q_values(batch.next_observations)
+        # Whatever a step needs per sample is prepared for the whole burst at once and split into
+        # the steps' views in one call per tensor; the steps' TD errors are stacked once, and the
+        # burst's loss is logged from them.
         action_index = batch.actions.long().unsqueeze(-1)
         weights = chosen_action_weights(action_index, self.n_actions, size)
-        errors = torch.empty(gradient_steps, size, 1, device=self.device)
-        for step in range(gradient_steps):
-            rows = slice(step * size, (step + 1) * size)
-            if config.double_q:
-                with torch.no_grad():
-                    minibatch_targets = double_dqn_targets(
-                        batch.rewards[rows],
-                        batch.discounts[rows],
-                        batch.terminated[rows],
-                        self._q_values(batch.next_observations[rows]),
-                        next_q_values_target[rows],
-                    )
-            else:
-                minibatch_targets = targets[rows]
-            errors[step] = self._gradient_step(
-                batch.observations[rows], action_index[rows], weights[rows], minibatch_targets.unsqueeze(-1)
-            )
+        if config.double_q:
+            targets = self._double_dqn_targets(batch, next_q_values_target, size)
+        else:
+            targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
+            targets = targets.unsqueeze(-1).split(size)
+        minibatches = zip(batch.observations.split(size), action_index.split(size), weights.split(size), targets)
+        errors = torch.stack([self._gradient_step(*minibatch) for minibatch in minibatches])
         self.gradient_steps_done += gradient_steps
         mean_loss = float(td_error_loss(errors, config.loss))
         if not math.isfinite(mean_loss):
@@ -329,6 +316,29 @@ class DQN:
             )
         monitor.record("train/loss", mean_loss)
         monitor.record("train/epsilon", self.epsilon())
+
+    @torch.no_grad()
+    def _target_q_values(self, next_observations: torch.Tensor) -> torch.Tensor:
+        """Q(s', .; theta^-) [N, A] for a burst's next observations, in blocks of TARGET_BLOCK_ROWS
+        rows: one pass over a whole burst (8,192 rows on CartPole) works on activations larger than
+        the cache and took 1.4x as long (RESULTS.md, DQN). The written-out MLP reuses one workspace
+        for every block instead of allocating fresh activations (about 1,850 page faults a burst)."""
+        blocks = next_observations.split(TARGET_BLOCK_ROWS)
+        if self.target_mlp is None:
+            return torch.cat([self.target_network(rows) for rows in blocks])
+        return torch.cat([self.target_mlp.forward(rows, self.target_workspace)[-1] for rows in blocks])
+
+    def _double_dqn_targets(
+        self, batch: ReplayBatch, next_q_values_target: torch.Tensor, size: int
+    ) -> Iterator[torch.Tensor]:
+        """Double DQN's targets [B, 1] minibatch by minibatch, each made just before its step: the
+        online network that picks the next actions changes with every step."""
+        columns = (batch.rewards, batch.discounts, batch.terminated, batch.next_observations, next_q_values_target)
+        for rewards, discounts, terminated, next_observations, next_target in zip(*(c.split(size) for c in columns)):
+            with torch.no_grad():
+                next_q_values_online = self._q_values(next_observations)
+                targets = double_dqn_targets(rewards, discounts, terminated, next_q_values_online, next_target)
+            yield targets.unsqueeze(-1)
 
     def _gradient_step(
         self, observations: torch.Tensor, action_index: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor

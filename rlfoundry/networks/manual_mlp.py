@@ -15,6 +15,7 @@ the gradients are bitwise equal to autograd's (tests/test_manual_mlp.py checks t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -50,18 +51,29 @@ class ManualMLP(NamedTuple):
         biases = tuple(layer.bias for layer in layers)
         return cls(torso.encoder, weights, biases, DIFFERENTIATED_ACTIVATIONS[activations.pop()])
 
-    def forward(self, observations: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, observations: torch.Tensor, workspace: Sequence[torch.Tensor] = ()) -> list[torch.Tensor]:
         """[h_0, h_1, ..., h_L] for observations [B, *obs]: h_0 the encoded input, h_L the output.
+        Hidden layer l writes h_l into workspace[l - 1][:B] where one is given: buffers kept between
+        calls, so a pass over thousands of rows takes no fresh memory (whose page faults cost more
+        than its products, RESULTS.md "DQN"); h_l is then valid until the workspace's next use.
         Call under torch.no_grad()."""
         hidden = observations if self.encoder is None else self.encoder(observations)
         outputs = [hidden]
         last = len(self.weights) - 1
         for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            hidden = functional.linear(hidden, weight, bias)  # what nn.Linear computes
+            if index < len(workspace):
+                # What nn.Linear computes (addmm), into the kept buffer.
+                hidden = torch.addmm(bias, hidden, weight.t(), out=workspace[index][: len(hidden)])
+            else:
+                hidden = functional.linear(hidden, weight, bias)  # what nn.Linear computes
             if index < last:
                 hidden = hidden.relu_() if self.activation == "relu" else hidden.tanh_()
             outputs.append(hidden)
         return outputs
+
+    def workspace(self, rows: int) -> list[torch.Tensor]:
+        """Buffers for forward's hidden layers, for passes of up to `rows` rows."""
+        return [weight.new_empty(rows, len(weight)) for weight in self.weights[:-1]]
 
     def backward(self, outputs: list[torch.Tensor], output_gradient: torch.Tensor) -> None:
         """Write dL/dW and dL/db into each layer's .grad (overwriting it), given forward's outputs

@@ -41,7 +41,7 @@ def clip_gradient_norm(parameters: Sequence[torch.Tensor], max_norm: float) -> N
 @torch.no_grad()
 def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
     """optimizer.step(); for torch.optim.Adam through torch's functional `adam` on the optimizer's own
-    state. As in Adam.step, only parameters with a gradient move. Other optimisers, a step that must
+    state, or for a fused group on one device and dtype through the fused kernel that `adam` calls. As in Adam.step, only parameters with a gradient move. Other optimisers, a step that must
     create state (a parameter's first) and AMSGrad take optimizer.step() itself."""
     if type(optimizer) is not torch.optim.Adam:
         optimizer.step()
@@ -56,14 +56,41 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
         if parameters:
             updates.append((group, parameters, states))
     for group, parameters, states in updates:
+        gradients = [parameter.grad for parameter in parameters]
+        exp_avgs = [state["exp_avg"] for state in states]
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+        steps = [state["step"] for state in states]
         beta1, beta2 = group["betas"]
+        if _fused_kernel_applies(group, parameters):
+            # What torch's fused path runs for one device and dtype, without its per-call regrouping
+            # of the lists (about 30 us a step for a six-tensor network on this machine).
+            torch._foreach_add_(steps, 1)
+            kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
+            kernel(
+                parameters,
+                gradients,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                amsgrad=False,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=group["maximize"],
+                grad_scale=None,
+                found_inf=None,
+            )
+            continue
         adam(
             parameters,
-            [parameter.grad for parameter in parameters],
-            [state["exp_avg"] for state in states],
-            [state["exp_avg_sq"] for state in states],
+            gradients,
+            exp_avgs,
+            exp_avg_sqs,
             [],
-            [state["step"] for state in states],
+            steps,
             foreach=group["foreach"],
             capturable=group["capturable"],
             differentiable=group["differentiable"],
@@ -77,3 +104,17 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
             eps=group["eps"],
             maximize=group["maximize"],
         )
+
+
+def _fused_kernel_applies(group: dict, parameters: list[torch.Tensor]) -> bool:
+    """Whether a fused group's step is one call of the fused kernel: every parameter on one device
+    with one real floating dtype, and the step size and betas plain numbers (the rest takes torch's
+    own path)."""
+    if not group["fused"] or group["differentiable"]:
+        return False
+    if any(isinstance(value, torch.Tensor) for value in (group["lr"], *group["betas"])):
+        return False
+    first = parameters[0]
+    if not first.is_floating_point():
+        return False
+    return all(parameter.device == first.device and parameter.dtype == first.dtype for parameter in parameters)
