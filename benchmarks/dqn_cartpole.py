@@ -8,7 +8,8 @@ libraries alternate per seed. The clock covers learn() only; afterwards both mod
 20 evaluation episodes with greedy actions (rlfoundry.evaluate).
 
 Both libraries run with one torch thread (rlfoundry's default; on this shared 2-core machine a
-second thread mostly waits for the other core).
+second thread mostly waits for the other core). `--torch-threads 2` runs both with two (torch's
+default here): SB3's DQN is faster in wall-clock that way on an idle machine (RESULTS.md).
 
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/dqn_cartpole.py --seeds 0 1 2
     .venv/bin/python benchmarks/dqn_cartpole.py --profile      # cProfile of one rlfoundry run
@@ -45,7 +46,7 @@ FINAL_EPSILON = 0.04
 WIDTHS = (256, 256)
 
 
-def rlfoundry_model(seed: int, double_q: bool = False):
+def rlfoundry_model(seed: int, double_q: bool = False, threads: int = 1):
     from rlfoundry.algorithms.dqn import DQN
 
     return DQN(
@@ -57,15 +58,15 @@ def rlfoundry_model(seed: int, double_q: bool = False):
         epsilon_end=FINAL_EPSILON,
         hidden_sizes=WIDTHS,
         double_q=double_q,
-        torch_threads=1,
+        torch_threads=threads,
     )
 
 
-def stable_baselines_model(seed: int):
+def stable_baselines_model(seed: int, threads: int = 1):
     import torch
     from stable_baselines3 import DQN
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     return DQN(
         "MlpPolicy",
         ENV_ID,
@@ -89,14 +90,14 @@ class GreedyStableBaselines:
         return self.model.predict(observations, deterministic=deterministic)[0]
 
 
-def train_and_evaluate(library: str, seed: int, steps: int) -> dict:
+def train_and_evaluate(library: str, seed: int, steps: int, threads: int) -> dict:
     """One training run in this process: seconds of learn() and the mean evaluation return."""
     import rlfoundry
 
     if library == "sb3":
-        model = stable_baselines_model(seed)
+        model = stable_baselines_model(seed, threads)
     else:
-        model = rlfoundry_model(seed, double_q=library == "rlfoundry-double")
+        model = rlfoundry_model(seed, double_q=library == "rlfoundry-double", threads=threads)
     start, start_cpu = time.perf_counter(), time.process_time()
     model.learn(steps)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
@@ -105,8 +106,9 @@ def train_and_evaluate(library: str, seed: int, steps: int) -> dict:
     return {"library": library, "seed": seed, "seconds": seconds, "cpu_seconds": cpu_seconds, "return": evaluation.mean}
 
 
-def in_fresh_process(library: str, seed: int, steps: int) -> dict:
-    command = [sys.executable, __file__, "--worker", library, "--seeds", str(seed), "--steps", str(steps)]
+def in_fresh_process(library: str, seed: int, steps: int, threads: int) -> dict:
+    command = [sys.executable, __file__, "--worker", library, "--seeds", str(seed), "--steps", str(steps),
+               "--torch-threads", str(threads)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -117,11 +119,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--libraries", nargs="+", default=libraries[:2], choices=libraries)
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for both libraries")
     parser.add_argument("--profile", action="store_true", help="cProfile one rlfoundry run instead")
     parser.add_argument("--worker", choices=libraries, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.worker:
-        print(json.dumps(train_and_evaluate(arguments.worker, arguments.seeds[0], arguments.steps)))
+        print(json.dumps(train_and_evaluate(arguments.worker, arguments.seeds[0], arguments.steps, arguments.torch_threads)))
         return
     if arguments.profile:
         profiler = cProfile.Profile()
@@ -131,7 +134,7 @@ def main() -> None:
     results = []
     for seed in arguments.seeds:
         for library in arguments.libraries:
-            result = in_fresh_process(library, seed, arguments.steps)
+            result = in_fresh_process(library, seed, arguments.steps, arguments.torch_threads)
             print(
                 f"{library:16s} seed {seed}: {result['seconds']:6.1f} s ({result['cpu_seconds']:6.1f} s CPU), "
                 f"evaluation return {result['return']:.1f}",

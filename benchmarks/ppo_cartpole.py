@@ -8,7 +8,8 @@ models play the same 20 evaluation episodes (deterministic actions, rlfoundry.ev
 
 Both run with one torch thread: on this 2-core machine two threads are slower for 64x64
 networks, and collapse when the other core is busy (benchmarks/RESULTS.md), which would make
-Stable-Baselines3 look worse than it is.
+Stable-Baselines3 look worse than it is. `--torch-threads 2` runs both with two (torch's default
+here), to check that.
 
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/ppo_cartpole.py --seeds 0 1 2
     .venv/bin/python benchmarks/ppo_cartpole.py --profile   # cProfile of one rlfoundry run
@@ -41,7 +42,7 @@ SETTINGS = {
 }
 
 
-def rlfoundry_model(seed: int):
+def rlfoundry_model(seed: int, threads: int = 1):
     from rlfoundry.algorithms.ppo import PPO
 
     return PPO(
@@ -50,7 +51,7 @@ def rlfoundry_model(seed: int):
         seed=seed,
         learning_rate_schedule="linear",
         clip_range_schedule="linear",
-        torch_threads=1,
+        torch_threads=threads,
         **SETTINGS,
     )
 
@@ -66,12 +67,12 @@ class StableBaselinesAdapter:
         return self.model.predict(observations, deterministic=deterministic)[0]
 
 
-def stable_baselines_model(seed: int):
+def stable_baselines_model(seed: int, threads: int = 1):
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
 
     def linear(initial: float):
         return lambda progress_remaining: progress_remaining * initial
@@ -92,11 +93,11 @@ def stable_baselines_model(seed: int):
     )
 
 
-def run_one(library: str, seed: int, steps: int) -> dict:
+def run_one(library: str, seed: int, steps: int, threads: int) -> dict:
     """Train one model in this process; return seconds of learn() and the evaluation return."""
     import rlfoundry
 
-    model = rlfoundry_model(seed) if library == "rlfoundry" else stable_baselines_model(seed)
+    model = (rlfoundry_model if library == "rlfoundry" else stable_baselines_model)(seed, threads)
     start, cpu_start = time.perf_counter(), time.process_time()
     model.learn(steps)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -105,9 +106,10 @@ def run_one(library: str, seed: int, steps: int) -> dict:
     return {"library": library, "seed": seed, "seconds": seconds, "cpu_seconds": cpu_seconds, "return": result.mean}
 
 
-def run_in_subprocess(library: str, seed: int, steps: int) -> dict:
+def run_in_subprocess(library: str, seed: int, steps: int, threads: int) -> dict:
     output = subprocess.run(
-        [sys.executable, __file__, "--worker", library, "--seeds", str(seed), "--steps", str(steps)],
+        [sys.executable, __file__, "--worker", library, "--seeds", str(seed), "--steps", str(steps),
+         "--torch-threads", str(threads)],
         check=True,
         capture_output=True,
         text=True,
@@ -127,11 +129,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--libraries", nargs="+", default=["rlfoundry", "sb3"], choices=["rlfoundry", "sb3"])
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for both libraries")
     parser.add_argument("--profile", action="store_true", help="cProfile one rlfoundry run instead")
     parser.add_argument("--worker", choices=["rlfoundry", "sb3"], help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.worker:
-        print(json.dumps(run_one(arguments.worker, arguments.seeds[0], arguments.steps)))
+        print(json.dumps(run_one(arguments.worker, arguments.seeds[0], arguments.steps, arguments.torch_threads)))
         return
     if arguments.profile:
         profile(arguments.steps, 25)
@@ -139,7 +142,7 @@ def main() -> None:
     results = []
     for seed in arguments.seeds:
         for library in arguments.libraries:
-            result = run_in_subprocess(library, seed, arguments.steps)
+            result = run_in_subprocess(library, seed, arguments.steps, arguments.torch_threads)
             print(
                 f"{library:10s} seed {seed}: {result['seconds']:6.1f} s wall, {result['cpu_seconds']:6.1f} s CPU, "
                 f"evaluation return {result['return']:.1f}",
