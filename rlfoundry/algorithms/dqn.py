@@ -24,9 +24,9 @@ gradients, in about half the time of a gradient step (RESULTS.md, "DQN"). The Na
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np

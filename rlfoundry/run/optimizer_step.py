@@ -41,8 +41,9 @@ def clip_gradient_norm(parameters: Sequence[torch.Tensor], max_norm: float) -> N
 @torch.no_grad()
 def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
     """optimizer.step(); for torch.optim.Adam through torch's functional `adam` on the optimizer's own
-    state, or for a fused group on one device and dtype through the fused kernel that `adam` calls. As in Adam.step, only parameters with a gradient move. Other optimisers, a step that must
-    create state (a parameter's first) and AMSGrad take optimizer.step() itself."""
+    state, or, for a fused group on one device and dtype, through the fused kernel that `adam` calls.
+    As in Adam.step, only parameters with a gradient move. Other optimisers, a step that must create
+    state (a parameter's first) and AMSGrad take optimizer.step() itself."""
     if type(optimizer) is not torch.optim.Adam:
         optimizer.step()
         return
@@ -63,7 +64,7 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
         beta1, beta2 = group["betas"]
         if _fused_kernel_applies(group, parameters):
             # What torch's fused path runs for one device and dtype, without its per-call regrouping
-            # of the lists (about 30 us a step for a six-tensor network on this machine).
+            # of the lists (20 to 35 us a step for DQN's six-tensor network on this machine).
             torch._foreach_add_(steps, 1)
             kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
             kernel(
