@@ -62,27 +62,22 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
         exp_avg_sqs = [state["exp_avg_sq"] for state in states]
         steps = [state["step"] for state in states]
         beta1, beta2 = group["betas"]
+        hyperparameters = {
+            "lr": group["lr"],
+            "beta1": beta1,
+            "beta2": beta2,
+            "weight_decay": group["weight_decay"],
+            "eps": group["eps"],
+            "maximize": group["maximize"],
+        }
         if _fused_kernel_applies(group, parameters):
             # What torch's fused path runs for one device and dtype, without its per-call regrouping
             # of the lists (20 to 35 us a step for DQN's six-tensor network on this machine).
             torch._foreach_add_(steps, 1)
             kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
             kernel(
-                parameters,
-                gradients,
-                exp_avgs,
-                exp_avg_sqs,
-                [],
-                steps,
-                amsgrad=False,
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                maximize=group["maximize"],
-                grad_scale=None,
-                found_inf=None,
+                parameters, gradients, exp_avgs, exp_avg_sqs, [], steps,
+                amsgrad=False, grad_scale=None, found_inf=None, **hyperparameters,
             )
             continue
         adam(
@@ -98,12 +93,7 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
             fused=group["fused"],
             decoupled_weight_decay=group["decoupled_weight_decay"],
             amsgrad=False,
-            beta1=beta1,
-            beta2=beta2,
-            lr=group["lr"],
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=group["maximize"],
+            **hyperparameters,
         )
 
 
