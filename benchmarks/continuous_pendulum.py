@@ -9,6 +9,9 @@ run is a fresh subprocess; the libraries alternate per seed. The clock covers le
 afterwards each model plays the same 20 deterministic evaluation episodes (rlfoundry.evaluate).
 
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/continuous_pendulum.py run --seeds 0 1
+    # every library on both cores (SBX from its own venv, below):
+    flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/continuous_pendulum.py run \
+        --libraries rlfoundry-2threads sbx sb3 --sbx-python SBX_VENV/bin/python --seeds 0 1
     .venv/bin/python benchmarks/continuous_pendulum.py floor      # FLOPs per update, matmul rate
     .venv/bin/python benchmarks/continuous_pendulum.py ablation   # ms per update for each speed idea
     .venv/bin/python benchmarks/continuous_pendulum.py profile    # torch.profiler table of one update
