@@ -199,6 +199,8 @@ def test_squashed_gaussian_actor_samples_by_reparameterisation_and_reports_its_l
     actions.sum().backward()  # gradients reach the parameters through the sampled action
     assert all(parameter.grad is not None for parameter in actor.parameters())
     assert torch.equal(actor.mode(observations), torch.tanh(mean))
+    torch.manual_seed(1)
+    assert torch.equal(actor.sample(observations), actions)  # acting draws exactly what forward draws
 
 
 def test_deterministic_actor_acts_in_the_unit_box():

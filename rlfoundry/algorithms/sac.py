@@ -149,7 +149,7 @@ class SAC:
 
     def _act(self, observations: np.ndarray, deterministic: bool) -> np.ndarray:
         """tanh(mu(s)), or a sample of the squashed Gaussian when exploring: unit actions [N, A]."""
-        policy = self.actor.mode if deterministic else (lambda states: self.actor(states)[0])
+        policy = self.actor.mode if deterministic else self.actor.sample
         return self.collector.actions_of(policy, observations)
 
     def learn(self, total_steps: int) -> "SAC":

@@ -53,6 +53,12 @@ def squashed_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_s
     return (gaussian - log_tanh_derivative).sum(dim=-1)
 
 
+def _reparameterised(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """u = mu + sigma * epsilon, epsilon ~ N(0, I): a sample of N(mu, diag sigma^2) through which
+    gradients reach mu and sigma."""
+    return mean + torch.exp(log_std) * torch.randn_like(mean)
+
+
 class DeterministicActor(nn.Module):
     """mu(s) = tanh(W h(s) + b): DDPG's and TD3's policy, an action in [-1, 1]^A."""
 
@@ -84,8 +90,13 @@ class SquashedGaussianActor(nn.Module):
     def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterised sample: (unit actions [B, A], log pi(a|s) [B])."""
         mean, log_std = self.distribution(observations)
-        pre_tanh = mean + torch.exp(log_std) * torch.randn_like(mean)
+        pre_tanh = _reparameterised(mean, log_std)
         return torch.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
+
+    def sample(self, observations: torch.Tensor) -> torch.Tensor:
+        """The unit actions [B, A] of forward, from the same random draw, without their log-density:
+        what acting needs (for one observation the log-density is about a third of the pass)."""
+        return torch.tanh(_reparameterised(*self.distribution(observations)))
 
     def mode(self, observations: torch.Tensor) -> torch.Tensor:
         """tanh(mu(s)), the deterministic action used for evaluation: [B, A]."""
