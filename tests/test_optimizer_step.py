@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from rlfoundry.run.optimizer_step import step_optimizer, clip_gradient_norm
+from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, step_optimizer
 
 
 def networks(seed):
@@ -155,3 +155,16 @@ def test_fused_step_optimizer_over_two_dtypes_in_one_group_equals_step_bitwise()
             take(optimizer)
     for left, right in zip([*models[0][0].parameters(), *models[0][1].parameters()], [*models[1][0].parameters(), *models[1][1].parameters()]):
         assert left.dtype == right.dtype and torch.equal(left, right)
+
+
+def test_clear_gradients_sets_every_gradient_of_every_group_to_none_as_zero_grad_does():
+    first, second = nn.Linear(3, 2), nn.Linear(2, 1)
+    optimizer = torch.optim.Adam([{"params": first.parameters()}, {"params": second.parameters(), "lr": 0.1}])
+    second(first(torch.randn(4, 3))).sum().backward()
+    assert all(parameter.grad is not None for parameter in [*first.parameters(), *second.parameters()])
+    clear_gradients(optimizer)
+    assert all(parameter.grad is None for parameter in [*first.parameters(), *second.parameters()])
+    # A step after clearing moves nothing, as after zero_grad(set_to_none=True).
+    before = [parameter.detach().clone() for parameter in first.parameters()]
+    step_optimizer(optimizer)
+    assert all(torch.equal(old, new) for old, new in zip(before, first.parameters()))

@@ -54,7 +54,7 @@ from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_d
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.off_policy import crossings, require_widths
-from rlfoundry.run.optimizer_step import clip_gradient_norm, step_optimizer
+from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.training_env import TrainingEnv
 
@@ -348,7 +348,7 @@ class DQN:
         config = self.config
         if self.manual_mlp is None:
             errors = td_errors(self.q_network(observations), action_index, targets)
-            self.optimizer.zero_grad()
+            clear_gradients(self.optimizer)
             td_error_loss(errors, config.loss).backward()
             errors = errors.detach()
         else:

@@ -42,7 +42,7 @@ from rlfoundry.run.config import ConfigError, require_choice, require_int, requi
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.lifecycle import initialise, load_model, save_model
 from rlfoundry.run.monitor import TrainingMonitor
-from rlfoundry.run.optimizer_step import step_optimizer
+from rlfoundry.run.optimizer_step import clear_gradients, step_optimizer
 from rlfoundry.run.training_env import TrainingEnv
 
 UnitPolicy = Callable[[np.ndarray], np.ndarray]
@@ -218,7 +218,7 @@ def gaussian_exploration(unit_actions: np.ndarray, std: float, rng: np.random.Ge
 def adam(*groups: tuple[nn.Module, float]) -> torch.optim.Adam:
     """One fused Adam (a single kernel for all tensors) over (module, learning rate) groups.
 
-    A step moves only the parameters that received a gradient since the last zero_grad, so one
+    A step moves only the parameters that received a gradient since they were last cleared, so one
     optimiser serves updates that step the critics and the actor at different times; Adam's
     moments and step counts stay per parameter, exactly as with one optimiser per network."""
     return torch.optim.Adam([{"params": list(module.parameters()), "lr": rate} for module, rate in groups], fused=True)
@@ -226,7 +226,7 @@ def adam(*groups: tuple[nn.Module, float]) -> torch.optim.Adam:
 
 def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     """Clear the gradients, backpropagate `loss` and take one optimiser step."""
-    optimizer.zero_grad(set_to_none=True)
+    clear_gradients(optimizer)
     loss.backward()
     step_optimizer(optimizer)
 

@@ -36,7 +36,7 @@ from rlfoundry.run.device import configure_threads, resolve_device
 from rlfoundry.run.lifecycle import restore_torch, save_model
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.normalization import Normalization
-from rlfoundry.run.optimizer_step import clip_gradient_norm, step_optimizer
+from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.training_env import TrainingEnv
 
@@ -134,10 +134,7 @@ def gradient_step(
         for group in groups:
             group["lr"] = learning_rate
     if loss is not None:
-        # What optimizer.zero_grad(set_to_none=True) does, without its profiler bookkeeping
-        # (1 us instead of 20 us per call; PPO on CartPole makes 7,800 calls).
-        for parameter in parameters:
-            parameter.grad = None
+        clear_gradients(optimizer)
         loss.backward()
     if max_grad_norm is not None:
         clip_gradient_norm(parameters, max_grad_norm)
