@@ -129,7 +129,6 @@ def gradient_step(
     max_grad_norm is None) and step, at `learning_rate` (every parameter group) when one is given.
     loss=None: the parameters' .grad already hold the gradient (ManualActorCritic.backward wrote it)."""
     groups = optimizer.param_groups
-    parameters = [parameter for group in groups for parameter in group["params"]]
     if learning_rate is not None:
         for group in groups:
             group["lr"] = learning_rate
@@ -137,7 +136,7 @@ def gradient_step(
         clear_gradients(optimizer)
         loss.backward()
     if max_grad_norm is not None:
-        clip_gradient_norm(parameters, max_grad_norm)
+        clip_gradient_norm([parameter for group in groups for parameter in group["params"]], max_grad_norm)
     step_optimizer(optimizer)
 
 
