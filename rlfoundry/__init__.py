@@ -27,7 +27,7 @@ from rlfoundry.algorithms import (
 )
 from rlfoundry.envs.vector import EnvSource, make_env, register_optional_envs
 from rlfoundry.run.checkpoint import CheckpointAlgorithmError, read_manifest
-from rlfoundry.run.evaluation import EvaluationResult, evaluate
+from rlfoundry.run.evaluation import EvaluationPoint, EvaluationResult, PeriodicEvaluation, evaluate
 
 __version__ = "0.1.0"
 
@@ -37,8 +37,8 @@ register_optional_envs()
 def load(path: str | Path, env: EnvSource | None = None, **options: Any):
     """Load any rlfoundry checkpoint as an instance of the algorithm that wrote it.
 
-    `env` (optional) replaces the env id recorded in the checkpoint; options such as
-    run_dir=... and quiet=... are passed on to the algorithm.
+    `env` (optional) replaces the env id recorded in the checkpoint; the options run_dir=...,
+    quiet=..., checkpoint_every=... and evaluation=... are passed on to the algorithm.
     """
     algorithm = read_manifest(path)["algorithm"]
     if algorithm not in ALGORITHMS:
@@ -54,10 +54,12 @@ __all__ = [
     "ALGORITHMS",
     "DDPG",
     "DQN",
+    "EvaluationPoint",
     "EvaluationResult",
     "ExpectedSARSA",
     "OffPolicyPG",
     "PPO",
+    "PeriodicEvaluation",
     "QLearning",
     "REINFORCE",
     "SAC",

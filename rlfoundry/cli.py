@@ -18,6 +18,7 @@ from rlfoundry.envs.vector import AutoresetModeError, UnknownEnvironmentError, c
 from rlfoundry.presets import all_presets, load_preset
 from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError, read_manifest
 from rlfoundry.run.config import ConfigError, check_keys, config_to_dict, parse_overrides, unknown_name_message
+from rlfoundry.run.evaluation import EVALUATION_SEED_OFFSET, PeriodicEvaluation
 from rlfoundry.run.monitor import make_run_dir
 from rlfoundry.run.plotting import RunDirectoryError, plot_learning_curves
 
@@ -50,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config field (repeatable), e.g. --set learning_rate=0.3")
     train.add_argument("--no-preset", action="store_true", help="ignore the tuned preset for this env")
     train.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
-    train.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes after training")
+    train.add_argument("--eval-episodes", type=int, default=20,
+                       help="evaluation episodes after training (and at each --eval-every)")
+    train.add_argument("--eval-every", type=int, metavar="N",
+                       help="also evaluate every N env steps, logging to RUN_DIR/evaluations.csv and keeping the best "
+                            "policy as RUN_DIR/checkpoints/best")
     train.add_argument("--checkpoint-every", type=int, metavar="N",
                        help="also write RUN_DIR/checkpoints/latest every N env steps (for `rlf resume` after a crash)")
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
@@ -61,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--steps", type=int, required=True, help="more environment steps to train")
     resume.add_argument("--runs-dir", default="runs",
                         help="where a new run directory goes when CHECKPOINT is not inside one (default: runs/)")
-    resume.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes after training")
+    resume.add_argument("--eval-episodes", type=int, default=20,
+                        help="evaluation episodes after training (and at each --eval-every)")
+    resume.add_argument("--eval-every", type=int, metavar="N",
+                        help="also evaluate every N env steps; a run directory's checkpoints/best is replaced only by a better one")
     resume.add_argument("--checkpoint-every", type=int, metavar="N", help="also write checkpoints/latest every N env steps")
     resume.add_argument("--quiet", action="store_true", help="print only the final summary")
 
@@ -115,7 +123,10 @@ def train(arguments: argparse.Namespace) -> int:
     if steps < 1:
         raise UsageError(f"--steps={steps} is out of range: allowed integers >= 1")
     # The model checks its config and spaces before any file is written.
-    model = cls(arguments.env_id, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every, **config)
+    model = cls(
+        arguments.env_id, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every,
+        evaluation=periodic_evaluation(arguments), **config,
+    )
     run_dir = model.run_dir = make_run_dir(cls.name, arguments.env_id, arguments.seed, arguments.runs_dir)
     (run_dir / "config.json").write_text(json.dumps({
         "algorithm": cls.name,
@@ -130,16 +141,30 @@ def train(arguments: argparse.Namespace) -> int:
     return learn_and_report(model, steps, arguments.eval_episodes, run_dir)
 
 
+def periodic_evaluation(arguments: argparse.Namespace) -> PeriodicEvaluation | None:
+    """The PeriodicEvaluation that --eval-every and --eval-episodes ask for, or None."""
+    if arguments.eval_episodes < 1:
+        raise UsageError(f"--eval-episodes={arguments.eval_episodes} is out of range: allowed integers >= 1")
+    if arguments.eval_every is None:
+        return None
+    if arguments.eval_every < 1:
+        raise UsageError(f"--eval-every={arguments.eval_every} is out of range: allowed integers >= 1")
+    return PeriodicEvaluation(every=arguments.eval_every, episodes=arguments.eval_episodes)
+
+
 def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) -> int:
     """Train, then print the evaluation (and the greedy path of tabular models) and the run directory."""
     import rlfoundry
 
     model.learn(steps)
-    result = rlfoundry.evaluate(model, model.env_id, n_episodes=eval_episodes, seed=model.config.seed + 10_000)
+    result = rlfoundry.evaluate(model, model.env_id, n_episodes=eval_episodes, seed=model.config.seed + EVALUATION_SEED_OFFSET)
     summary = getattr(model, "describe_policy", None)
     if summary is not None:
         print(summary())
     print(f"evaluation: {result}")
+    if model.evaluations:
+        best = max(model.evaluations, key=lambda point: point.result.mean)
+        print(f"best periodic evaluation: {best.result} at step {best.step}")
     print(f"run directory: {run_dir}")
     return 0
 
@@ -162,7 +187,9 @@ def resume(arguments: argparse.Namespace) -> int:
         run_dir = path.parent.parent
     else:
         run_dir = None
-    model = rlfoundry.load(path, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every)
+    model = rlfoundry.load(
+        path, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every, evaluation=periodic_evaluation(arguments)
+    )
     if model.env_id is None:
         raise UsageError(f"{path} was trained on an env without a registered id: resume it from Python with rlfoundry.load(path, env=...)")
     if run_dir is None:

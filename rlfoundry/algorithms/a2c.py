@@ -38,6 +38,7 @@ from rlfoundry.run.on_policy import RolloutCollector, finish_learning, restore_o
 from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.evaluation import PeriodicEvaluation
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,8 @@ class A2C:
     Config = A2CConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
-                 checkpoint_every: int | None = None, **config: Any):
-        self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every))
+                 checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):
+        self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every, evaluation))
 
     def _build(self, training_env: TrainingEnv) -> None:
         self.training_env = training_env

@@ -27,6 +27,7 @@ from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import polyak_update, q_target
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.lifecycle import restore_torch
+from rlfoundry.run.evaluation import PeriodicEvaluation
 from rlfoundry.run.off_policy import (
     DeterministicActorCritic,
     DeterministicPolicyConfig,
@@ -67,8 +68,8 @@ class DDPG:
     Config = DDPGConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
-                 checkpoint_every: int | None = None, **config: Any):
-        self._build(open_collector(self, env, run_dir, quiet, config, checkpoint_every))
+                 checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):
+        self._build(open_collector(self, env, run_dir, quiet, config, checkpoint_every, evaluation))
 
     def _build(self, collector: ReplayCollector) -> None:
         self.collector = collector

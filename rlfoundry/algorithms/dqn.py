@@ -57,6 +57,7 @@ from rlfoundry.run.off_policy import crossings, require_widths
 from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.training_env import TrainingEnv
+from rlfoundry.run.evaluation import PeriodicEvaluation
 
 
 TARGET_BLOCK_ROWS = 1024
@@ -152,8 +153,8 @@ class DQN:
     Config = DQNConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
-                 checkpoint_every: int | None = None, **config: Any):
-        self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every))
+                 checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):
+        self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every, evaluation))
 
     def _build(self, training_env: TrainingEnv) -> None:
         config = self.config

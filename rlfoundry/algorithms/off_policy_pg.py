@@ -34,6 +34,7 @@ from rlfoundry.run.lifecycle import initialise, load_model
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.on_policy import finish_learning
 from rlfoundry.run.training_env import TrainingEnv
+from rlfoundry.run.evaluation import PeriodicEvaluation
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ class OffPolicyPG:
     Config = OffPolicyPGConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
-                 checkpoint_every: int | None = None, **config: Any):
-        self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every))
+                 checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):
+        self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every, evaluation))
 
     def _build(self, training_env: TrainingEnv) -> None:
         self.training_env = training_env

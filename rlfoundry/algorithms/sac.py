@@ -39,6 +39,7 @@ from rlfoundry.networks.continuous import QEnsemble, SquashedGaussianActor
 from rlfoundry.run.config import require_choice, require_range
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.lifecycle import restore_torch
+from rlfoundry.run.evaluation import PeriodicEvaluation
 from rlfoundry.run.off_policy import (
     OffPolicyConfig,
     Part,
@@ -103,8 +104,8 @@ class SAC:
     Config = SACConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
-                 checkpoint_every: int | None = None, **config: Any):
-        self._build(open_collector(self, env, run_dir, quiet, config, checkpoint_every))
+                 checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):
+        self._build(open_collector(self, env, run_dir, quiet, config, checkpoint_every, evaluation))
 
     def _build(self, collector: ReplayCollector) -> None:
         config = self.config

@@ -33,6 +33,7 @@ from rlfoundry.run.config import require_choice, require_int, require_range
 from rlfoundry.run.lifecycle import initialise, load_model, save_model
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.schedules import LinearSchedule
+from rlfoundry.run.evaluation import PeriodicEvaluation
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,8 @@ class TabularTD:
     Config = TabularConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
-                 checkpoint_every: int | None = None, **config: Any):
-        self.training_env = initialise(self, env, run_dir, quiet, config, checkpoint_every)
+                 checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):
+        self.training_env = initialise(self, env, run_dir, quiet, config, checkpoint_every, evaluation)
         self.steps = 0
         self._check_spaces()
         self.q_table = np.full((self.n_states, self.n_actions), self.config.initial_q, dtype=np.float64)

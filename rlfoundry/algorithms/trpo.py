@@ -39,6 +39,7 @@ from rlfoundry.run.lifecycle import initialise, load_model
 from rlfoundry.run.on_policy import RolloutCollector, finish_learning, restore_on_policy, save_on_policy, start_learning
 from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
+from rlfoundry.run.evaluation import PeriodicEvaluation
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,8 @@ class TRPO:
     Config = TRPOConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
-                 checkpoint_every: int | None = None, **config: Any):
-        self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every))
+                 checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):
+        self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every, evaluation))
 
     def _build(self, training_env: TrainingEnv) -> None:
         self.training_env = training_env

@@ -1,15 +1,21 @@
-"""Evaluation: run a trained model for a fixed number of whole episodes."""
+"""Evaluation: run a trained model for a fixed number of whole episodes, once (`evaluate`) or
+every so many env steps while it learns (`PeriodicEvaluation`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.vector import VectorEnv
 
 from rlfoundry.envs.vector import EnvSource, EpisodeTracker, make_env, step_vector
+from rlfoundry.run.config import ConfigError, require_int
+
+# Evaluation envs are seeded apart from the training envs (`rlf train`'s final evaluation too).
+EVALUATION_SEED_OFFSET = 10_000
 
 
 @dataclass(frozen=True)
@@ -80,3 +86,90 @@ def evaluate(
         returns=np.array([value for per_env in returns for value in per_env]),
         lengths=np.array([value for per_env in lengths for value in per_env]),
     )
+
+
+@dataclass(frozen=True)
+class PeriodicEvaluation:
+    """Evaluate the policy every `every` env steps while it learns, and keep the best one.
+
+    Pass it as `evaluation=` to an algorithm or to `rlfoundry.load`. Evaluations happen at the
+    first point between updates past each multiple of `every` (where periodic checkpoints are
+    written too), each on the same seeded episodes, so their means compare like for like. They
+    leave training exactly as it would have been without them: the model's numpy and torch
+    random states are put back afterwards. With a run directory, each one is a row of
+    RUN_DIR/evaluations.csv and `eval/*` scalars in TensorBoard, and every new best mean writes
+    RUN_DIR/checkpoints/best; `model.evaluations` lists those of the model's learn() calls."""
+
+    every: int
+    "env steps between evaluations"
+    episodes: int = 10
+    "whole episodes per evaluation"
+    env: EnvSource | None = None
+    "the env to evaluate on; None: the training env id (a model trained on an env object needs one)"
+    deterministic: bool = True
+    "act with the policy's mode (or greedily), else sample"
+    seed: int | None = None
+    "seed of the evaluation envs, reset to it at every evaluation; None: the config's seed + 10,000"
+
+    def __post_init__(self) -> None:
+        require_int("evaluation every", self.every, 1)
+        require_int("evaluation episodes", self.episodes, 1)
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError(f"evaluation deterministic must be True or False, got {self.deterministic!r}")
+        if self.seed is not None:
+            require_int("evaluation seed", self.seed, 0)
+
+
+def checked_evaluation(value: PeriodicEvaluation | None) -> PeriodicEvaluation | None:
+    """None or a PeriodicEvaluation; ConfigError for anything else (e.g. a bare step count)."""
+    if value is not None and not isinstance(value, PeriodicEvaluation):
+        raise ConfigError(
+            f"evaluation={value!r} is not allowed: pass rlfoundry.PeriodicEvaluation(every=...), e.g. "
+            "PeriodicEvaluation(every=10_000, episodes=10), or None"
+        )
+    return value
+
+
+class EvaluationPoint(NamedTuple):
+    """One periodic evaluation: the env-step count it was made at, and its episodes."""
+
+    step: int
+    result: EvaluationResult
+
+
+class PeriodicEvaluator:
+    """Carries out a model's PeriodicEvaluation during one learn() call, on envs opened once."""
+
+    def __init__(self, model: Any, plan: PeriodicEvaluation):
+        env = plan.env if plan.env is not None else model.env_id
+        if env is None:
+            raise ConfigError(
+                f"{model.name} was given an env without a registered id, so its periodic evaluation has no env: "
+                "pass PeriodicEvaluation(..., env=...)"
+            )
+        self.model = model
+        self.plan = plan
+        self.seed = plan.seed if plan.seed is not None else model.config.seed + EVALUATION_SEED_OFFSET
+        # The same number of copies as evaluate() opens for an env id, so the episodes are the same.
+        n_envs = env.num_envs if isinstance(env, VectorEnv) else 1 if isinstance(env, gym.Env) else min(plan.episodes, 8)
+        self.env = make_env(env, n_envs=n_envs, seed=self.seed)
+        self.owns_env = self.env is not env
+
+    def due(self, previous_step: int, step: int) -> bool:
+        """Whether the env-step count passed a multiple of `every` in (previous_step, step]."""
+        return step // self.plan.every > previous_step // self.plan.every
+
+    def run(self, step: int) -> EvaluationPoint:
+        """Evaluate the model now, leaving its random states as they were."""
+        model, plan = self.model, self.plan
+        numpy_state = model.rng.bit_generator.state
+        with torch.random.fork_rng():
+            result = evaluate(model, self.env, plan.episodes, plan.deterministic, self.seed)
+        model.rng.bit_generator.state = numpy_state
+        point = EvaluationPoint(step, result)
+        model.evaluations.append(point)
+        return point
+
+    def close(self) -> None:
+        if self.owns_env:
+            self.env.close()

@@ -18,6 +18,7 @@ from rlfoundry.envs.vector import EnvSource
 from rlfoundry.run.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rlfoundry.run.config import check_keys, config_from_dict, config_to_dict, require_int
 from rlfoundry.run.device import configure_threads, resolve_device
+from rlfoundry.run.evaluation import PeriodicEvaluation, checked_evaluation
 from rlfoundry.run.seeding import generator_state, restore_generator, seed_everything
 from rlfoundry.run.torch_state import (
     load_module,
@@ -31,17 +32,26 @@ from rlfoundry.run.training_env import TrainingEnv
 
 
 def initialise(
-    model: Any, env: EnvSource | None, run_dir: str | Path | None, quiet: bool, config: dict, checkpoint_every: int | None = None
+    model: Any,
+    env: EnvSource | None,
+    run_dir: str | Path | None,
+    quiet: bool,
+    config: dict,
+    checkpoint_every: int | None = None,
+    evaluation: PeriodicEvaluation | None = None,
 ) -> TrainingEnv:
     """Validate the config, seed everything, and open the training env (not yet reset).
 
     checkpoint_every: with a run directory, write RUN_DIR/checkpoints/latest every this many env
-    steps (at the first point between updates past each multiple), besides the final checkpoint."""
+    steps (at the first point between updates past each multiple), besides the final checkpoint.
+    evaluation: evaluate the policy periodically while learning (see PeriodicEvaluation)."""
     check_keys(model.Config, config)
     model.config = model.Config(**config)
     model.run_dir = Path(run_dir) if run_dir is not None else None
     model.quiet = quiet
     model.checkpoint_every = checked_checkpoint_every(checkpoint_every)
+    model.evaluation = checked_evaluation(evaluation)
+    model.evaluations = []
     model.rng = seed_everything(model.config.seed)
     return TrainingEnv(env, model.config.n_envs, model.config.seed)
 
@@ -96,15 +106,19 @@ def save_model(
 def load_model(cls: type, path: str | Path, env: EnvSource | None, options: dict[str, Any]) -> tuple[Any, Checkpoint, TrainingEnv]:
     """An un-built instance of cls with config, run_dir, quiet and rng restored, the checkpoint,
     and the training env at its saved position (built from `env` if given, else the saved id)."""
-    unknown = set(options) - {"run_dir", "quiet", "checkpoint_every"}
+    unknown = set(options) - {"run_dir", "quiet", "checkpoint_every", "evaluation"}
     if unknown:
-        raise TypeError(f"unknown load option(s) {', '.join(sorted(unknown))}: use run_dir=..., quiet=... or checkpoint_every=...")
+        raise TypeError(
+            f"unknown load option(s) {', '.join(sorted(unknown))}: use run_dir=..., quiet=..., checkpoint_every=... or evaluation=..."
+        )
     checkpoint = load_checkpoint(path, algorithm=cls.name)
     model = cls.__new__(cls)
     model.config = config_from_dict(cls.Config, checkpoint.config)
     model.run_dir = Path(options["run_dir"]) if options.get("run_dir") is not None else None
     model.quiet = options.get("quiet", False)
     model.checkpoint_every = checked_checkpoint_every(options.get("checkpoint_every"))
+    model.evaluation = checked_evaluation(options.get("evaluation"))
+    model.evaluations = []
     model.rng = restore_generator(checkpoint.state["rng"])
     # Without a saved env position, fresh episodes start from a seed that differs from step 0's.
     seed = model.config.seed + checkpoint.counters["steps"]

@@ -1,9 +1,10 @@
-"""What a learn() loop reports to: episode statistics, metrics files, the progress display.
+"""What a learn() loop reports to: episode statistics, metrics files, the progress display,
+periodic checkpoints and periodic evaluations.
 
 With a run directory it writes TensorBoard event files, `progress.csv` (one row per logging
-interval, a column per metric) and, at the end, `learning_curve.png`. Without one (a Python
-caller who named none) it writes no files. The display is a rich progress bar on a terminal,
-plain log lines otherwise, and nothing when quiet.
+interval, a column per metric), `evaluations.csv` (one row per periodic evaluation) and, at the
+end, `learning_curve.png`. Without one (a Python caller who named none) it writes no files. The
+display is a rich progress bar on a terminal, plain log lines otherwise, and nothing when quiet.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from rlfoundry.run.evaluation import EvaluationPoint, PeriodicEvaluator
+
 RETURN_METRIC = "rollout/episode_return"
 LENGTH_METRIC = "rollout/episode_length"
 RECENT_EPISODES = 100
+EVALUATION_COLUMNS = ("step", "mean_return", "std_return", "mean_length", "episodes")
 
 
 def make_run_dir(algorithm: str, env_id: str | None, seed: int, root: str | Path = "runs") -> Path:
@@ -37,14 +41,15 @@ def make_run_dir(algorithm: str, env_id: str | None, seed: int, root: str | Path
 
 
 class CsvLog:
-    """progress.csv: one row per dump; a new metric adds a column and the file is rewritten.
+    """progress.csv or evaluations.csv: one row per write, the `columns` first; a new name adds
+    a column and the file is rewritten.
 
     An existing file (an earlier learn() call into the same run directory, or a resumed run) is
     continued, never replaced."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, columns: tuple[str, ...] = ("step",)):
         self.path = path
-        self.columns: list[str] = ["step"]
+        self.columns: list[str] = list(columns)
         self.rows: list[dict[str, float | str]] = []
         if path.exists():
             with open(path, newline="") as handle:
@@ -55,7 +60,7 @@ class CsvLog:
     def write(self, row: dict[str, float | str]) -> None:
         self.rows.append(row)
         new_columns = [name for name in row if name not in self.columns]
-        if new_columns:
+        if new_columns or not self.path.exists():
             self.columns.extend(sorted(new_columns))
             self._write_all()
         else:
@@ -82,11 +87,19 @@ class TrainingMonitor:
         title: str = "training",
         checkpoint_every: int | None = None,
         save: Callable[[Path], object] | None = None,
+        evaluator: PeriodicEvaluator | None = None,
     ):
         self.run_dir = run_dir
         # Periodic checkpoints need somewhere to go and something to write.
         self.checkpoint_every = checkpoint_every if run_dir is not None and save is not None else None
         self.save = save
+        self.evaluator = evaluator
+        self.evaluation_log = None
+        self.best_mean_return = -math.inf
+        if run_dir is not None and evaluator is not None:
+            self.evaluation_log = CsvLog(run_dir / "evaluations.csv", EVALUATION_COLUMNS)
+            # The run directory's best so far (from earlier learn() calls into it) is the one to beat.
+            self.best_mean_return = max((float(row["mean_return"]) for row in self.evaluation_log.rows), default=-math.inf)
         self.last_step = start_step
         self.start_step = start_step
         self.end_step = start_step + total_steps
@@ -139,24 +152,48 @@ class TrainingMonitor:
 
     @classmethod
     def of(cls, model: Any, total_steps: int, start_step: int) -> "TrainingMonitor":
-        """The monitor of one learn() call of `model`: its run directory, quietness, name and
-        periodic checkpoints (`model.checkpoint_every` env steps, written with `model.save`)."""
+        """The monitor of one learn() call of `model`: its run directory, quietness, name,
+        periodic checkpoints (`model.checkpoint_every` env steps, written with `model.save`) and
+        periodic evaluations (`model.evaluation`)."""
+        evaluator = PeriodicEvaluator(model, model.evaluation) if model.evaluation is not None else None
         return cls(
             model.run_dir, total_steps, start_step, model.quiet, title=model.name,
-            checkpoint_every=model.checkpoint_every, save=model.save,
+            checkpoint_every=model.checkpoint_every, save=model.save, evaluator=evaluator,
         )
 
     def step(self, step: int) -> None:
         """Called where training stands between updates (every algorithm calls it only there):
-        reports when due, and writes RUN_DIR/checkpoints/latest each time the env-step count
-        passes a multiple of checkpoint_every."""
+        reports when due, evaluates each time the env-step count passes a multiple of the
+        evaluation's `every`, and writes RUN_DIR/checkpoints/latest each time it passes a
+        multiple of checkpoint_every."""
         if step >= self.next_dump:
             self.dump(step)
             while self.next_dump <= step:
                 self.next_dump += self.log_interval
+        if self.evaluator is not None and self.evaluator.due(self.last_step, step):
+            self.evaluation(self.evaluator.run(step))
         if self.checkpoint_every is not None and step // self.checkpoint_every > self.last_step // self.checkpoint_every:
             self.save(self.run_dir / "checkpoints" / "latest")
         self.last_step = step
+
+    def evaluation(self, point: EvaluationPoint) -> None:
+        """Report a periodic evaluation, and with a run directory keep a new best as checkpoints/best."""
+        result = point.result
+        is_best = result.mean > self.best_mean_return
+        if is_best:
+            self.best_mean_return = result.mean
+        row = {
+            "step": point.step, "mean_return": result.mean, "std_return": result.std,
+            "mean_length": float(result.lengths.mean()), "episodes": result.returns.size,
+        }
+        if self.evaluation_log is not None:
+            self.evaluation_log.write(row)
+        if self.tensorboard is not None:
+            for name in ("mean_return", "std_return", "mean_length"):
+                self.tensorboard.add_scalar(f"eval/{name}", row[name], point.step)
+        if is_best and self.run_dir is not None and self.save is not None:
+            self.save(self.run_dir / "checkpoints" / "best")
+        self.display.note(f"evaluation at step {point.step}: {result}{' (new best)' if is_best else ''}")
 
     def dump(self, step: int) -> None:
         now = time.perf_counter()
@@ -186,6 +223,8 @@ class TrainingMonitor:
         if step > self.last_dump_step or self.interval_returns or self.sums:
             self.dump(step)
         self.display.close()
+        if self.evaluator is not None:
+            self.evaluator.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.run_dir is not None and self.csv is not None and self.csv.rows:
@@ -204,6 +243,9 @@ def _make_display(quiet: bool, title: str, start_step: int, end_step: int):
 
 class _SilentDisplay:
     def update(self, step: int, steps_per_second: float, mean_return: float, episodes: int) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass
 
     def close(self) -> None:
@@ -233,6 +275,9 @@ class _LineDisplay:
             flush=True,
         )
 
+    def note(self, text: str) -> None:
+        print(f"{self.title}: {text}", flush=True)
+
     def close(self) -> None:
         pass
 
@@ -257,6 +302,10 @@ class _BarDisplay:
     def update(self, step: int, steps_per_second: float, mean_return: float, episodes: int) -> None:
         recent = "n/a" if math.isnan(mean_return) else f"{mean_return:.2f}"
         self.progress.update(self.task, completed=step, speed=f"{steps_per_second:,.0f}", mean_return=recent)
+
+    def note(self, text: str) -> None:
+        """A line above the bar."""
+        self.progress.console.print(text)
 
     def close(self) -> None:
         self.progress.stop()

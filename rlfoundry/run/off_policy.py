@@ -40,6 +40,7 @@ from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
+from rlfoundry.run.evaluation import PeriodicEvaluation
 from rlfoundry.run.lifecycle import initialise, load_model, save_model
 from rlfoundry.run.monitor import TrainingMonitor
 from rlfoundry.run.optimizer_step import clear_gradients, step_optimizer
@@ -274,11 +275,17 @@ def record_finite(monitor: TrainingMonitor, metrics: dict[str, torch.Tensor], al
 
 
 def open_collector(
-    model: Any, env: EnvSource | None, run_dir: str | Path | None, quiet: bool, config: dict, checkpoint_every: int | None
+    model: Any,
+    env: EnvSource | None,
+    run_dir: str | Path | None,
+    quiet: bool,
+    config: dict,
+    checkpoint_every: int | None,
+    evaluation: PeriodicEvaluation | None,
 ) -> ReplayCollector:
-    """Set up a new model (validated config, RNGs, run directory, env; torch threads) and return
-    the ReplayCollector it trains with."""
-    model.training_env = initialise(model, env, run_dir, quiet, config, checkpoint_every)
+    """Set up a new model (validated config, RNGs, run directory, env; torch threads, periodic
+    checkpoints and evaluations) and return the ReplayCollector it trains with."""
+    model.training_env = initialise(model, env, run_dir, quiet, config, checkpoint_every, evaluation)
     configure_threads(model.config.torch_threads)
     return ReplayCollector(model.training_env, model.config, type(model).__name__, model.rng)
 

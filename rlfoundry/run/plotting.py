@@ -1,4 +1,5 @@
-"""Learning curves from runs' progress.csv files, drawn with matplotlib's Agg backend."""
+"""Learning curves from runs' progress.csv files (and their evaluations.csv, where periodic
+evaluation was on), drawn with matplotlib's Agg backend."""
 
 from __future__ import annotations
 
@@ -27,8 +28,19 @@ def read_curve(run_dir: Path) -> tuple[list[float], list[float]]:
     return steps, returns
 
 
+def read_evaluations(run_dir: Path) -> tuple[list[float], list[float]]:
+    """(steps, mean evaluation returns) from a run's evaluations.csv; empty lists without one."""
+    path = Path(run_dir) / "evaluations.csv"
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [float(row["step"]) for row in rows], [float(row["mean_return"]) for row in rows]
+
+
 def plot_learning_curves(run_dirs: list[Path], output: Path) -> Path:
-    """One line per run: mean episode return per logging interval against environment steps."""
+    """One line per run: mean episode return per logging interval against environment steps, and
+    the periodic evaluations' mean returns as markers in the same colour."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,7 +49,11 @@ def plot_learning_curves(run_dirs: list[Path], output: Path) -> Path:
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=110)
     for run_dir in run_dirs:
         steps, returns = read_curve(Path(run_dir))
-        axes.plot(steps, returns, label=Path(run_dir).name, linewidth=1.5)
+        (line,) = axes.plot(steps, returns, label=Path(run_dir).name, linewidth=1.5)
+        evaluation_steps, evaluation_returns = read_evaluations(Path(run_dir))
+        if evaluation_steps:
+            axes.plot(evaluation_steps, evaluation_returns, "o--", color=line.get_color(), markersize=4,
+                      linewidth=0.8, label=f"{Path(run_dir).name} (evaluation)")
     axes.set_xlabel("environment steps")
     axes.set_ylabel("mean episode return")
     axes.grid(alpha=0.3)

@@ -1,0 +1,179 @@
+"""Periodic evaluation: `PeriodicEvaluation(every=N)` evaluates at the first point between updates
+past each multiple of N, leaves training bit for bit as it would be without it, logs every
+evaluation and keeps the best policy as RUN_DIR/checkpoints/best."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.envs.classic_control import CartPoleEnv
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import rlfoundry
+from rlfoundry import PeriodicEvaluation
+from rlfoundry.cli import main
+from rlfoundry.run.checkpoint import load_checkpoint
+from rlfoundry.run.config import ConfigError
+from rlfoundry.run.plotting import read_evaluations
+
+# (algorithm, env, config, total steps, evaluation every, env steps between points where
+# training stands between updates; None: whole episodes, so no fixed step)
+CASES = {
+    "reinforce": ("CartPole-v1", dict(n_envs=2, hidden_sizes=(16,)), 300, 100, None),
+    "q-learning": ("FrozenLake-v1", dict(n_envs=2), 400, 150, 2),
+    "dqn": ("CartPole-v1", dict(hidden_sizes=(16,), batch_size=8, learning_starts=16, buffer_size=500, train_freq=4), 200, 70, 1),
+    "ppo": ("CartPole-v1", dict(n_envs=2, n_steps=16, batch_size=16, n_epochs=2, hidden_sizes=(16,)), 160, 50, 32),
+    "sac": ("Pendulum-v1", dict(actor_hidden_sizes=(16,), critic_hidden_sizes=(16,), batch_size=16, learning_starts=50), 150, 60, 1),
+}
+
+
+def first_points_past_multiples(total: int, every: int, granularity: int) -> list[int]:
+    """The step counts among granularity, 2 granularity, ... (up to the first >= total) where a
+    multiple of `every` was passed since the one before."""
+    end = -(-total // granularity) * granularity
+    steps = range(granularity, end + 1, granularity)
+    return [step for step in steps if step // every > (step - granularity) // every]
+
+
+def test_first_points_past_multiples_by_hand():
+    assert first_points_past_multiples(160, 50, 32) == [64, 128, 160]
+    assert first_points_past_multiples(400, 150, 2) == [150, 300]
+    assert first_points_past_multiples(100, 10, 25) == [25, 50, 75, 100]
+    assert first_points_past_multiples(70, 30, 25) == [50, 75]
+
+
+def final_numbers(run_dir):
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "final")
+    return checkpoint.counters, checkpoint.tensors, checkpoint.arrays
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_evaluations_fall_past_each_multiple_and_leave_training_bit_for_bit_unchanged(tmp_path, name):
+    """Stochastic evaluation draws from numpy's and torch's generators; they are put back, so the
+    final checkpoint equals that of a run without evaluation in every counter, tensor and array."""
+    env_id, config, total, every, granularity = CASES[name]
+    cls = rlfoundry.ALGORITHMS[name]
+    plain = cls(env_id, run_dir=tmp_path / "plain", quiet=True, **config).learn(total)
+    evaluation = PeriodicEvaluation(every=every, episodes=3, deterministic=False)
+    evaluated = cls(env_id, run_dir=tmp_path / "evaluated", quiet=True, evaluation=evaluation, **config).learn(total)
+
+    assert plain.evaluations == []
+    steps = [point.step for point in evaluated.evaluations]
+    if granularity is None:
+        assert steps and steps == sorted(steps) and len({step // every for step in steps}) == len(steps)
+    else:
+        assert steps == first_points_past_multiples(total, every, granularity)
+    assert all(point.result.returns.shape == (3,) for point in evaluated.evaluations)
+    counters, tensors, arrays = final_numbers(tmp_path / "evaluated")
+    plain_counters, plain_tensors, plain_arrays = final_numbers(tmp_path / "plain")
+    assert counters == plain_counters
+    assert tensors.keys() == plain_tensors.keys() and arrays.keys() == plain_arrays.keys()
+    assert all(torch.equal(tensors[key], plain_tensors[key]) for key in tensors)
+    assert all(np.array_equal(arrays[key], plain_arrays[key]) for key in arrays)
+
+
+def evaluation_rows(run_dir):
+    with open(run_dir / "evaluations.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+PPO_CONFIG = dict(n_envs=4, n_steps=64, batch_size=64, n_epochs=4, learning_rate=3e-3, hidden_sizes=(32,), seed=3)
+
+
+def test_the_best_checkpoint_holds_the_best_evaluated_policy(tmp_path):
+    run_dir = tmp_path / "run"
+    evaluation = PeriodicEvaluation(every=1024, episodes=4, seed=7)
+    model = rlfoundry.PPO("CartPole-v1", run_dir=run_dir, quiet=True, evaluation=evaluation, **PPO_CONFIG).learn(6144)
+
+    steps = [point.step for point in model.evaluations]
+    means = [point.result.mean for point in model.evaluations]
+    assert steps == [1024, 2048, 3072, 4096, 5120, 6144]
+    assert len(set(means)) > 1, "every evaluation scored the same: the test cannot tell the best apart"
+    rows = evaluation_rows(run_dir)
+    assert list(rows[0]) == ["step", "mean_return", "std_return", "mean_length", "episodes"]
+    assert [int(row["step"]) for row in rows] == steps
+    assert [float(row["mean_return"]) for row in rows] == pytest.approx(means)
+    assert {int(row["episodes"]) for row in rows} == {4}
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    scalars = events.Scalars("eval/mean_return")
+    assert [event.step for event in scalars] == steps
+    assert [event.value for event in scalars] == pytest.approx(means)
+
+    best = model.evaluations[int(np.argmax(means))]  # the first of equal bests is kept
+    assert load_checkpoint(run_dir / "checkpoints" / "best").counters["steps"] == best.step
+    again = rlfoundry.evaluate(rlfoundry.load(run_dir / "checkpoints" / "best"), n_episodes=4, seed=7)
+    np.testing.assert_array_equal(again.returns, best.result.returns)
+    # The last evaluation is the final policy's: the same episodes as evaluate() on it.
+    final = rlfoundry.evaluate(model, n_episodes=4, seed=7)
+    np.testing.assert_array_equal(final.returns, model.evaluations[-1].result.returns)
+
+
+def test_resuming_in_the_run_directory_replaces_best_only_with_a_better_one(tmp_path):
+    run_dir = tmp_path / "run"
+    evaluation = PeriodicEvaluation(every=512, episodes=2)
+    rlfoundry.PPO("CartPole-v1", run_dir=run_dir, quiet=True, evaluation=evaluation, **PPO_CONFIG).learn(1024)
+    best_steps = load_checkpoint(run_dir / "checkpoints" / "best").counters["steps"]
+    with open(run_dir / "evaluations.csv", "a", newline="") as handle:
+        # An unbeatable score recorded earlier in this run directory.
+        handle.write("1024,1000000.0,0.0,500.0,2\n")
+
+    resumed = rlfoundry.load(run_dir / "checkpoints" / "final", run_dir=run_dir, quiet=True, evaluation=evaluation)
+    resumed.learn(1024)
+    assert [point.step for point in resumed.evaluations] == [1536, 2048]
+    assert load_checkpoint(run_dir / "checkpoints" / "best").counters["steps"] == best_steps
+    assert [int(row["step"]) for row in evaluation_rows(run_dir)] == [512, 1024, 1024, 1536, 2048]
+
+
+def test_without_a_run_directory_nothing_is_written_and_the_evaluations_are_on_the_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    model = rlfoundry.QLearning("FrozenLake-v1", evaluation=PeriodicEvaluation(every=100, episodes=5)).learn(300)
+    assert not any(tmp_path.iterdir())
+    assert [point.step for point in model.evaluations] == [100, 200, 300]
+    out = capsys.readouterr().out
+    assert "q-learning: evaluation at step 200: mean return" in out
+
+
+def test_bad_evaluations_are_refused_before_anything_is_trained(tmp_path):
+    with pytest.raises(ConfigError, match="evaluation every=0 is out of range"):
+        PeriodicEvaluation(every=0)
+    with pytest.raises(ConfigError, match="evaluation episodes must be an integer"):
+        PeriodicEvaluation(every=10, episodes=2.5)
+    with pytest.raises(ConfigError, match="evaluation deterministic must be True or False"):
+        PeriodicEvaluation(every=10, deterministic="yes")
+    with pytest.raises(ConfigError, match=r"pass rlfoundry.PeriodicEvaluation\(every=...\)"):
+        rlfoundry.PPO("CartPole-v1", evaluation=10_000)
+    rlfoundry.QLearning("FrozenLake-v1", quiet=True).save(tmp_path / "saved")
+    with pytest.raises(TypeError, match="evaluation=..."):
+        rlfoundry.load(tmp_path / "saved", evaluate_every=10)
+
+    # An env object made without gym.make has no id to evaluate on: said at learn(), before the first step.
+    model = rlfoundry.DQN(CartPoleEnv(), quiet=True, evaluation=PeriodicEvaluation(every=10))
+    with pytest.raises(ConfigError, match=r"pass PeriodicEvaluation\(..., env=...\)"):
+        model.learn(100)
+    assert model.steps == 0
+    model.evaluation = PeriodicEvaluation(every=50, episodes=1, env="CartPole-v1")
+    assert [point.step for point in model.learn(100).evaluations] == [50, 100]
+
+
+def test_rlf_train_eval_every_writes_evaluations_and_the_best_checkpoint(tmp_path, capsys):
+    status = main([
+        "train", "q-learning", "FrozenLake-v1", "--steps", "300", "--eval-every", "100", "--eval-episodes", "3",
+        "--runs-dir", str(tmp_path), "--quiet",
+    ])
+    out = capsys.readouterr().out
+    assert status == 0
+    (run_dir,) = list(tmp_path.iterdir())
+    assert [int(row["step"]) for row in evaluation_rows(run_dir)] == [100, 200, 300]
+    assert (run_dir / "checkpoints" / "best" / "manifest.json").is_file()
+    assert "best periodic evaluation: mean return" in out
+    assert read_evaluations(run_dir)[0] == [100.0, 200.0, 300.0]  # the markers on learning_curve.png
+
+    assert main(["resume", str(run_dir), "--steps", "100", "--eval-every", "100", "--eval-episodes", "3", "--quiet"]) == 0
+    assert [int(row["step"]) for row in evaluation_rows(run_dir)] == [100, 200, 300, 400]
+    capsys.readouterr()
+
+    assert main(["train", "q-learning", "FrozenLake-v1", "--eval-every", "0", "--runs-dir", str(tmp_path)]) == 2
+    assert "--eval-every=0 is out of range" in capsys.readouterr().err
+    assert len(list(tmp_path.iterdir())) == 1
