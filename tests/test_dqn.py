@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import rlfoundry
+from rlfoundry import PeriodicEvaluation
 from rlfoundry.algorithms.dqn import DQN, crossings
 from rlfoundry.data.replay import ReplayBuffer
 from rlfoundry.envs.spaces import SpaceError
@@ -233,13 +234,12 @@ def test_bad_config_values_are_named():
 
 # -- learning ----------------------------------------------------------------------------------
 
-def best_evaluation_within(model: DQN, total_steps: int, every: int, seed: int) -> float:
-    """Train `total_steps` steps, evaluating the greedy policy every `every` steps: the best mean."""
-    best = -math.inf
-    for _ in range(total_steps // every):
-        model.learn(every)
-        best = max(best, rlfoundry.evaluate(model, n_episodes=10, seed=seed).mean)
-    return best
+def best_evaluation_within(total_steps: int, every: int, evaluation_seed: int, **config) -> float:
+    """Train DQN on CartPole `total_steps` steps, evaluating the greedy policy on 10 episodes every
+    `every` steps: the best mean, which is the policy RUN_DIR/checkpoints/best would hold."""
+    evaluation = PeriodicEvaluation(every=every, episodes=10, seed=evaluation_seed)
+    model = DQN("CartPole-v1", evaluation=evaluation, **config).learn(total_steps)
+    return max(point.result.mean for point in model.evaluations)
 
 
 FAST_CARTPOLE = dict(
@@ -259,21 +259,20 @@ FAST_CARTPOLE = dict(
 
 def test_dqn_solves_cartpole_quickly_with_a_small_network():
     """The preset's recipe scaled down (64x64, 32 gradient steps per 64 env steps): 12k steps."""
-    model = DQN("CartPole-v1", seed=0, **FAST_CARTPOLE)
-    assert best_evaluation_within(model, 12_000, 2_000, seed=100) >= 475
+    assert best_evaluation_within(12_000, 2_000, evaluation_seed=100, **{**FAST_CARTPOLE, "seed": 0}) >= 475
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("double_q", [False, True])
 def test_dqn_solves_cartpole_within_50k_steps_on_two_of_three_seeds(double_q):
-    """The preset (RL Zoo's, the benchmark's settings) with a greedy evaluation every 10k steps, as
-    an evaluation callback would: DQN on CartPole oscillates, so the last policy is not always the best."""
+    """The preset (RL Zoo's, the benchmark's settings) with a greedy evaluation every 10k steps
+    (PeriodicEvaluation): DQN on CartPole oscillates, so the last policy is not always the best."""
     preset = load_preset("dqn", "CartPole-v1")
     assert preset.steps == 50_000
     best = []
     for seed in range(3):
-        model = DQN("CartPole-v1", seed=seed, quiet=True, **{**preset.config, "double_q": double_q})
-        best.append(best_evaluation_within(model, preset.steps, 10_000, seed=1000 + seed))
+        config = {**preset.config, "double_q": double_q, "seed": seed, "quiet": True}
+        best.append(best_evaluation_within(preset.steps, 10_000, evaluation_seed=1000 + seed, **config))
     assert sum(value >= 475 for value in best) >= 2, best
 
 
