@@ -157,6 +157,27 @@ def test_bad_evaluations_are_refused_before_anything_is_trained(tmp_path):
     assert [point.step for point in model.learn(100).evaluations] == [50, 100]
 
 
+class CountedClosesCartPole(CartPoleEnv):
+    closes = 0
+
+    def close(self):
+        self.closes += 1
+        super().close()
+
+
+def test_an_evaluation_env_object_serves_every_learn_call():
+    """An env object given for evaluation is the caller's: it stays open from one learn() to the next."""
+    evaluation_env = CountedClosesCartPole()
+    evaluation = PeriodicEvaluation(every=50, episodes=2, env=evaluation_env, seed=5)
+    model = rlfoundry.DQN(CartPoleEnv(), quiet=True, evaluation=evaluation, learning_starts=1000)
+    model.learn(100).learn(100)
+    points = model.evaluations
+    assert [point.step for point in points] == [50, 100, 150, 200]
+    # Before learning_starts the network is untouched, so every evaluation plays the same episodes.
+    assert all(np.array_equal(point.result.returns, points[0].result.returns) for point in points)
+    assert evaluation_env.closes == 0
+
+
 def test_rlf_train_eval_every_writes_evaluations_and_the_best_checkpoint(tmp_path, capsys):
     status = main([
         "train", "q-learning", "FrozenLake-v1", "--steps", "300", "--eval-every", "100", "--eval-episodes", "3",

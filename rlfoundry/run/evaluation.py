@@ -153,7 +153,9 @@ class PeriodicEvaluator:
         # The same number of copies as evaluate() opens for an env id, so the episodes are the same.
         n_envs = env.num_envs if isinstance(env, VectorEnv) else 1 if isinstance(env, gym.Env) else min(plan.episodes, 8)
         self.env = make_env(env, n_envs=n_envs, seed=self.seed)
-        self.owns_env = self.env is not env
+        # Envs made here from an id or a factory are closed at the end; an env object the caller
+        # passed stays open for the next learn() call.
+        self.owns_env = not isinstance(env, (gym.Env, VectorEnv))
 
     def due(self, previous_step: int, step: int) -> bool:
         """Whether the env-step count passed a multiple of `every` in (previous_step, step]."""
