@@ -37,6 +37,16 @@ class EvaluationResult:
         return f"mean return {self.mean:.2f} +/- {self.std:.2f} over {self.returns.size} episodes"
 
 
+def evaluation_env_count(env: EnvSource, n_episodes: int, max_envs: int = 8) -> int:
+    """How many env copies an evaluation runs: a vector env's own, 1 for an env object, else
+    one per episode up to max_envs."""
+    if isinstance(env, VectorEnv):
+        return env.num_envs
+    if isinstance(env, gym.Env):
+        return 1
+    return min(n_episodes, max_envs)
+
+
 def evaluate(
     model: Any,
     env: EnvSource | None = None,
@@ -56,12 +66,7 @@ def evaluate(
     env = model.env_id if env is None else env
     if env is None:
         raise ValueError("this model does not know its environment id: pass env=... to evaluate")
-    if isinstance(env, VectorEnv):
-        n_envs = env.num_envs
-    elif isinstance(env, gym.Env):
-        n_envs = 1
-    else:
-        n_envs = min(n_episodes, max_envs)
+    n_envs = evaluation_env_count(env, n_episodes, max_envs)
     vector_env = make_env(env, n_envs=n_envs, seed=seed)
     quotas = np.full(n_envs, n_episodes // n_envs)
     quotas[: n_episodes % n_envs] += 1
@@ -150,9 +155,8 @@ class PeriodicEvaluator:
         self.model = model
         self.plan = plan
         self.seed = plan.seed if plan.seed is not None else model.config.seed + EVALUATION_SEED_OFFSET
-        # The same number of copies as evaluate() opens for an env id, so the episodes are the same.
-        n_envs = env.num_envs if isinstance(env, VectorEnv) else 1 if isinstance(env, gym.Env) else min(plan.episodes, 8)
-        self.env = make_env(env, n_envs=n_envs, seed=self.seed)
+        # As many copies as evaluate() would open, so that the episodes are the same as its.
+        self.env = make_env(env, n_envs=evaluation_env_count(env, plan.episodes), seed=self.seed)
         # Envs made here from an id or a factory are closed at the end; an env object the caller
         # passed stays open for the next learn() call.
         self.owns_env = not isinstance(env, (gym.Env, VectorEnv))
