@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=int, metavar="N",
                        help="also evaluate every N env steps, logging to RUN_DIR/evaluations.csv and keeping the best "
                             "policy as RUN_DIR/checkpoints/best")
+    train.add_argument("--stop-at-return", type=float, metavar="R",
+                       help="with --eval-every: stop at the first evaluation whose mean return is at least R")
     train.add_argument("--checkpoint-every", type=int, metavar="N",
                        help="also write RUN_DIR/checkpoints/latest every N env steps (for `rlf resume` after a crash)")
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="evaluation episodes after training (and at each --eval-every)")
     resume.add_argument("--eval-every", type=int, metavar="N",
                         help="also evaluate every N env steps; a run directory's checkpoints/best is replaced only by a better one")
+    resume.add_argument("--stop-at-return", type=float, metavar="R",
+                        help="with --eval-every: stop at the first evaluation whose mean return is at least R")
     resume.add_argument("--checkpoint-every", type=int, metavar="N", help="also write checkpoints/latest every N env steps")
     resume.add_argument("--quiet", action="store_true", help="print only the final summary")
 
@@ -142,14 +146,16 @@ def train(arguments: argparse.Namespace) -> int:
 
 
 def periodic_evaluation(arguments: argparse.Namespace) -> PeriodicEvaluation | None:
-    """The PeriodicEvaluation that --eval-every and --eval-episodes ask for, or None."""
+    """The PeriodicEvaluation that --eval-every, --eval-episodes and --stop-at-return ask for, or None."""
     if arguments.eval_episodes < 1:
         raise UsageError(f"--eval-episodes={arguments.eval_episodes} is out of range: allowed integers >= 1")
     if arguments.eval_every is None:
+        if arguments.stop_at_return is not None:
+            raise UsageError("--stop-at-return needs --eval-every N: the return it stops at is an evaluation's")
         return None
     if arguments.eval_every < 1:
         raise UsageError(f"--eval-every={arguments.eval_every} is out of range: allowed integers >= 1")
-    return PeriodicEvaluation(every=arguments.eval_every, episodes=arguments.eval_episodes)
+    return PeriodicEvaluation(every=arguments.eval_every, episodes=arguments.eval_episodes, stop_at=arguments.stop_at_return)
 
 
 def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) -> int:

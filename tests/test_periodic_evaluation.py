@@ -73,6 +73,44 @@ def test_evaluations_fall_past_each_multiple_and_leave_training_bit_for_bit_unch
     assert all(np.array_equal(arrays[key], plain_arrays[key]) for key in arrays)
 
 
+STOPPING_CASES = {
+    **CASES,
+    "a2c": ("CartPole-v1", dict(n_envs=2, n_steps=5, hidden_sizes=(16,)), 100, 30, 10),
+    "trpo": ("CartPole-v1", dict(n_envs=2, n_steps=16, batch_size=16, hidden_sizes=(16,)), 96, 40, 32),
+}
+
+
+@pytest.mark.parametrize("name", list(STOPPING_CASES))
+def test_stop_at_ends_learn_at_the_first_evaluation_that_reaches_it(tmp_path, name):
+    """Every learn loop ends where the evaluation asks, and writes its final checkpoint there."""
+    env_id, config, total, every, granularity = STOPPING_CASES[name]
+    cls = rlfoundry.ALGORITHMS[name]
+    evaluation = PeriodicEvaluation(every=every, episodes=1, stop_at=-1e9)
+    model = cls(env_id, run_dir=tmp_path, quiet=True, evaluation=evaluation, **config).learn(total)
+    (point,) = model.evaluations
+    if granularity is not None:
+        assert point.step == first_points_past_multiples(total, every, granularity)[0]
+    assert point.step < total
+    assert load_checkpoint(tmp_path / "checkpoints" / "final").counters["steps"] == point.step
+    if name == "reinforce":
+        # The next learn() call counts its steps from the stop, not from the target it did not reach.
+        assert model.collector.step_target == point.step
+
+
+def test_stop_at_a_return_the_run_reaches_stops_at_its_first_evaluation_there(tmp_path):
+    evaluation = PeriodicEvaluation(every=1024, episodes=4, seed=7)
+    full = rlfoundry.PPO("CartPole-v1", quiet=True, evaluation=evaluation, **PPO_CONFIG).learn(6144)
+    means = [point.result.mean for point in full.evaluations]
+    target = sorted(means)[-2]  # reached before the end of the run, whichever order they came in
+    first = next(index for index, mean in enumerate(means) if mean >= target)
+    assert first < len(means) - 1
+
+    stopping = PeriodicEvaluation(every=1024, episodes=4, seed=7, stop_at=target)
+    stopped = rlfoundry.PPO("CartPole-v1", quiet=True, evaluation=stopping, **PPO_CONFIG).learn(6144)
+    assert stopped.steps == full.evaluations[first].step
+    assert [point.result.mean for point in stopped.evaluations] == means[: first + 1]
+
+
 def evaluation_rows(run_dir):
     with open(run_dir / "evaluations.csv", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -142,6 +180,8 @@ def test_bad_evaluations_are_refused_before_anything_is_trained(tmp_path):
         PeriodicEvaluation(every=10, episodes=2.5)
     with pytest.raises(ConfigError, match="evaluation deterministic must be True or False"):
         PeriodicEvaluation(every=10, deterministic="yes")
+    with pytest.raises(ConfigError, match=r"evaluation stop_at=nan is out of range"):
+        PeriodicEvaluation(every=10, stop_at=float("nan"))
     with pytest.raises(ConfigError, match=r"pass rlfoundry.PeriodicEvaluation\(every=...\)"):
         rlfoundry.PPO("CartPole-v1", evaluation=10_000)
     rlfoundry.QLearning("FrozenLake-v1", quiet=True).save(tmp_path / "saved")
@@ -197,4 +237,14 @@ def test_rlf_train_eval_every_writes_evaluations_and_the_best_checkpoint(tmp_pat
 
     assert main(["train", "q-learning", "FrozenLake-v1", "--eval-every", "0", "--runs-dir", str(tmp_path)]) == 2
     assert "--eval-every=0 is out of range" in capsys.readouterr().err
+    assert main(["train", "q-learning", "FrozenLake-v1", "--stop-at-return", "1", "--runs-dir", str(tmp_path)]) == 2
+    assert "--stop-at-return needs --eval-every N" in capsys.readouterr().err
     assert len(list(tmp_path.iterdir())) == 1
+
+    stop_root = tmp_path / "stopping"
+    assert main([
+        "train", "q-learning", "FrozenLake-v1", "--steps", "300", "--eval-every", "100", "--stop-at-return", "-1",
+        "--runs-dir", str(stop_root), "--quiet",
+    ]) == 0
+    (run_dir,) = list(stop_root.iterdir())
+    assert load_checkpoint(run_dir / "checkpoints" / "final").counters["steps"] == 100

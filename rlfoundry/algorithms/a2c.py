@@ -147,6 +147,8 @@ class A2C:
             learning_rate = scheduled(config.learning_rate, config.learning_rate_schedule, self.steps, horizon)
             self.update(batch, learning_rate, monitor)
             monitor.step(self.steps)
+            if monitor.stop_requested:
+                break
         finish_learning(self, monitor)
         return self
 

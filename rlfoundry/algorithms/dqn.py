@@ -276,6 +276,8 @@ class DQN:
                 self._train(bursts * config.gradient_steps, monitor)
             monitor.episodes(self.steps, finished_returns, finished_lengths)
             monitor.step(self.steps)
+            if monitor.stop_requested:
+                return
 
     def _update_target(self, count: int) -> None:
         """`count` target updates at once: Polyak averaging applied count times is one average

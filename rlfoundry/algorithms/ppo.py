@@ -157,6 +157,8 @@ class PPO:
             clip_range = scheduled(config.clip_range, config.clip_range_schedule, self.steps, horizon)
             self.update(batch, learning_rate, clip_range, monitor)
             monitor.step(self.steps)
+            if monitor.stop_requested:
+                break
         finish_learning(self, monitor)
         return self
 

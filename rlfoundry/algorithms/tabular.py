@@ -189,6 +189,8 @@ class TabularTD:
             if monitor.due(self.steps):
                 monitor.record("train/epsilon", epsilon)
             monitor.step(self.steps)
+            if monitor.stop_requested:
+                break
         monitor.close(self.steps)
         if self.run_dir is not None:
             self.save(self.run_dir / "checkpoints" / "final")

@@ -143,6 +143,8 @@ class TRPO:
             require_finite({"value_loss": value_loss_mean}, self.name, self.steps)
             monitor.record("train/value_loss", value_loss_mean)
             monitor.step(self.steps)
+            if monitor.stop_requested:
+                break
         finish_learning(self, monitor)
         return self
 

@@ -101,6 +101,9 @@ class EpisodeCollector:
         while True:
             yield self.batch(self.collect(monitor))
             monitor.step(self.steps)
+            if monitor.stop_requested:
+                # The next learn() call counts its steps from here, not from the unreached target.
+                self.step_target = self.steps
             if self.steps >= self.step_target:
                 return
 

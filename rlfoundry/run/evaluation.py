@@ -12,7 +12,7 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from rlfoundry.envs.vector import EnvSource, EpisodeTracker, make_env, step_vector
-from rlfoundry.run.config import ConfigError, require_int
+from rlfoundry.run.config import ConfigError, require_int, require_range
 
 # Evaluation envs are seeded apart from the training envs (`rlf train`'s final evaluation too).
 EVALUATION_SEED_OFFSET = 10_000
@@ -103,7 +103,9 @@ class PeriodicEvaluation:
     leave training exactly as it would have been without them: the model's numpy and torch
     random states are put back afterwards. With a run directory, each one is a row of
     RUN_DIR/evaluations.csv and `eval/*` scalars in TensorBoard, and every new best mean writes
-    RUN_DIR/checkpoints/best; `model.evaluations` lists those of the model's learn() calls."""
+    RUN_DIR/checkpoints/best; `model.evaluations` lists those of the model's learn() calls.
+    With `stop_at`, learn() ends early, at the first evaluation that reaches it (the final
+    checkpoint is written there as usual)."""
 
     every: int
     "env steps between evaluations"
@@ -115,6 +117,8 @@ class PeriodicEvaluation:
     "act with the policy's mode (or greedily), else sample"
     seed: int | None = None
     "seed of the evaluation envs, reset to it at every evaluation; None: the config's seed + 10,000"
+    stop_at: float | None = None
+    "end learn() at the first evaluation whose mean return is at least this; None: never"
 
     def __post_init__(self) -> None:
         require_int("evaluation every", self.every, 1)
@@ -123,6 +127,8 @@ class PeriodicEvaluation:
             raise ConfigError(f"evaluation deterministic must be True or False, got {self.deterministic!r}")
         if self.seed is not None:
             require_int("evaluation seed", self.seed, 0)
+        if self.stop_at is not None:
+            require_range("evaluation stop_at", self.stop_at)
 
 
 def checked_evaluation(value: PeriodicEvaluation | None) -> PeriodicEvaluation | None:

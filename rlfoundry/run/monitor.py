@@ -94,6 +94,8 @@ class TrainingMonitor:
         self.checkpoint_every = checkpoint_every if run_dir is not None and save is not None else None
         self.save = save
         self.evaluator = evaluator
+        # Set by an evaluation that reaches the evaluation's stop_at: the learn loop ends there.
+        self.stop_requested = False
         self.evaluation_log = None
         self.best_mean_return = -math.inf
         if run_dir is not None and evaluator is not None:
@@ -165,7 +167,7 @@ class TrainingMonitor:
         """Called where training stands between updates (every algorithm calls it only there):
         reports when due, evaluates each time the env-step count passes a multiple of the
         evaluation's `every`, and writes RUN_DIR/checkpoints/latest each time it passes a
-        multiple of checkpoint_every."""
+        multiple of checkpoint_every. The loop ends when `stop_requested` is set after it."""
         if step >= self.next_dump:
             self.dump(step)
             while self.next_dump <= step:
@@ -177,8 +179,11 @@ class TrainingMonitor:
         self.last_step = step
 
     def evaluation(self, point: EvaluationPoint) -> None:
-        """Report a periodic evaluation, and with a run directory keep a new best as checkpoints/best."""
+        """Report a periodic evaluation, with a run directory keep a new best as checkpoints/best,
+        and ask the learn loop to stop if the evaluation reached its stop_at."""
         result = point.result
+        stop_at = self.evaluator.plan.stop_at
+        self.stop_requested = stop_at is not None and result.mean >= stop_at
         is_best = result.mean > self.best_mean_return
         if is_best:
             self.best_mean_return = result.mean
@@ -194,6 +199,8 @@ class TrainingMonitor:
         if is_best and self.run_dir is not None and self.save is not None:
             self.save(self.run_dir / "checkpoints" / "best")
         self.display.note(f"evaluation at step {point.step}: {result}{' (new best)' if is_best else ''}")
+        if self.stop_requested:
+            self.display.note(f"stopping: the mean return reached stop_at={stop_at:g}")
 
     def dump(self, step: int) -> None:
         now = time.perf_counter()

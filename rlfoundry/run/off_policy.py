@@ -196,6 +196,8 @@ class ReplayCollector:
                     yield minibatch
             monitor.episodes(self.steps, finished_returns, finished_lengths)
             monitor.step(self.steps)
+            if monitor.stop_requested:
+                return
 
     def predict(self, observations: Any, policy: UnitPolicy) -> np.ndarray:
         """Env actions for observations [B, O] (or one unbatched observation [O])."""
