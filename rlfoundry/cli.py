@@ -7,6 +7,7 @@ corrupt checkpoint) print one line naming what was wrong and exit with status 2,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -138,6 +139,7 @@ def train(arguments: argparse.Namespace) -> int:
         "total_steps": steps,
         "preset_source": preset.source if preset else None,
         "config": config_to_dict(model.config),
+        "periodic_evaluation": None if model.evaluation is None else dataclasses.asdict(model.evaluation),
         "rlfoundry_version": rlfoundry.__version__,
     }, indent=2))
     if preset and not arguments.quiet:

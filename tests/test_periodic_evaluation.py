@@ -3,6 +3,7 @@ past each multiple of N, leaves training bit for bit as it would be without it, 
 evaluation and keeps the best policy as RUN_DIR/checkpoints/best."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -226,6 +227,8 @@ def test_rlf_train_eval_every_writes_evaluations_and_the_best_checkpoint(tmp_pat
     out = capsys.readouterr().out
     assert status == 0
     (run_dir,) = list(tmp_path.iterdir())
+    recorded = json.loads((run_dir / "config.json").read_text())["periodic_evaluation"]
+    assert recorded == dict(every=100, episodes=3, env=None, deterministic=True, seed=None, stop_at=None)
     assert [int(row["step"]) for row in evaluation_rows(run_dir)] == [100, 200, 300]
     assert (run_dir / "checkpoints" / "best" / "manifest.json").is_file()
     assert "best periodic evaluation: mean return" in out
