@@ -47,13 +47,25 @@ def initialise(
     evaluation: evaluate the policy periodically while learning (see PeriodicEvaluation)."""
     check_keys(model.Config, config)
     model.config = model.Config(**config)
+    set_run_options(model, run_dir, quiet, checkpoint_every, evaluation)
+    model.rng = seed_everything(model.config.seed)
+    return TrainingEnv(env, model.config.n_envs, model.config.seed)
+
+
+def set_run_options(
+    model: Any,
+    run_dir: str | Path | None,
+    quiet: bool,
+    checkpoint_every: int | None,
+    evaluation: PeriodicEvaluation | None,
+) -> None:
+    """The options of a run that are not config (not saved in a checkpoint): a new model's and a
+    loaded one's alike, with no evaluations made yet."""
     model.run_dir = Path(run_dir) if run_dir is not None else None
     model.quiet = quiet
     model.checkpoint_every = checked_checkpoint_every(checkpoint_every)
     model.evaluation = checked_evaluation(evaluation)
     model.evaluations = []
-    model.rng = seed_everything(model.config.seed)
-    return TrainingEnv(env, model.config.n_envs, model.config.seed)
 
 
 def checked_checkpoint_every(value: int | None) -> int | None:
@@ -114,11 +126,9 @@ def load_model(cls: type, path: str | Path, env: EnvSource | None, options: dict
     checkpoint = load_checkpoint(path, algorithm=cls.name)
     model = cls.__new__(cls)
     model.config = config_from_dict(cls.Config, checkpoint.config)
-    model.run_dir = Path(options["run_dir"]) if options.get("run_dir") is not None else None
-    model.quiet = options.get("quiet", False)
-    model.checkpoint_every = checked_checkpoint_every(options.get("checkpoint_every"))
-    model.evaluation = checked_evaluation(options.get("evaluation"))
-    model.evaluations = []
+    set_run_options(
+        model, options.get("run_dir"), options.get("quiet", False), options.get("checkpoint_every"), options.get("evaluation")
+    )
     model.rng = restore_generator(checkpoint.state["rng"])
     # Without a saved env position, fresh episodes start from a seed that differs from step 0's.
     seed = model.config.seed + checkpoint.counters["steps"]
