@@ -111,10 +111,12 @@ class DDPG:
         polyak_update(self.target_critics.parameters(), self.critics.parameters(), self.config.tau)
         record_finite(monitor, {"train/critic_loss": critic_loss, "train/actor_loss": actor_loss}, self.name, self.collector.steps)
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, replay_buffer: bool = True) -> Path:
         """Write a checkpoint (networks, optimiser, replay buffer, RNGs, env position) that
-        `rlfoundry.load` reads back exactly."""
-        return save_off_policy(self, path, self.parts())
+        `rlfoundry.load` reads back exactly. replay_buffer=False leaves the buffer out (a policy
+        checkpoint, as checkpoints/best): a model loaded from it refills learning_starts
+        transitions before it trains on."""
+        return save_off_policy(self, path, self.parts(), replay_buffer)
 
     @classmethod
     def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "DDPG":

@@ -272,7 +272,7 @@ class DQN:
             # As in Stable-Baselines3: the target update of a step comes before its gradient steps.
             self._update_target(crossings(before, self.steps, config.target_update_interval))
             bursts = crossings(before, self.steps, config.train_freq)
-            if bursts and self.steps > config.learning_starts:
+            if bursts and self.steps > config.learning_starts and self.replay.warmed_up(config.learning_starts):
                 self._train(bursts * config.gradient_steps, monitor)
             monitor.episodes(self.steps, finished_returns, finished_lengths)
             monitor.step(self.steps)
@@ -366,10 +366,12 @@ class DQN:
 
     # -- saving -------------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, replay_buffer: bool = True) -> Path:
         """Write a checkpoint directory (networks, optimiser, replay buffer, RNGs, env position)
-        that `rlfoundry.load` reads back exactly."""
-        replay_json, replay_arrays = self.replay.checkpoint_state("replay")
+        that `rlfoundry.load` reads back exactly. replay_buffer=False leaves the buffer out (a
+        policy checkpoint, as checkpoints/best; an Atari buffer takes gigabytes): a model loaded
+        from it refills learning_starts transitions before it trains on."""
+        replay_json, replay_arrays = self.replay.checkpoint_state("replay", transitions=replay_buffer)
         return save_model(
             self,
             path,

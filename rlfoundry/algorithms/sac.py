@@ -197,10 +197,12 @@ class SAC:
         }
         record_finite(monitor, metrics, self.name, self.collector.steps)
 
-    def save(self, path: str | Path) -> Path:
-        """Write a checkpoint (networks, temperature, optimiser, replay buffer, RNGs, env position)
-        that `rlfoundry.load` reads back exactly."""
-        return save_off_policy(self, path, self.parts())
+    def save(self, path: str | Path, replay_buffer: bool = True) -> Path:
+        """Write a checkpoint (networks, temperature, optimiser, replay buffer, RNGs, env position) that
+        `rlfoundry.load` reads back exactly. replay_buffer=False leaves the buffer out (a policy
+        checkpoint, as checkpoints/best): a model loaded from it refills learning_starts
+        transitions before it trains on."""
+        return save_off_policy(self, path, self.parts(), replay_buffer)
 
     @classmethod
     def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "SAC":

@@ -127,10 +127,12 @@ class TD3:
             polyak_update(self.target_critics.parameters(), self.critics.parameters(), config.tau)
         record_finite(monitor, metrics, self.name, self.collector.steps)
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, replay_buffer: bool = True) -> Path:
         """Write a checkpoint (networks, optimiser, replay buffer, RNGs, env position) that
-        `rlfoundry.load` reads back exactly."""
-        return save_off_policy(self, path, self.parts())
+        `rlfoundry.load` reads back exactly. replay_buffer=False leaves the buffer out (a policy
+        checkpoint, as checkpoints/best): a model loaded from it refills learning_starts
+        transitions before it trains on."""
+        return save_off_policy(self, path, self.parts(), replay_buffer)
 
     @classmethod
     def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "TD3":

@@ -177,6 +177,13 @@ class ReplayBuffer:
     def full(self) -> bool:
         return self.filled_rows == self.rows
 
+    def warmed_up(self, learning_starts: int) -> bool:
+        """Whether more than `learning_starts` transitions are stored (or the buffer is full). In a
+        run trained from step 0 this holds exactly when more than learning_starts env steps were
+        taken; a model loaded from a checkpoint saved without its buffer (`save(path,
+        replay_buffer=False)`) collects that many again before it trains on."""
+        return len(self) > learning_starts or self.full
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the preallocated arrays now (the side store grows with ended episodes)."""
@@ -387,8 +394,13 @@ class ReplayBuffer:
 
     # -- checkpoints ------------------------------------------------------------------------------
 
-    def checkpoint_state(self, prefix: str = "replay") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """(JSON, arrays) for a checkpoint; only the filled rows are written."""
+    def checkpoint_state(
+        self, prefix: str = "replay", transitions: bool = True
+    ) -> tuple[dict[str, Any] | None, dict[str, np.ndarray]]:
+        """(JSON, arrays) for a checkpoint; only the filled rows are written. transitions=False:
+        (None, {}), a checkpoint without the buffer, which `restore` reads back as an empty one."""
+        if not transitions:
+            return None, {}
         filled = slice(0, self.filled_rows)
         state: dict[str, Any] = {
             "capacity": self.capacity,
@@ -420,8 +432,11 @@ class ReplayBuffer:
             arrays[f"{prefix}.running_steps_since_start"] = self.running_steps_since_start
         return state, arrays
 
-    def restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray], prefix: str = "replay") -> None:
-        """Load what checkpoint_state wrote into this (empty, identically configured) buffer."""
+    def restore(self, state: dict[str, Any] | None, arrays: dict[str, np.ndarray], prefix: str = "replay") -> None:
+        """Load what checkpoint_state wrote into this (empty, identically configured) buffer; a
+        checkpoint saved without its transitions (state None) leaves it empty."""
+        if state is None:
+            return
         for name in ("capacity", "n_envs", "storage", "n_step"):
             if state[name] != getattr(self, name):
                 raise ValueError(

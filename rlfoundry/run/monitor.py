@@ -10,6 +10,8 @@ display is a rich progress bar on a terminal, plain log lines otherwise, and not
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import math
 import sys
 import time
@@ -88,11 +90,13 @@ class TrainingMonitor:
         checkpoint_every: int | None = None,
         save: Callable[[Path], object] | None = None,
         evaluator: PeriodicEvaluator | None = None,
+        save_best: Callable[[Path], object] | None = None,
     ):
         self.run_dir = run_dir
         # Periodic checkpoints need somewhere to go and something to write.
         self.checkpoint_every = checkpoint_every if run_dir is not None and save is not None else None
         self.save = save
+        self.save_best = save_best or save
         self.evaluator = evaluator
         # Set by an evaluation that reaches the evaluation's stop_at: the learn loop ends there.
         self.stop_requested = False
@@ -161,6 +165,7 @@ class TrainingMonitor:
         return cls(
             model.run_dir, total_steps, start_step, model.quiet, title=model.name,
             checkpoint_every=model.checkpoint_every, save=model.save, evaluator=evaluator,
+            save_best=policy_saver(model),
         )
 
     def step(self, step: int) -> None:
@@ -196,8 +201,8 @@ class TrainingMonitor:
         if self.tensorboard is not None:
             for name in ("mean_return", "std_return", "mean_length"):
                 self.tensorboard.add_scalar(f"eval/{name}", row[name], point.step)
-        if is_best and self.run_dir is not None and self.save is not None:
-            self.save(self.run_dir / "checkpoints" / "best")
+        if is_best and self.run_dir is not None and self.save_best is not None:
+            self.save_best(self.run_dir / "checkpoints" / "best")
         self.display.note(f"evaluation at step {point.step}: {result}{' (new best)' if is_best else ''}")
         if self.stop_requested:
             self.display.note(f"stopping: the mean return reached stop_at={stop_at:g}")
@@ -238,6 +243,16 @@ class TrainingMonitor:
             from rlfoundry.run.plotting import plot_learning_curves
 
             plot_learning_curves([self.run_dir], self.run_dir / "learning_curve.png")
+
+
+def policy_saver(model: Any) -> Callable[[Path], object]:
+    """model.save for checkpoints/best: without the replay buffer where the model has one. Best
+    is rewritten at every new best mean, and an Atari buffer of 1M transitions takes about 7 GB;
+    the networks and optimisers are what it is kept for (a model loaded from it refills its
+    buffer before training on)."""
+    if "replay_buffer" in inspect.signature(model.save).parameters:
+        return functools.partial(model.save, replay_buffer=False)
+    return model.save
 
 
 def _make_display(quiet: bool, title: str, start_step: int, end_step: int):

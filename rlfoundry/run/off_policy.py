@@ -170,8 +170,9 @@ class ReplayCollector:
     def batches(self, total_steps: int, explore: UnitPolicy, monitor: TrainingMonitor) -> Iterator[ReplayBatch]:
         """Act for `total_steps` more env steps (rounded up to a multiple of n_envs) and yield,
         after each step, the minibatches due: `gradient_steps` per `train_freq` env steps once
-        more than `learning_starts` steps were taken. Actions are uniformly random before
-        `learning_starts`, then `explore(observations)`."""
+        more than `learning_starts` steps were taken and the buffer holds more than that many
+        transitions (it refills after a load without its buffer). Actions are uniformly random
+        before `learning_starts`, then `explore(observations)`."""
         config, training_env = self.config, self.training_env
         if not training_env.resumed_exactly:
             # Fresh episodes begin: the stored ones must not run on into them.
@@ -187,7 +188,7 @@ class ReplayCollector:
             observations = step.observations
             before, self.steps = self.steps, self.steps + config.n_envs
             bursts = crossings(before, self.steps, config.train_freq)
-            if bursts and self.steps > config.learning_starts:
+            if bursts and self.steps > config.learning_starts and self.replay.warmed_up(config.learning_starts):
                 count = bursts * config.gradient_steps
                 # One draw for the whole burst: a single fancy-index per array instead of `count`.
                 batch = self.replay.sample(config.batch_size * count, self.rng).to_tensors(self.device)
@@ -312,12 +313,13 @@ def split_parts(parts: dict[str, Part]) -> tuple[dict[str, nn.Module], dict[str,
     return {name: part for name, part in parts.items() if name not in optimizers}, optimizers
 
 
-def save_off_policy(model: Any, path: str | Path, parts: dict[str, Part]) -> Path:
-    """Write a checkpoint of `parts` (networks and optimisers by name), the replay buffer, the
-    counters, the RNGs and the env position, which `load_off_policy` reads back exactly."""
+def save_off_policy(model: Any, path: str | Path, parts: dict[str, Part], replay_buffer: bool = True) -> Path:
+    """Write a checkpoint of `parts` (networks and optimisers by name), the replay buffer (unless
+    replay_buffer=False), the counters, the RNGs and the env position, which `load_off_policy`
+    reads back exactly."""
     modules, optimizers = split_parts(parts)
     collector = model.collector
-    replay_json, replay_arrays = collector.replay.checkpoint_state("replay")
+    replay_json, replay_arrays = collector.replay.checkpoint_state("replay", transitions=replay_buffer)
     return save_model(
         model,
         path,

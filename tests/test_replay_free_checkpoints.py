@@ -1,0 +1,100 @@
+"""Checkpoints without the replay buffer (`save(path, replay_buffer=False)`, and checkpoints/best):
+the networks and optimisers exactly, no transitions; a model loaded from one collects
+learning_starts transitions again before its first gradient step."""
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+import rlfoundry
+from rlfoundry import PeriodicEvaluation
+from rlfoundry.data.replay import ReplayBuffer
+from rlfoundry.run.checkpoint import load_checkpoint
+from rlfoundry.run.monitor import policy_saver
+
+LEARNING_STARTS = 20
+# One gradient step (or update) per env step once training runs, so counts are exact.
+CASES = {
+    "dqn": ("CartPole-v1", dict(hidden_sizes=(16,), batch_size=8, buffer_size=500, train_freq=1)),
+    "ddpg": ("Pendulum-v1", dict(actor_hidden_sizes=(16,), critic_hidden_sizes=(16,), batch_size=8)),
+    "td3": ("Pendulum-v1", dict(actor_hidden_sizes=(16,), critic_hidden_sizes=(16,), batch_size=8)),
+    "sac": ("Pendulum-v1", dict(actor_hidden_sizes=(16,), critic_hidden_sizes=(16,), batch_size=8)),
+}
+
+
+def updates_of(model) -> int:
+    """Gradient steps (DQN) or updates (the actor-critics) taken so far."""
+    return model.gradient_steps_done if hasattr(model, "gradient_steps_done") else model.collector.updates
+
+
+def test_warmed_up_is_more_than_learning_starts_transitions_or_full():
+    buffer = ReplayBuffer(6, spaces.Box(-1, 1, (2,)), spaces.Discrete(2), n_envs=2)
+    observations = np.zeros((2, 2), dtype=np.float32)
+    no = np.zeros(2, dtype=bool)
+    seen = []
+    for _ in range(4):
+        seen.append((len(buffer), buffer.warmed_up(2), buffer.warmed_up(10)))
+        buffer.add(observations, np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.float32), observations, no, no)
+    # len 0, 2, 4, 6 (full); learning_starts 10 exceeds the capacity: full is enough.
+    assert seen == [(0, False, False), (2, False, False), (4, True, False), (6, True, True)]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_checkpoint_without_the_buffer_keeps_everything_else_and_refills_before_training(tmp_path, name):
+    env_id, config = CASES[name]
+    cls = rlfoundry.ALGORITHMS[name]
+    model = cls(env_id, quiet=True, learning_starts=LEARNING_STARTS, **config).learn(60)
+    assert updates_of(model) == 60 - LEARNING_STARTS
+    model.save(tmp_path / "full")
+    model.save(tmp_path / "policy", replay_buffer=False)
+
+    full, policy = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "policy")
+    assert any(key.startswith("replay.") for key in full.arrays)
+    assert not any(key.startswith("replay.") for key in policy.arrays)
+    assert policy.state["replay"] is None
+    assert policy.counters == full.counters
+    assert policy.tensors.keys() == full.tensors.keys()
+    assert all(torch.equal(policy.tensors[key], full.tensors[key]) for key in full.tensors)
+
+    space = gymnasium.make(env_id).observation_space
+    space.seed(0)
+    observations = np.stack([space.sample() for _ in range(5)])
+    loaded = rlfoundry.load(tmp_path / "policy", quiet=True)
+    np.testing.assert_array_equal(loaded.predict(observations), model.predict(observations))
+    assert len(loaded.replay if name == "dqn" else loaded.collector.replay) == 0
+
+    # The empty buffer is refilled first: no step on the first learning_starts transitions.
+    loaded.learn(LEARNING_STARTS)
+    assert updates_of(loaded) == 60 - LEARNING_STARTS
+    loaded.learn(5)
+    assert updates_of(loaded) == 60 - LEARNING_STARTS + 5
+    # With its buffer a loaded model trains on at once.
+    with_buffer = rlfoundry.load(tmp_path / "full", quiet=True).learn(5)
+    assert updates_of(with_buffer) == 60 - LEARNING_STARTS + 5
+
+
+def test_the_best_checkpoint_leaves_the_replay_buffer_out(tmp_path):
+    run_dir = tmp_path / "run"
+    evaluation = PeriodicEvaluation(every=100, episodes=3, seed=5)
+    model = rlfoundry.DQN(
+        "CartPole-v1", run_dir=run_dir, quiet=True, evaluation=evaluation, learning_starts=LEARNING_STARTS,
+        **CASES["dqn"][1],
+    ).learn(300)
+    best_point = max(model.evaluations, key=lambda point: point.result.mean)
+    best = load_checkpoint(run_dir / "checkpoints" / "best")
+    final = load_checkpoint(run_dir / "checkpoints" / "final")
+    assert best.counters["steps"] == best_point.step
+    assert not any(key.startswith("replay.") for key in best.arrays)
+    assert final.arrays["replay.observations"].shape == (300, 1, 4)
+    again = rlfoundry.evaluate(rlfoundry.load(run_dir / "checkpoints" / "best"), n_episodes=3, seed=5)
+    np.testing.assert_array_equal(again.returns, best_point.result.returns)
+
+
+def test_policy_saver_leaves_out_a_replay_buffer_only_where_there_is_one():
+    ppo = rlfoundry.PPO("CartPole-v1", quiet=True, hidden_sizes=(8,))
+    assert policy_saver(ppo) == ppo.save
+    dqn = rlfoundry.DQN("CartPole-v1", quiet=True, hidden_sizes=(8,))
+    saver = policy_saver(dqn)
+    assert saver.func == dqn.save and saver.keywords == {"replay_buffer": False}
