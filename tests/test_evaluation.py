@@ -72,3 +72,27 @@ def test_quotas_do_not_favour_short_episodes():
 def test_bad_episode_count():
     with pytest.raises(ValueError, match="n_episodes=0 is out of range"):
         rlfoundry.evaluate(right_always(), n_episodes=0)
+
+
+class CountedCloses(ChainEnv):
+    closes = 0
+
+    def close(self):
+        CountedCloses.closes += 1
+        super().close()
+
+
+def test_env_objects_stay_open_and_envs_made_for_the_evaluation_are_closed():
+    """An env or vector env object is the caller's: evaluate() leaves it open (it closed a single
+    env through its vector wrapper before); envs it builds from a factory or an id it closes."""
+    model = right_always()
+    single = CountedCloses()
+    vector_env = gym.vector.SyncVectorEnv([CountedCloses, CountedCloses], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    for source in (single, vector_env):
+        CountedCloses.closes = 0
+        rlfoundry.evaluate(model, source, n_episodes=2, seed=0)
+        rlfoundry.evaluate(model, source, n_episodes=2, seed=1)
+        assert CountedCloses.closes == 0
+    CountedCloses.closes = 0
+    rlfoundry.evaluate(model, CountedCloses, n_episodes=3, seed=0)
+    assert CountedCloses.closes == 3  # one env per episode here (up to max_envs)

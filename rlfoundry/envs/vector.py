@@ -122,6 +122,13 @@ def make_env(
     return vector_env
 
 
+def builds_new_envs(env: EnvSource) -> bool:
+    """Whether make_env(env) creates the envs it returns (from an id or a factory), which its caller
+    then closes. A gymnasium.Env or vector env object stays its owner's: wrapping it in a vector env
+    must not close it."""
+    return not isinstance(env, (gym.Env, VectorEnv))
+
+
 def env_id_of(env: EnvSource) -> str | None:
     """The registered id behind an env source, when there is one (used to rebuild it on load)."""
     if isinstance(env, str):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
-from rlfoundry.envs.vector import EnvSource, EpisodeTracker, make_env, step_vector
+from rlfoundry.envs.vector import EnvSource, EpisodeTracker, builds_new_envs, make_env, step_vector
 from rlfoundry.run.config import ConfigError, require_int, require_range
 
 # Evaluation envs are seeded apart from the training envs (`rlf train`'s final evaluation too).
@@ -57,7 +57,8 @@ def evaluate(
 ) -> EvaluationResult:
     """Run `n_episodes` whole episodes with model.predict and return their returns.
 
-    `env` defaults to the env id the model was trained on. Episodes are spread over up to
+    `env` defaults to the env id the model was trained on; an env object passed in is left open.
+    Episodes are spread over up to
     `max_envs` parallel envs with a fixed quota per env, so that short episodes are not
     over-counted (taking the first n episodes to finish would bias the mean towards them).
     """
@@ -85,7 +86,7 @@ def evaluate(
                     lengths[index].append(int(finished_lengths[position]))
             observations = step.observations
     finally:
-        if vector_env is not env:
+        if builds_new_envs(env):
             vector_env.close()
     return EvaluationResult(
         returns=np.array([value for per_env in returns for value in per_env]),
@@ -165,7 +166,7 @@ class PeriodicEvaluator:
         self.env = make_env(env, n_envs=evaluation_env_count(env, plan.episodes), seed=self.seed)
         # Envs made here from an id or a factory are closed at the end; an env object the caller
         # passed stays open for the next learn() call.
-        self.owns_env = not isinstance(env, (gym.Env, VectorEnv))
+        self.owns_env = builds_new_envs(env)
 
     def due(self, previous_step: int, step: int) -> bool:
         """Whether the env-step count passed a multiple of `every` in (previous_step, step]."""
