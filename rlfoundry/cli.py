@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs")
     evaluate.add_argument("--env", dest="env_id", help="evaluate on this env id instead of the training one")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of acting greedily")
+    evaluate.add_argument("--video", metavar="PATH.gif",
+                          help="also record one episode (seeded with --seed) as an animated GIF")
 
     plot = commands.add_parser("plot", help="plot learning curves of run directories")
     plot.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories written by `rlf train`")
@@ -211,14 +213,22 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
 
     if arguments.episodes < 1:
         raise UsageError(f"--episodes={arguments.episodes} is out of range: allowed integers >= 1")
+    if arguments.video is not None and Path(arguments.video).suffix.lower() != ".gif":
+        raise UsageError(f"--video={arguments.video} must end in .gif: rlf eval records animated GIFs")
     if arguments.env_id:
         check_env_id(arguments.env_id)
     model = rlfoundry.load(arguments.checkpoint, quiet=True)
+    deterministic = not arguments.stochastic
     result = rlfoundry.evaluate(
-        model, arguments.env_id, n_episodes=arguments.episodes, deterministic=not arguments.stochastic, seed=arguments.seed
+        model, arguments.env_id, n_episodes=arguments.episodes, deterministic=deterministic, seed=arguments.seed
     )
     print(f"{model.name} on {arguments.env_id or model.env_id}: {result}")
     print("returns: " + " ".join(f"{value:g}" for value in result.returns))
+    if arguments.video is not None:
+        recorded = rlfoundry.record_video(
+            model, arguments.video, arguments.env_id, deterministic=deterministic, seed=arguments.seed
+        )
+        print(f"video: {arguments.video} (return {recorded.returns[0]:g}, {recorded.lengths[0]} steps)")
     return 0
 
 

@@ -37,6 +37,13 @@ class EvaluationResult:
         return f"mean return {self.mean:.2f} +/- {self.std:.2f} over {self.returns.size} episodes"
 
 
+def checked_episode_count(n_episodes: int) -> int:
+    """n_episodes if it is an integer >= 1; ValueError naming it otherwise."""
+    if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
+        raise ValueError(f"n_episodes={n_episodes!r} is out of range: allowed integers >= 1")
+    return n_episodes
+
+
 def evaluation_env_count(env: EnvSource, n_episodes: int, max_envs: int = 8) -> int:
     """How many env copies an evaluation runs: a vector env's own, 1 for an env object, else
     one per episode up to max_envs."""
@@ -62,8 +69,7 @@ def evaluate(
     `max_envs` parallel envs with a fixed quota per env, so that short episodes are not
     over-counted (taking the first n episodes to finish would bias the mean towards them).
     """
-    if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
-        raise ValueError(f"n_episodes={n_episodes!r} is out of range: allowed integers >= 1")
+    checked_episode_count(n_episodes)
     env = model.env_id if env is None else env
     if env is None:
         raise ValueError("this model does not know its environment id: pass env=... to evaluate")

@@ -1,0 +1,97 @@
+"""Recording a model's episodes as an animated GIF, to see what a return means.
+
+Frames come from the env's `render()` in "rgb_array" mode: the first observation's and one per
+step. Each is kept as a 256-colour palette image (about one byte per pixel: 240 KB for a 600 x 400
+CartPole frame, 34 KB for a 210 x 160 Atari one) until the GIF is written, and played back at the
+env's `render_fps`. A GIF needs no video codec, so nothing beyond Pillow (which matplotlib
+already installs) is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from PIL import Image
+
+from rlfoundry.envs.atari import is_atari_id, make_atari_env
+from rlfoundry.envs.vector import builds_new_envs, check_env_id
+from rlfoundry.run.evaluation import EvaluationResult, checked_episode_count
+
+RENDER_MODE = "rgb_array"
+DEFAULT_FPS = 30
+
+
+def record_video(
+    model: Any,
+    path: str | Path,
+    env: str | gym.Env | None = None,
+    n_episodes: int = 1,
+    deterministic: bool = True,
+    seed: int | None = None,
+) -> EvaluationResult:
+    """Play `n_episodes` whole episodes with model.predict in one env, one after the other, and
+    write them to `path` (a .gif). Returns their returns and lengths.
+
+    `env` is an env id (default: the model's) or a gymnasium.Env made with render_mode="rgb_array"
+    (left open). The first episode starts from reset(seed=seed), so with one episode it is the
+    episode that `evaluate(model, n_episodes=1, seed=seed)` plays.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".gif":
+        raise ValueError(f"video path {str(path)!r} must end in .gif: rlfoundry writes animated GIFs")
+    checked_episode_count(n_episodes)
+    source = model.env_id if env is None else env
+    single = _rendering_env(source)
+    frames: list[Image.Image] = []
+    returns, lengths = [], []
+    try:
+        for episode in range(n_episodes):
+            observation, _ = single.reset(seed=seed if episode == 0 else None)
+            frames.append(_palette_frame(single.render()))
+            total, length, done = 0.0, 0, False
+            while not done:
+                # A batch of one, as evaluate() passes its vector env's observations.
+                action = model.predict(np.asarray(observation)[None], deterministic=deterministic)[0]
+                observation, reward, terminated, truncated, _ = single.step(action)
+                frames.append(_palette_frame(single.render()))
+                total, length, done = total + float(reward), length + 1, terminated or truncated
+            returns.append(total)
+            lengths.append(length)
+        fps = single.metadata.get("render_fps") or DEFAULT_FPS
+    finally:
+        if builds_new_envs(source):
+            single.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
+    return EvaluationResult(returns=np.array(returns), lengths=np.array(lengths))
+
+
+def _rendering_env(source: str | gym.Env | None) -> gym.Env:
+    """One env that renders frames: built from an id (Atari ids with rlfoundry's preprocessing, as
+    training saw them), or the caller's own env object after checking its render mode."""
+    if source is None:
+        raise ValueError("this model does not know its environment id: pass env=... to record_video")
+    if isinstance(source, str):
+        check_env_id(source)
+        if is_atari_id(source):
+            return make_atari_env(source, render_mode=RENDER_MODE)
+        return gym.make(source, render_mode=RENDER_MODE)
+    if isinstance(source, gym.Env):
+        if source.render_mode != RENDER_MODE:
+            raise ValueError(
+                f"the env renders in mode {source.render_mode!r}, which gives no frames to record: "
+                f"make it with render_mode={RENDER_MODE!r}"
+            )
+        return source
+    raise TypeError(
+        f"env must be an env id or a gymnasium.Env made with render_mode={RENDER_MODE!r}, got {type(source).__name__}"
+    )
+
+
+def _palette_frame(frame: np.ndarray) -> Image.Image:
+    """An RGB frame [H, W, 3] uint8 as a 256-colour palette image (fast octree: 2.6 ms for a
+    CartPole frame here, against 12 ms for median cut)."""
+    return Image.fromarray(frame).quantize(colors=256, method=Image.Quantize.FASTOCTREE)

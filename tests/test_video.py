@@ -1,0 +1,89 @@
+"""record_video and `rlf eval --video`: the recorded episode is the one evaluate() plays, every
+step is a frame, and mistakes are refused before anything is played or written."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+import rlfoundry
+from rlfoundry.cli import main
+
+
+@pytest.fixture(scope="module")
+def cartpole_ppo():
+    return rlfoundry.PPO("CartPole-v1", quiet=True, n_envs=2, n_steps=64, hidden_sizes=(16,), seed=2).learn(1024)
+
+
+class CountedCloses(gym.Wrapper):
+    closes = 0
+
+    def close(self):
+        self.closes += 1
+        super().close()
+
+
+def frame_durations(path) -> list[int]:
+    with Image.open(path) as image:
+        return [frame.info["duration"] for frame in ImageSequence.Iterator(image)]
+
+
+def test_one_recorded_episode_is_evaluates_episode_with_a_frame_per_step(tmp_path, cartpole_ppo):
+    model = cartpole_ppo
+    recorded = rlfoundry.record_video(model, tmp_path / "videos" / "cartpole.gif", seed=3)
+    played = rlfoundry.evaluate(model, n_episodes=1, seed=3)
+    np.testing.assert_array_equal(recorded.returns, played.returns)
+    np.testing.assert_array_equal(recorded.lengths, played.lengths)
+    assert recorded.lengths[0] > 10
+    # CartPole renders at 50 fps: 20 ms a frame, the reset frame plus one per step. (The GIF
+    # writer merges identical neighbouring frames and adds up their durations.)
+    assert sum(frame_durations(tmp_path / "videos" / "cartpole.gif")) == 20 * (recorded.lengths[0] + 1)
+    with Image.open(tmp_path / "videos" / "cartpole.gif") as image:
+        assert image.size == (600, 400)
+
+
+def test_several_episodes_follow_one_another_and_an_env_object_stays_open(tmp_path, cartpole_ppo):
+    model = cartpole_ppo
+    env = CountedCloses(gym.make("CartPole-v1", render_mode="rgb_array"))
+    recorded = rlfoundry.record_video(model, tmp_path / "three.gif", env=env, n_episodes=2, seed=0)
+    assert recorded.returns.shape == (2,)
+    assert sum(frame_durations(tmp_path / "three.gif")) == 20 * int(recorded.lengths.sum() + 2)
+    assert env.closes == 0  # the caller's env
+    # The first episode is seeded, the next ones go on from the env's generator.
+    first = rlfoundry.record_video(model, tmp_path / "one.gif", n_episodes=1, seed=0)
+    assert recorded.returns[0] == first.returns[0]
+
+
+def test_continuous_actions_and_a_normalising_policy(tmp_path):
+    model = rlfoundry.PPO("Pendulum-v1", quiet=True, normalize_observations=True, hidden_sizes=(8,), n_steps=64)
+    model.learn(128)
+    recorded = rlfoundry.record_video(model, tmp_path / "pendulum.gif", seed=1)
+    played = rlfoundry.evaluate(model, n_episodes=1, seed=1)
+    assert recorded.lengths.tolist() == played.lengths.tolist() == [200]
+    # evaluate() sums float32 rewards; the recording sums the env's float64 ones.
+    assert recorded.returns[0] == pytest.approx(played.returns[0], rel=1e-6)
+
+
+def test_mistakes_are_refused_before_anything_is_written(tmp_path, cartpole_ppo):
+    model = cartpole_ppo
+    with pytest.raises(ValueError, match=r"must end in \.gif"):
+        rlfoundry.record_video(model, tmp_path / "cartpole.mp4")
+    with pytest.raises(ValueError, match="render_mode='rgb_array'"):
+        rlfoundry.record_video(model, tmp_path / "a.gif", env=gym.make("CartPole-v1"))
+    with pytest.raises(ValueError, match="n_episodes=0 is out of range"):
+        rlfoundry.record_video(model, tmp_path / "a.gif", n_episodes=0)
+    with pytest.raises(TypeError, match="env must be an env id"):
+        rlfoundry.record_video(model, tmp_path / "a.gif", env=lambda: gym.make("CartPole-v1"))
+    assert not any(tmp_path.iterdir())
+
+
+def test_rlf_eval_video_records_the_first_evaluation_seed(tmp_path, capsys, cartpole_ppo):
+    model = cartpole_ppo
+    model.save(tmp_path / "checkpoint")
+    assert main(["eval", str(tmp_path / "checkpoint"), "--episodes", "1", "--seed", "4", "--video", str(tmp_path / "run.gif")]) == 0
+    output = capsys.readouterr().out
+    played = rlfoundry.evaluate(model, n_episodes=1, seed=4)
+    assert f"video: {tmp_path / 'run.gif'} (return {played.returns[0]:g}, {played.lengths[0]} steps)" in output
+    assert (tmp_path / "run.gif").is_file()
+    assert main(["eval", str(tmp_path / "checkpoint"), "--video", str(tmp_path / "run.mp4")]) == 2
+    assert "--video=" in capsys.readouterr().err and not (tmp_path / "run.mp4").exists()
