@@ -65,9 +65,9 @@ def evaluate(
     """Run `n_episodes` whole episodes with model.predict and return their returns.
 
     `env` defaults to the env id the model was trained on; an env object passed in is left open.
-    Episodes are spread over up to
-    `max_envs` parallel envs with a fixed quota per env, so that short episodes are not
-    over-counted (taking the first n episodes to finish would bias the mean towards them).
+    Episodes are spread over up to `max_envs` parallel envs with a fixed quota per env, so that
+    short episodes are not over-counted (taking the first n episodes to finish would bias the mean
+    towards them).
     """
     checked_episode_count(n_episodes)
     env = model.env_id if env is None else env
