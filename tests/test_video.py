@@ -1,6 +1,10 @@
 """record_video and `rlf eval --video`: the recorded episode is the one evaluate() plays, every
 step is a frame, and mistakes are refused before anything is played or written."""
 
+import os
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -87,3 +91,23 @@ def test_rlf_eval_video_records_the_first_evaluation_seed(tmp_path, capsys, cart
     assert (tmp_path / "run.gif").is_file()
     assert main(["eval", str(tmp_path / "checkpoint"), "--video", str(tmp_path / "run.mp4")]) == 2
     assert "--video=" in capsys.readouterr().err and not (tmp_path / "run.mp4").exists()
+
+
+def test_recording_without_a_display_prints_no_sdl_error(tmp_path):
+    """pygame's SDL looks for a display on a headless machine and prints an error about
+    XDG_RUNTIME_DIR; record_video asks SDL for its off-screen driver there. A fresh process, as
+    pygame may have been set up already in this one."""
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER", "XDG_RUNTIME_DIR")}
+    script = (
+        "import numpy as np, rlfoundry\n"
+        "class Left:\n"
+        "    env_id = 'CartPole-v1'\n"
+        "    def predict(self, observations, deterministic=True):\n"
+        "        return np.zeros(len(observations), dtype=np.int64)\n"
+        f"rlfoundry.record_video(Left(), {str(tmp_path / 'left.gif')!r}, seed=0)\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert "XDG_RUNTIME_DIR" not in finished.stderr
+    assert (tmp_path / "left.gif").is_file()

@@ -9,6 +9,7 @@ already installs) is needed.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,10 @@ def _rendering_env(source: str | gym.Env | None) -> gym.Env:
         raise ValueError("this model does not know its environment id: pass env=... to record_video")
     if isinstance(source, str):
         check_env_id(source)
+        if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+            # Without a display, SDL (behind pygame's renderers) probes for one and prints an error
+            # for every process; off-screen frames need none.
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         if is_atari_id(source):
             return make_atari_env(source, render_mode=RENDER_MODE)
         return gym.make(source, render_mode=RENDER_MODE)
