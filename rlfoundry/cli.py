@@ -167,7 +167,13 @@ def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) 
     import rlfoundry
 
     model.learn(steps)
-    result = rlfoundry.evaluate(model, model.env_id, n_episodes=eval_episodes, seed=model.config.seed + EVALUATION_SEED_OFFSET)
+    last = model.evaluations[-1] if model.evaluations else None
+    if last is not None and last.step == model.steps and last.result.returns.size == eval_episodes:
+        # --eval-every's evaluation at this step played these very episodes (same seed, count and
+        # policy): an Atari evaluation can take minutes, so it is not played twice.
+        result = last.result
+    else:
+        result = rlfoundry.evaluate(model, model.env_id, n_episodes=eval_episodes, seed=model.config.seed + EVALUATION_SEED_OFFSET)
     summary = getattr(model, "describe_policy", None)
     if summary is not None:
         print(summary())

@@ -251,3 +251,27 @@ def test_rlf_train_eval_every_writes_evaluations_and_the_best_checkpoint(tmp_pat
     ]) == 0
     (run_dir,) = list(stop_root.iterdir())
     assert load_checkpoint(run_dir / "checkpoints" / "final").counters["steps"] == 100
+
+
+def test_rlf_train_does_not_replay_an_evaluation_made_at_its_last_step(tmp_path, capsys, monkeypatch):
+    """The final evaluation's episodes (seed + 10,000, --eval-episodes, the final policy) are those
+    of a periodic evaluation at the last step: they are printed from it instead of played again."""
+    final_evaluations = []
+    real_evaluate = rlfoundry.evaluate
+
+    def counted(*arguments, **options):
+        final_evaluations.append(options)
+        return real_evaluate(*arguments, **options)
+
+    monkeypatch.setattr(rlfoundry, "evaluate", counted)
+    for every, expected_calls in ((100, 0), (200, 1)):
+        root = tmp_path / f"every{every}"
+        assert main([
+            "train", "q-learning", "FrozenLake-v1", "--steps", "300", "--eval-every", str(every),
+            "--eval-episodes", "4", "--runs-dir", str(root), "--quiet",
+        ]) == 0
+        assert len(final_evaluations) == expected_calls
+        (run_dir,) = list(root.iterdir())
+        model = rlfoundry.load(run_dir / "checkpoints" / "final")
+        played = real_evaluate(model, n_episodes=4, seed=model.config.seed + 10_000)
+        assert f"evaluation: {played}\n" in capsys.readouterr().out

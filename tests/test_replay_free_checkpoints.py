@@ -55,6 +55,7 @@ def test_a_checkpoint_without_the_buffer_keeps_everything_else_and_refills_befor
     assert not any(key.startswith("replay.") for key in policy.arrays)
     assert policy.state["replay"] is None
     assert policy.counters == full.counters
+    assert model.steps == full.counters["steps"] == 60
     assert policy.tensors.keys() == full.tensors.keys()
     assert all(torch.equal(policy.tensors[key], full.tensors[key]) for key in full.tensors)
 
@@ -70,6 +71,7 @@ def test_a_checkpoint_without_the_buffer_keeps_everything_else_and_refills_befor
     assert updates_of(loaded) == 60 - LEARNING_STARTS
     loaded.learn(5)
     assert updates_of(loaded) == 60 - LEARNING_STARTS + 5
+    assert loaded.steps == 60 + LEARNING_STARTS + 5
     # With its buffer a loaded model trains on at once.
     with_buffer = rlfoundry.load(tmp_path / "full", quiet=True).learn(5)
     assert updates_of(with_buffer) == 60 - LEARNING_STARTS + 5

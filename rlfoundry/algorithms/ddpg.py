@@ -84,6 +84,11 @@ class DDPG:
     def env_id(self) -> str | None:
         return self.collector.env_id
 
+    @property
+    def steps(self) -> int:
+        """Env steps trained so far."""
+        return self.collector.steps
+
     def predict(self, observations: Any, deterministic: bool = True) -> np.ndarray:
         """Env actions for observations [B, O] (or one observation [O]): mu(s), or mu(s) plus
         exploration noise."""

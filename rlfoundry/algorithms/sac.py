@@ -140,6 +140,11 @@ class SAC:
         return self.collector.env_id
 
     @property
+    def steps(self) -> int:
+        """Env steps trained so far."""
+        return self.collector.steps
+
+    @property
     def alpha(self) -> float:
         """The current entropy temperature."""
         return float(self.temperature())
