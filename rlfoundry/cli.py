@@ -188,19 +188,28 @@ def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) 
 def resume(arguments: argparse.Namespace) -> int:
     """Load a checkpoint and train it `--steps` more. Inside a run directory the run continues
     there (progress.csv and TensorBoard go on, the final checkpoint is replaced); a checkpoint
-    elsewhere gets a new run directory. Training continues exactly where it stopped when the env
-    position was saved (see rlfoundry.envs.state)."""
+    elsewhere, or one behind its run's final or latest (best, say), gets a new run directory.
+    Training continues exactly where it stopped when the env position was saved (see
+    rlfoundry.envs.state)."""
     import rlfoundry
 
     if arguments.steps < 1:
         raise UsageError(f"--steps={arguments.steps} is out of range: allowed integers >= 1")
     path = Path(arguments.checkpoint)
-    saved = [path / "checkpoints" / name for name in ("final", "latest") if (path / "checkpoints" / name).is_dir()]
-    if saved:
+    if run_checkpoints(path):
         # The furthest one: a crashed run has only `latest`, a resumed one that crashed a newer `latest`.
-        path, run_dir = max(saved, key=lambda candidate: read_manifest(candidate)["counters"]["steps"]), path
+        path, run_dir = max(run_checkpoints(path), key=checkpoint_steps), path
     elif path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file():
         run_dir = path.parent.parent
+        further = max(run_checkpoints(run_dir), key=checkpoint_steps, default=None)
+        if further is not None and checkpoint_steps(further) > checkpoint_steps(path):
+            # Going on from here in the run directory would replace the run's further final
+            # checkpoint and take its logs back in time.
+            print(
+                f"{path} (step {checkpoint_steps(path)}) is behind {further} (step {checkpoint_steps(further)}): "
+                "continuing in a new run directory"
+            )
+            run_dir = None
     else:
         run_dir = None
     model = rlfoundry.load(
@@ -212,6 +221,16 @@ def resume(arguments: argparse.Namespace) -> int:
         run_dir = make_run_dir(model.name, model.env_id, model.config.seed, arguments.runs_dir)
     model.run_dir = run_dir
     return learn_and_report(model, arguments.steps, arguments.eval_episodes, run_dir)
+
+
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    """The run directory's final and latest checkpoints that exist."""
+    return [run_dir / "checkpoints" / name for name in ("final", "latest") if (run_dir / "checkpoints" / name).is_dir()]
+
+
+def checkpoint_steps(path: Path) -> int:
+    """The env steps a checkpoint was trained for."""
+    return read_manifest(path)["counters"]["steps"]
 
 
 def evaluate_checkpoint(arguments: argparse.Namespace) -> int:

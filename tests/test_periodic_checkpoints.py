@@ -65,3 +65,29 @@ def test_rlf_resume_picks_the_furthest_checkpoint_of_a_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["resume", str(run_dir), "--steps", "100", "--quiet"]) == 0
     assert rlfoundry.load(run_dir / "checkpoints" / "final").steps == 400
+
+
+def test_rlf_resume_from_a_checkpoint_behind_its_run_goes_on_in_a_new_run_directory(tmp_path, capsys):
+    """Going on from `best` inside its run directory would replace the run's further `final` and
+    send progress.csv back in time: that continuation gets its own run directory."""
+    root = tmp_path / "runs"
+    assert main(["train", "q-learning", "FrozenLake-v1", "--steps", "300", "--eval-every", "100",
+                 "--eval-episodes", "2", "--runs-dir", str(root), "--quiet"]) == 0
+    (run_dir,) = list(root.iterdir())
+    best, final = run_dir / "checkpoints" / "best", run_dir / "checkpoints" / "final"
+    assert load_checkpoint(best).counters["steps"] < 300, "the test needs a best behind the final checkpoint"
+    final_bytes = {file.name: file.read_bytes() for file in final.iterdir() if file.is_file()}
+    progress = (run_dir / "progress.csv").read_text()
+    capsys.readouterr()
+
+    assert main(["resume", str(best), "--steps", "50", "--runs-dir", str(root), "--quiet"]) == 0
+    assert "is behind" in capsys.readouterr().out
+    assert {file.name: file.read_bytes() for file in final.iterdir() if file.is_file()} == final_bytes
+    assert (run_dir / "progress.csv").read_text() == progress
+    (branch,) = [directory for directory in root.iterdir() if directory != run_dir]
+    assert load_checkpoint(branch / "checkpoints" / "final").counters["steps"] == load_checkpoint(best).counters["steps"] + 50
+
+    # The run's own furthest checkpoint goes on in place.
+    assert main(["resume", str(final), "--steps", "50", "--runs-dir", str(root), "--quiet"]) == 0
+    assert load_checkpoint(final).counters["steps"] == 350
+    assert len(list(root.iterdir())) == 2
