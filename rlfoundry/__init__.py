@@ -28,6 +28,7 @@ from rlfoundry.algorithms import (
 from rlfoundry.envs.vector import EnvSource, make_env, register_optional_envs
 from rlfoundry.run.checkpoint import CheckpointAlgorithmError, read_manifest
 from rlfoundry.run.evaluation import EvaluationPoint, EvaluationResult, PeriodicEvaluation, evaluate
+from rlfoundry.run.monitor import TrainingStatus
 from rlfoundry.run.video import record_video
 
 __version__ = "0.1.0"
@@ -67,6 +68,7 @@ __all__ = [
     "SARSA",
     "TD3",
     "TRPO",
+    "TrainingStatus",
     "evaluate",
     "load",
     "make_env",

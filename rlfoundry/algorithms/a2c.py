@@ -37,7 +37,7 @@ from rlfoundry.run.lifecycle import initialise, load_model
 from rlfoundry.run.on_policy import RolloutCollector, finish_learning, restore_on_policy, save_on_policy, start_learning
 from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
-from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.evaluation import PeriodicEvaluation
 
 
@@ -136,10 +136,11 @@ class A2C:
         when deterministic, else a sample."""
         return self.collector.predict(observations, deterministic)
 
-    def learn(self, total_steps: int) -> "A2C":
-        """Train for at least `total_steps` more env steps, in whole rollouts of n_steps * n_envs."""
+    def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "A2C":
+        """Train for at least `total_steps` more env steps, in whole rollouts of n_steps * n_envs.
+        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
         config = self.config
-        iterations, horizon, monitor = start_learning(self, total_steps)
+        iterations, horizon, monitor = start_learning(self, total_steps, callback)
         for _ in range(iterations):
             self.collector.collect(monitor)
             advantages, targets = a2c_advantages(self.collector.rollout, config)

@@ -52,7 +52,7 @@ from rlfoundry.run.checkpoint import NonFiniteError
 from rlfoundry.run.config import require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
-from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.off_policy import crossings, require_widths
 from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
@@ -241,16 +241,17 @@ class DQN:
 
     # -- learning -----------------------------------------------------------------------------
 
-    def learn(self, total_steps: int) -> "DQN":
-        """Train for `total_steps` more env steps (rounded up to a multiple of n_envs)."""
+    def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "DQN":
+        """Train for `total_steps` more env steps (rounded up to a multiple of n_envs).
+        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
         require_int("total_steps", total_steps, 1)
         config = self.config
         training_env = self.training_env
+        monitor = TrainingMonitor.of(self, total_steps, self.steps, callback)
         if not training_env.resumed_exactly:
             # Fresh episodes begin: the stored ones must not run on into them.
             self.replay.restart_episodes()
         observations = training_env.start()
-        monitor = TrainingMonitor.of(self, total_steps, self.steps)
         with denormals_flushed():
             self._run(math.ceil(total_steps / config.n_envs), observations, monitor)
         monitor.record("train/epsilon", self.epsilon())

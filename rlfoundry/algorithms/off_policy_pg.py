@@ -31,7 +31,7 @@ from rlfoundry.losses.off_policy_pg import IMPORTANCE_RATIOS, importance_weights
 from rlfoundry.run.config import require_choice, require_int, require_range
 from rlfoundry.run.episodes import EpisodeBatch, EpisodeCollector, restore_episodic, save_episodic
 from rlfoundry.run.lifecycle import initialise, load_model
-from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.on_policy import finish_learning
 from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.evaluation import PeriodicEvaluation
@@ -86,9 +86,10 @@ class OffPolicyPG:
         when deterministic, else a sample. Box actions are clipped into the action space."""
         return self.collector.predict(observations, deterministic)
 
-    def learn(self, total_steps: int) -> "OffPolicyPG":
-        """Train for `total_steps` more env steps, in whole batches of episodes (as REINFORCE.learn)."""
-        monitor = self.collector.start(self, total_steps)
+    def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "OffPolicyPG":
+        """Train for `total_steps` more env steps, in whole batches of episodes (as REINFORCE.learn).
+        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
+        monitor = self.collector.start(self, total_steps, callback)
         for batch in self.collector.batches(monitor):
             self.update_policy(batch, monitor)
             self.collector.fit_value(batch, monitor)

@@ -31,7 +31,7 @@ from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.episodes import EpisodeBatch, EpisodeCollector, restore_episodic, save_episodic
 from rlfoundry.run.lifecycle import initialise, load_model
-from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.on_policy import finish_learning
 from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.evaluation import PeriodicEvaluation
@@ -155,11 +155,12 @@ class REINFORCE:
         when deterministic, else a sample. Box actions are clipped into the action space."""
         return self.collector.predict(observations, deterministic)
 
-    def learn(self, total_steps: int) -> "REINFORCE":
+    def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "REINFORCE":
         """Train until the env steps of all learn() calls so far add up to `total_steps` more;
         updates are whole batches of episodes, so it stops at the first batch boundary past that
-        (and always runs at least one update)."""
-        monitor = self.collector.start(self, total_steps)
+        (and always runs at least one update).
+        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
+        monitor = self.collector.start(self, total_steps, callback)
         for batch in self.collector.batches(monitor):
             self.update_policy(batch, monitor)
             self.collector.fit_value(batch, monitor)

@@ -37,7 +37,7 @@ from rlfoundry.losses.continuous import (
 )
 from rlfoundry.networks.continuous import QEnsemble, SquashedGaussianActor
 from rlfoundry.run.config import require_choice, require_range
-from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.lifecycle import restore_torch
 from rlfoundry.run.evaluation import PeriodicEvaluation
 from rlfoundry.run.off_policy import (
@@ -158,10 +158,11 @@ class SAC:
         policy = self.actor.mode if deterministic else self.actor.sample
         return self.collector.actions_of(policy, observations)
 
-    def learn(self, total_steps: int) -> "SAC":
+    def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "SAC":
         """Train for `total_steps` more env steps (rounded up to a multiple of n_envs): collect with
-        the sampling policy and update on every minibatch that falls due."""
-        with learning(self, total_steps) as monitor:
+        the sampling policy and update on every minibatch that falls due.
+        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
+        with learning(self, total_steps, callback) as monitor:
             for batch in self.collector.batches(total_steps, lambda observations: self._act(observations, False), monitor):
                 self.update(batch, monitor)
         return self

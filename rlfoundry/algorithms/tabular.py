@@ -31,7 +31,7 @@ from rlfoundry.losses.tabular import (
 )
 from rlfoundry.run.config import require_choice, require_int, require_range
 from rlfoundry.run.lifecycle import initialise, load_model, save_model
-from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.evaluation import PeriodicEvaluation
 
@@ -153,13 +153,14 @@ class TabularTD:
             return self.config.learning_rate
         return 1.0 / (1.0 + self.visits[state, action]) ** self.config.visit_exponent
 
-    def learn(self, total_steps: int) -> "TabularTD":
-        """Train for `total_steps` more env steps (rounded up to a multiple of n_envs)."""
+    def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "TabularTD":
+        """Train for `total_steps` more env steps (rounded up to a multiple of n_envs).
+        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
         require_int("total_steps", total_steps, 1)
         training_env = self.training_env
+        monitor = TrainingMonitor.of(self, total_steps, self.steps, callback)
         if not training_env.resumed_exactly or self._actions is None:
             self._actions = self._behaviour(training_env.start(), self.epsilon())
-        monitor = TrainingMonitor.of(self, total_steps, self.steps)
         n_envs = self.config.n_envs
         # SARSA's target needs the next action before the update; the others choose after it.
         chooses_next_action_first = self.target_rule == "sarsa"

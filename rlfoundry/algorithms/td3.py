@@ -25,7 +25,7 @@ from rlfoundry.data.replay import ReplayBatch
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import polyak_update, q_target, smoothed_target_actions
 from rlfoundry.run.config import require_int, require_range
-from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.lifecycle import restore_torch
 from rlfoundry.run.evaluation import PeriodicEvaluation
 from rlfoundry.run.off_policy import (
@@ -105,10 +105,11 @@ class TD3:
     def _act(self, observations: np.ndarray, deterministic: bool) -> np.ndarray:
         return deterministic_actions(self.actor, self.collector, observations, deterministic, self.config.exploration_noise_std)
 
-    def learn(self, total_steps: int) -> "TD3":
+    def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "TD3":
         """Train for `total_steps` more env steps (rounded up to a multiple of n_envs): collect with
-        the exploring policy and update on every minibatch that falls due."""
-        with learning(self, total_steps) as monitor:
+        the exploring policy and update on every minibatch that falls due.
+        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
+        with learning(self, total_steps, callback) as monitor:
             for batch in self.collector.batches(total_steps, lambda observations: self._act(observations, False), monitor):
                 self.update(batch, monitor)
         return self

@@ -40,6 +40,7 @@ from rlfoundry.run.on_policy import RolloutCollector, finish_learning, restore_o
 from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.evaluation import PeriodicEvaluation
+from rlfoundry.run.monitor import TrainingCallback
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,11 @@ class TRPO:
         when deterministic, else a sample."""
         return self.collector.predict(observations, deterministic)
 
-    def learn(self, total_steps: int) -> "TRPO":
-        """Train for at least `total_steps` more env steps, in whole rollouts of n_steps * n_envs."""
+    def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "TRPO":
+        """Train for at least `total_steps` more env steps, in whole rollouts of n_steps * n_envs.
+        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
         config = self.config
-        iterations, horizon, monitor = start_learning(self, total_steps)
+        iterations, horizon, monitor = start_learning(self, total_steps, callback)
         for _ in range(iterations):
             self.collector.collect(monitor)
             batch = self.collector.gae_batch()

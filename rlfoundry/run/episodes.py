@@ -31,7 +31,7 @@ from rlfoundry.returns import discounted_returns, trajectory_returns
 from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import require_int
 from rlfoundry.run.lifecycle import attach_env, restore_torch, save_model
-from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.on_policy import adam, gradient_step
 from rlfoundry.run.training_env import TrainingEnv
 
@@ -88,11 +88,12 @@ class EpisodeCollector:
 
     # -- the learn loop -------------------------------------------------------------------------
 
-    def start(self, model: Any, total_steps: int) -> TrainingMonitor:
-        """Begin a learn(total_steps) call: the step target moves on by total_steps."""
+    def start(self, model: Any, total_steps: int, callback: TrainingCallback | None = None) -> TrainingMonitor:
+        """Begin a learn(total_steps, callback) call: the step target moves on by total_steps."""
         require_int("total_steps", total_steps, 1)
+        monitor = TrainingMonitor.of(model, max(self.step_target + total_steps - self.steps, 1), self.steps, callback)
         self.step_target += total_steps
-        return TrainingMonitor.of(model, max(self.step_target - self.steps, 1), self.steps)
+        return monitor
 
     def batches(self, monitor: TrainingMonitor) -> Iterator[EpisodeBatch]:
         """Batches of fresh episodes until the step target is reached; updates are whole batches, so

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -76,6 +76,21 @@ class CsvLog:
             writer.writerows(self.rows)
 
 
+class TrainingStatus(NamedTuple):
+    """What a learn() callback is given at each point where training stands between updates."""
+
+    model: Any
+    """The model being trained (its networks may be read; changing them changes training)."""
+    step: int
+    """Env steps trained so far (model.steps)."""
+    record: Callable[[str, float], None]
+    """record(name, value): a metric, averaged into the next row of progress.csv and TensorBoard."""
+
+
+TrainingCallback = Callable[[TrainingStatus], "bool | None"]
+"""learn(steps, callback=f): f(status) after each update; returning False ends learn() there."""
+
+
 class TrainingMonitor:
     """Collects metrics from one learn() call and reports them at every `log_interval` steps."""
 
@@ -98,7 +113,10 @@ class TrainingMonitor:
         self.save = save
         self.save_best = save_best or save
         self.evaluator = evaluator
-        # Set by an evaluation that reaches the evaluation's stop_at: the learn loop ends there.
+        # step -> the learn() callback's answer; set by `of`, which binds the model.
+        self.callback: Callable[[int], bool | None] | None = None
+        # Set by an evaluation that reaches the evaluation's stop_at, or a callback that returns
+        # False: the learn loop ends there.
         self.stop_requested = False
         self.evaluation_log = None
         self.best_mean_return = -math.inf
@@ -157,28 +175,43 @@ class TrainingMonitor:
         return step >= self.next_dump
 
     @classmethod
-    def of(cls, model: Any, total_steps: int, start_step: int) -> "TrainingMonitor":
+    def of(
+        cls, model: Any, total_steps: int, start_step: int, callback: TrainingCallback | None = None
+    ) -> "TrainingMonitor":
         """The monitor of one learn() call of `model`: its run directory, quietness, name,
-        periodic checkpoints (`model.checkpoint_every` env steps, written with `model.save`) and
-        periodic evaluations (`model.evaluation`)."""
+        periodic checkpoints (`model.checkpoint_every` env steps, written with `model.save`),
+        periodic evaluations (`model.evaluation`) and the call's callback. Nothing of the model
+        changes here, so a refused callback or evaluation loses nothing."""
+        if callback is not None and not callable(callback):
+            raise TypeError(
+                f"callback must be a function taking a rlfoundry.TrainingStatus (return False to stop), "
+                f"got {type(callback).__name__}"
+            )
         evaluator = PeriodicEvaluator(model, model.evaluation) if model.evaluation is not None else None
-        return cls(
+        monitor = cls(
             model.run_dir, total_steps, start_step, model.quiet, title=model.name,
             checkpoint_every=model.checkpoint_every, save=model.save, evaluator=evaluator,
             save_best=policy_saver(model),
         )
+        if callback is not None:
+            monitor.callback = lambda step: callback(TrainingStatus(model, step, monitor.record))
+        return monitor
 
     def step(self, step: int) -> None:
         """Called where training stands between updates (every algorithm calls it only there):
         reports when due, evaluates each time the env-step count passes a multiple of the
-        evaluation's `every`, and writes RUN_DIR/checkpoints/latest each time it passes a
-        multiple of checkpoint_every. The loop ends when `stop_requested` is set after it."""
+        evaluation's `every`, calls the callback, and writes RUN_DIR/checkpoints/latest each time
+        it passes a multiple of checkpoint_every. The loop ends when `stop_requested` is set
+        after it."""
         if step >= self.next_dump:
             self.dump(step)
             while self.next_dump <= step:
                 self.next_dump += self.log_interval
         if self.evaluator is not None and self.evaluator.due(self.last_step, step):
             self.evaluation(self.evaluator.run(step))
+        if self.callback is not None and self.callback(step) is False:
+            self.stop_requested = True
+            self.display.note(f"stopping: the callback returned False at step {step}")
         if self.checkpoint_every is not None and step // self.checkpoint_every > self.last_step // self.checkpoint_every:
             self.save(self.run_dir / "checkpoints" / "latest")
         self.last_step = step

@@ -42,7 +42,7 @@ from rlfoundry.run.config import ConfigError, require_choice, require_int, requi
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.evaluation import PeriodicEvaluation
 from rlfoundry.run.lifecycle import initialise, load_model, save_model
-from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.optimizer_step import clear_gradients, step_optimizer
 from rlfoundry.run.training_env import TrainingEnv
 
@@ -294,12 +294,12 @@ def open_collector(
 
 
 @contextlib.contextmanager
-def learning(model: Any, total_steps: int) -> Iterator[TrainingMonitor]:
+def learning(model: Any, total_steps: int, callback: TrainingCallback | None = None) -> Iterator[TrainingMonitor]:
     """The frame of an off-policy learn loop: yields the monitor, with denormals flushed inside;
     afterwards the final report and, with a run directory, the final checkpoint."""
     require_int("total_steps", total_steps, 1)
     collector = model.collector
-    monitor = TrainingMonitor.of(model, total_steps, collector.steps)
+    monitor = TrainingMonitor.of(model, total_steps, collector.steps, callback)
     with denormals_flushed():
         yield monitor
     monitor.close(collector.steps)

@@ -34,7 +34,7 @@ from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, resolve_device
 from rlfoundry.run.lifecycle import restore_torch, save_model
-from rlfoundry.run.monitor import TrainingMonitor
+from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.normalization import Normalization
 from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
@@ -291,14 +291,16 @@ class RolloutCollector:
 # -- the frame of a learn loop, and checkpoints: called by each algorithm ---------------------------
 
 
-def start_learning(model: Any, total_steps: int) -> tuple[int, int, TrainingMonitor]:
-    """For a learn(total_steps) call: (iterations = whole rollouts covering total_steps, the step
-    where linear schedules reach 0 = schedule_steps or the end of this call, the monitor)."""
+def start_learning(
+    model: Any, total_steps: int, callback: TrainingCallback | None = None
+) -> tuple[int, int, TrainingMonitor]:
+    """For a learn(total_steps, callback) call: (iterations = whole rollouts covering total_steps,
+    the step where linear schedules reach 0 = schedule_steps or the end of this call, the monitor)."""
     require_int("total_steps", total_steps, 1)
     config, steps = model.config, model.collector.steps
     iterations = math.ceil(total_steps / config.rollout_size)
     end = steps + iterations * config.rollout_size
-    monitor = TrainingMonitor.of(model, end - steps, steps)
+    monitor = TrainingMonitor.of(model, end - steps, steps, callback)
     return iterations, config.schedule_steps or end, monitor
 
 
