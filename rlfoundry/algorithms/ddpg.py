@@ -100,7 +100,7 @@ class DDPG:
     def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "DDPG":
         """Train for `total_steps` more env steps (rounded up to a multiple of n_envs): collect with
         the exploring policy and update on every minibatch that falls due.
-        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
+        callback(status) runs at each point between updates (rlfoundry.TrainingStatus); False ends it."""
         with learning(self, total_steps, callback) as monitor:
             for batch in self.collector.batches(total_steps, lambda observations: self._act(observations, False), monitor):
                 self.update(batch, monitor)

@@ -243,7 +243,7 @@ class DQN:
 
     def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "DQN":
         """Train for `total_steps` more env steps (rounded up to a multiple of n_envs).
-        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
+        callback(status) runs at each point between updates (rlfoundry.TrainingStatus); False ends it."""
         require_int("total_steps", total_steps, 1)
         config = self.config
         training_env = self.training_env

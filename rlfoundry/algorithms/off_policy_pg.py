@@ -88,7 +88,7 @@ class OffPolicyPG:
 
     def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "OffPolicyPG":
         """Train for `total_steps` more env steps, in whole batches of episodes (as REINFORCE.learn).
-        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
+        callback(status) runs at each point between updates (rlfoundry.TrainingStatus); False ends it."""
         monitor = self.collector.start(self, total_steps, callback)
         for batch in self.collector.batches(monitor):
             self.update_policy(batch, monitor)

@@ -159,7 +159,7 @@ class REINFORCE:
         """Train until the env steps of all learn() calls so far add up to `total_steps` more;
         updates are whole batches of episodes, so it stops at the first batch boundary past that
         (and always runs at least one update).
-        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
+        callback(status) runs at each point between updates (rlfoundry.TrainingStatus); False ends it."""
         monitor = self.collector.start(self, total_steps, callback)
         for batch in self.collector.batches(monitor):
             self.update_policy(batch, monitor)

@@ -155,7 +155,7 @@ class TabularTD:
 
     def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "TabularTD":
         """Train for `total_steps` more env steps (rounded up to a multiple of n_envs).
-        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
+        callback(status) runs at each point between updates (rlfoundry.TrainingStatus); False ends it."""
         require_int("total_steps", total_steps, 1)
         training_env = self.training_env
         monitor = TrainingMonitor.of(self, total_steps, self.steps, callback)

@@ -131,7 +131,7 @@ class TRPO:
 
     def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "TRPO":
         """Train for at least `total_steps` more env steps, in whole rollouts of n_steps * n_envs.
-        callback(status) runs after each update (see rlfoundry.TrainingStatus); False ends it there."""
+        callback(status) runs at each point between updates (rlfoundry.TrainingStatus); False ends it."""
         config = self.config
         iterations, horizon, monitor = start_learning(self, total_steps, callback)
         for _ in range(iterations):

@@ -88,7 +88,7 @@ class TrainingStatus(NamedTuple):
 
 
 TrainingCallback = Callable[[TrainingStatus], "bool | None"]
-"""learn(steps, callback=f): f(status) after each update; returning False ends learn() there."""
+"""learn(steps, callback=f): f(status) at each point between updates; False ends learn() there."""
 
 
 class TrainingMonitor:
