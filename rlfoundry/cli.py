@@ -21,7 +21,7 @@ from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError, read_manif
 from rlfoundry.run.config import ConfigError, check_keys, config_to_dict, parse_overrides, unknown_name_message
 from rlfoundry.run.evaluation import EVALUATION_SEED_OFFSET, PeriodicEvaluation
 from rlfoundry.run.monitor import make_run_dir
-from rlfoundry.run.plotting import RunDirectoryError, plot_learning_curves
+from rlfoundry.run.plotting import RunDirectoryError, plot_aggregated_curves, plot_learning_curves
 
 USER_ERRORS = (
     ConfigError,
@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot = commands.add_parser("plot", help="plot learning curves of run directories")
     plot.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories written by `rlf train`")
     plot.add_argument("-o", "--output", help="PNG file (default: RUN_DIR/learning_curve.png for one run, "
-                      "learning_curves.png for several)")
+                      "learning_curves.png for several or with --aggregate)")
+    plot.add_argument("--aggregate", action="store_true",
+                      help="one line per algorithm and env: the mean over its runs (seeds), with their min-max band")
 
     commands.add_parser("list", help="list algorithms and their presets")
     return parser
@@ -261,9 +263,12 @@ def plot(arguments: argparse.Namespace) -> int:
     run_dirs = [Path(path) for path in arguments.run_dirs]
     if arguments.output:
         output = Path(arguments.output)
+    elif len(run_dirs) == 1 and not arguments.aggregate:
+        output = run_dirs[0] / "learning_curve.png"
     else:
-        output = run_dirs[0] / "learning_curve.png" if len(run_dirs) == 1 else Path("learning_curves.png")
-    print(plot_learning_curves(run_dirs, output))
+        output = Path("learning_curves.png")
+    draw = plot_aggregated_curves if arguments.aggregate else plot_learning_curves
+    print(draw(run_dirs, output))
     return 0
 
 

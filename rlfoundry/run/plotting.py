@@ -1,10 +1,15 @@
 """Learning curves from runs' progress.csv files (and their evaluations.csv, where periodic
-evaluation was on), drawn with matplotlib's Agg backend."""
+evaluation was on), drawn with matplotlib's Agg backend: one line per run, or, aggregated, one
+line per algorithm and env with the band its seeds span."""
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from rlfoundry.run.monitor import RETURN_METRIC
 
@@ -38,15 +43,66 @@ def read_evaluations(run_dir: Path) -> tuple[list[float], list[float]]:
     return [float(row["step"]) for row in rows], [float(row["mean_return"]) for row in rows]
 
 
+class AggregateCurve(NamedTuple):
+    """Several runs' curves on one grid of env steps: their mean and the range they span."""
+
+    steps: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def aggregate_curves(curves: list[tuple[list[float], list[float]]], points: int = 200) -> AggregateCurve:
+    """mean_k r_k(t), min_k r_k(t), max_k r_k(t) on `points` evenly spaced steps t, each run's
+    curve r_k linearly interpolated between its logged steps. The grid spans only the steps every
+    run logged (from the latest first step to the earliest last step), so no curve is extended
+    beyond its data."""
+    start = max(steps[0] for steps, _ in curves)
+    end = min(steps[-1] for steps, _ in curves)
+    if start > end:
+        raise RunDirectoryError(
+            f"these runs' logged steps do not overlap (the latest starts at {start:g}, the earliest ends "
+            f"at {end:g}): aggregate runs trained for comparable numbers of steps"
+        )
+    grid = np.linspace(start, end, points)
+    values = np.stack([np.interp(grid, steps, returns) for steps, returns in curves])
+    return AggregateCurve(grid, values.mean(axis=0), values.min(axis=0), values.max(axis=0))
+
+
+def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
+    """Runs grouped by "<algorithm> <env id>" as `rlf train` recorded them in config.json."""
+    groups: dict[str, list[Path]] = {}
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "config.json"
+        if not path.is_file():
+            raise RunDirectoryError(
+                f"{run_dir} has no config.json: aggregated curves group runs by the algorithm and env that "
+                "`rlf train` records there (plot Python runs without --aggregate)"
+            )
+        recorded = json.loads(path.read_text())
+        groups.setdefault(f"{recorded['algorithm']} {recorded['env_id']}", []).append(Path(run_dir))
+    return groups
+
+
+def plot_aggregated_curves(run_dirs: list[Path], output: Path) -> Path:
+    """One line per algorithm and env: the mean over its runs (seeds) of the mean episode return,
+    with the band between the lowest and the highest run."""
+    figure, axes = _new_figure()
+    for label, runs in group_runs(run_dirs).items():
+        curves = [read_curve(run) for run in runs]
+        for run, (steps, _) in zip(runs, curves):
+            if not steps:
+                raise RunDirectoryError(f"{run} has no finished episode in its progress.csv: nothing to aggregate")
+        curve = aggregate_curves(curves)
+        (line,) = axes.plot(curve.steps, curve.mean, label=f"{label} (mean of {len(runs)}, band: min to max)", linewidth=1.5)
+        axes.fill_between(curve.steps, curve.low, curve.high, color=line.get_color(), alpha=0.2, linewidth=0)
+    return _finish(figure, axes, output)
+
+
 def plot_learning_curves(run_dirs: list[Path], output: Path) -> Path:
     """One line per run: mean episode return per logging interval against environment steps, and
     the periodic evaluations' mean returns as markers in the same colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=110)
+    figure, axes = _new_figure()
     for run_dir in run_dirs:
         steps, returns = read_curve(Path(run_dir))
         (line,) = axes.plot(steps, returns, label=Path(run_dir).name, linewidth=1.5)
@@ -54,10 +110,27 @@ def plot_learning_curves(run_dirs: list[Path], output: Path) -> Path:
         if evaluation_steps:
             axes.plot(evaluation_steps, evaluation_returns, "o--", color=line.get_color(), markersize=4,
                       linewidth=0.8, label=f"{Path(run_dir).name} (evaluation)")
+    return _finish(figure, axes, output)
+
+
+def _new_figure():
+    """(figure, axes) of a learning-curve plot, drawn off-screen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(7, 4.5), dpi=110)
+
+
+def _finish(figure, axes, output: Path) -> Path:
+    """Label the axes, write the figure to `output` (a PNG) and free it."""
+    import matplotlib.pyplot as plt
+
     axes.set_xlabel("environment steps")
     axes.set_ylabel("mean episode return")
     axes.grid(alpha=0.3)
-    if run_dirs:
+    if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=7, loc="best")
     figure.tight_layout()
     output = Path(output)

@@ -1,0 +1,52 @@
+"""Aggregated learning curves: the mean and min-max band of several runs on a shared grid of
+steps, checked on hand-made curves, and `rlf plot --aggregate`."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rlfoundry.cli import main
+from rlfoundry.run.monitor import RETURN_METRIC
+from rlfoundry.run.plotting import RunDirectoryError, aggregate_curves, group_runs
+
+
+def test_aggregate_curves_interpolates_each_run_on_the_steps_all_of_them_logged():
+    rising = ([0.0, 10.0, 20.0], [0.0, 10.0, 20.0])
+    flat = ([5.0, 15.0, 25.0], [10.0, 10.0, 10.0])
+    curve = aggregate_curves([rising, flat], points=4)
+    # The grid runs from the latest first step (5) to the earliest last step (20).
+    np.testing.assert_array_equal(curve.steps, [5.0, 10.0, 15.0, 20.0])
+    np.testing.assert_array_equal(curve.mean, [7.5, 10.0, 12.5, 15.0])
+    np.testing.assert_array_equal(curve.low, [5.0, 10.0, 10.0, 10.0])
+    np.testing.assert_array_equal(curve.high, [10.0, 10.0, 15.0, 20.0])
+    with pytest.raises(RunDirectoryError, match="do not overlap"):
+        aggregate_curves([([0.0, 10.0], [1.0, 1.0]), ([20.0, 30.0], [1.0, 1.0])])
+
+
+def fake_run(root, name, algorithm, env_id, returns, config=True):
+    run_dir = root / name
+    run_dir.mkdir()
+    if config:
+        (run_dir / "config.json").write_text(json.dumps({"algorithm": algorithm, "env_id": env_id}))
+    rows = [f"{100 * (index + 1)},{value}" for index, value in enumerate(returns)]
+    (run_dir / "progress.csv").write_text("\n".join([f"step,{RETURN_METRIC}", *rows]) + "\n")
+    return run_dir
+
+
+def test_rlf_plot_aggregate_groups_runs_by_algorithm_and_env(tmp_path, capsys):
+    ppo = [fake_run(tmp_path, f"ppo-s{seed}", "ppo", "CartPole-v1", [10 * seed, 20, 30]) for seed in range(3)]
+    a2c = fake_run(tmp_path, "a2c-s0", "a2c", "CartPole-v1", [5, 6, 7])
+    assert group_runs([ppo[0], a2c, ppo[1], ppo[2]]) == {"ppo CartPole-v1": ppo, "a2c CartPole-v1": [a2c]}
+    output = tmp_path / "curves.png"
+    assert main(["plot", *map(str, [*ppo, a2c]), "--aggregate", "-o", str(output)]) == 0
+    assert capsys.readouterr().out.strip() == str(output)
+    assert output.stat().st_size > 1000
+
+    python_run = fake_run(tmp_path, "python-run", None, None, [1, 2], config=False)
+    assert main(["plot", str(ppo[0]), str(python_run), "--aggregate", "-o", str(tmp_path / "no.png")]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+    quiet = fake_run(tmp_path, "no-episodes", "ppo", "CartPole-v1", [])
+    assert main(["plot", str(ppo[0]), str(quiet), "--aggregate", "-o", str(tmp_path / "no.png")]) == 2
+    assert "has no finished episode" in capsys.readouterr().err
+    assert not (tmp_path / "no.png").exists()
