@@ -119,8 +119,6 @@ def algorithm_class(name: str):
 
 
 def train(arguments: argparse.Namespace) -> int:
-    import rlfoundry
-
     cls = algorithm_class(arguments.algorithm)
     check_env_id(arguments.env_id)
     preset = None if arguments.no_preset else load_preset(cls.name, arguments.env_id)
@@ -137,18 +135,26 @@ def train(arguments: argparse.Namespace) -> int:
         evaluation=periodic_evaluation(arguments), **config,
     )
     run_dir = model.run_dir = make_run_dir(cls.name, arguments.env_id, arguments.seed, arguments.runs_dir)
+    write_run_config(run_dir, model, total_steps=steps, preset_source=preset.source if preset else None)
+    if preset and not arguments.quiet:
+        print(f"preset {cls.name} / {arguments.env_id}: {preset.source}")
+    return learn_and_report(model, steps, arguments.eval_episodes, run_dir)
+
+
+def write_run_config(run_dir: Path, model: Any, **details: Any) -> None:
+    """RUN_DIR/config.json: the algorithm, env id, `details` (how the run came about), the
+    config, any periodic evaluation and the rlfoundry version (`rlf plot --aggregate` groups runs
+    by the first two)."""
+    import rlfoundry
+
     (run_dir / "config.json").write_text(json.dumps({
-        "algorithm": cls.name,
-        "env_id": arguments.env_id,
-        "total_steps": steps,
-        "preset_source": preset.source if preset else None,
+        "algorithm": model.name,
+        "env_id": model.env_id,
+        **details,
         "config": config_to_dict(model.config),
         "periodic_evaluation": None if model.evaluation is None else dataclasses.asdict(model.evaluation),
         "rlfoundry_version": rlfoundry.__version__,
     }, indent=2))
-    if preset and not arguments.quiet:
-        print(f"preset {cls.name} / {arguments.env_id}: {preset.source}")
-    return learn_and_report(model, steps, arguments.eval_episodes, run_dir)
 
 
 def periodic_evaluation(arguments: argparse.Namespace) -> PeriodicEvaluation | None:
@@ -221,6 +227,7 @@ def resume(arguments: argparse.Namespace) -> int:
         raise UsageError(f"{path} was trained on an env without a registered id: resume it from Python with rlfoundry.load(path, env=...)")
     if run_dir is None:
         run_dir = make_run_dir(model.name, model.env_id, model.config.seed, arguments.runs_dir)
+        write_run_config(run_dir, model, total_steps=arguments.steps, resumed_from=str(path), resumed_at_step=model.steps)
     model.run_dir = run_dir
     return learn_and_report(model, arguments.steps, arguments.eval_episodes, run_dir)
 

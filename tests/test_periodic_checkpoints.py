@@ -1,6 +1,8 @@
 """Periodic checkpoints: `checkpoint_every` writes RUN_DIR/checkpoints/latest at a point between
 updates, so that training on from it equals training straight through, bit for bit."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,9 @@ def test_rlf_resume_from_a_checkpoint_behind_its_run_goes_on_in_a_new_run_direct
     assert (run_dir / "progress.csv").read_text() == progress
     (branch,) = [directory for directory in root.iterdir() if directory != run_dir]
     assert load_checkpoint(branch / "checkpoints" / "final").counters["steps"] == load_checkpoint(best).counters["steps"] + 50
+    recorded = json.loads((branch / "config.json").read_text())
+    assert (recorded["algorithm"], recorded["env_id"], recorded["resumed_from"]) == ("q-learning", "FrozenLake-v1", str(best))
+    assert recorded["resumed_at_step"] == load_checkpoint(best).counters["steps"]
 
     # The run's own furthest checkpoint goes on in place.
     assert main(["resume", str(final), "--steps", "50", "--runs-dir", str(root), "--quiet"]) == 0
