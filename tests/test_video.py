@@ -12,6 +12,7 @@ from PIL import Image, ImageSequence
 
 import rlfoundry
 from rlfoundry.cli import main
+from rlfoundry.run.config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,12 @@ def test_continuous_actions_and_a_normalising_policy(tmp_path):
     assert recorded.returns[0] == pytest.approx(played.returns[0], rel=1e-6)
 
 
+def test_max_steps_cuts_each_episode(tmp_path, cartpole_ppo):
+    recorded = rlfoundry.record_video(cartpole_ppo, tmp_path / "short.gif", n_episodes=2, seed=3, max_steps=5)
+    assert recorded.lengths.tolist() == [5, 5] and recorded.returns.tolist() == [5.0, 5.0]
+    assert sum(frame_durations(tmp_path / "short.gif")) == 20 * 12
+
+
 def test_mistakes_are_refused_before_anything_is_written(tmp_path, cartpole_ppo):
     model = cartpole_ppo
     with pytest.raises(ValueError, match=r"must end in \.gif"):
@@ -76,6 +83,8 @@ def test_mistakes_are_refused_before_anything_is_written(tmp_path, cartpole_ppo)
         rlfoundry.record_video(model, tmp_path / "a.gif", env=gym.make("CartPole-v1"))
     with pytest.raises(ValueError, match="n_episodes=0 is out of range"):
         rlfoundry.record_video(model, tmp_path / "a.gif", n_episodes=0)
+    with pytest.raises(ConfigError, match="max_steps=0 is out of range"):
+        rlfoundry.record_video(model, tmp_path / "a.gif", max_steps=0)
     with pytest.raises(TypeError, match="env must be an env id"):
         rlfoundry.record_video(model, tmp_path / "a.gif", env=lambda: gym.make("CartPole-v1"))
     assert not any(tmp_path.iterdir())

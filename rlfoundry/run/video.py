@@ -19,6 +19,7 @@ from PIL import Image
 
 from rlfoundry.envs.atari import is_atari_id, make_atari_env
 from rlfoundry.envs.vector import builds_new_envs, check_env_id
+from rlfoundry.run.config import require_int
 from rlfoundry.run.evaluation import EvaluationResult, checked_episode_count
 
 RENDER_MODE = "rgb_array"
@@ -32,9 +33,11 @@ def record_video(
     n_episodes: int = 1,
     deterministic: bool = True,
     seed: int | None = None,
+    max_steps: int | None = None,
 ) -> EvaluationResult:
     """Play `n_episodes` whole episodes with model.predict in one env, one after the other, and
-    write them to `path` (a .gif). Returns their returns and lengths.
+    write them to `path` (a .gif). Returns their returns and lengths. `max_steps` cuts each
+    episode after that many steps (an Atari policy that never serves plays 27k steps).
 
     `env` is an env id (default: the model's) or a gymnasium.Env made with render_mode="rgb_array"
     (left open). The first episode starts from reset(seed=seed), so with one episode it is the
@@ -44,6 +47,8 @@ def record_video(
     if path.suffix.lower() != ".gif":
         raise ValueError(f"video path {str(path)!r} must end in .gif: rlfoundry writes animated GIFs")
     checked_episode_count(n_episodes)
+    if max_steps is not None:
+        require_int("max_steps", max_steps, 1)
     source = model.env_id if env is None else env
     single = _rendering_env(source)
     frames: list[Image.Image] = []
@@ -53,7 +58,7 @@ def record_video(
             observation, _ = single.reset(seed=seed if episode == 0 else None)
             frames.append(_palette_frame(single.render()))
             total, length, done = 0.0, 0, False
-            while not done:
+            while not done and length != max_steps:
                 # A batch of one, as evaluate() passes its vector env's observations.
                 action = model.predict(np.asarray(observation)[None], deterministic=deterministic)[0]
                 observation, reward, terminated, truncated, _ = single.step(action)
