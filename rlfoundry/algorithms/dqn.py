@@ -35,6 +35,7 @@ import torch
 from rlfoundry.data.replay import STORAGES, ReplayBatch, ReplayBuffer
 from rlfoundry.envs.spaces import require_discrete_actions
 from rlfoundry.envs.vector import EnvSource
+from rlfoundry.losses.continuous import polyak_update
 from rlfoundry.losses.dqn import (
     LOSSES,
     chosen_action_weights,
@@ -216,15 +217,18 @@ class DQN:
         """Q(s, .; theta) [B, n_actions]; call under torch.no_grad()."""
         return self.q_network(observations) if self.manual_mlp is None else self.manual_mlp.forward(observations)[-1]
 
-    def _behaviour(self, observations: np.ndarray) -> np.ndarray:
-        """Epsilon-greedy actions for the N envs; uniformly random ones before learning_starts."""
+    def _epsilon_greedy(self, observations: np.ndarray, epsilon: float) -> np.ndarray:
+        """A uniformly random action with probability epsilon, else the greedy one, per observation."""
         count = len(observations)
-        epsilon = 1.0 if self.steps < self.config.learning_starts else self.epsilon()
         explore = self.rng.random(count) < epsilon
         random_actions = self.rng.integers(self.n_actions, size=count)
         if explore.all():  # no forward pass needed: the common case early on
             return random_actions
         return np.where(explore, random_actions, self._greedy(observations))
+
+    def _behaviour(self, observations: np.ndarray) -> np.ndarray:
+        """Epsilon-greedy actions for the N envs; uniformly random ones before learning_starts."""
+        return self._epsilon_greedy(observations, 1.0 if self.steps < self.config.learning_starts else self.epsilon())
 
     def predict(self, observations: Any, deterministic: bool = True) -> Any:
         """Greedy actions for observations [B, *obs] (or one unbatched observation); epsilon-greedy
@@ -233,10 +237,7 @@ class DQN:
         single = batch.ndim == len(self.observation_space.shape)
         if single:
             batch = batch[None]
-        actions = self._greedy(batch)
-        if not deterministic:
-            explore = self.rng.random(len(batch)) < self.epsilon()
-            actions = np.where(explore, self.rng.integers(self.n_actions, size=len(batch)), actions)
+        actions = self._greedy(batch) if deterministic else self._epsilon_greedy(batch, self.epsilon())
         return actions[0] if single else actions
 
     # -- learning -----------------------------------------------------------------------------
@@ -285,12 +286,7 @@ class DQN:
         with weight 1 - (1 - tau)^count (a hard copy when tau = 1)."""
         if count == 0:
             return
-        weight = 1.0 - (1.0 - self.config.tau) ** count
-        with torch.no_grad():
-            if weight == 1.0:
-                torch._foreach_copy_(self.target_parameters, self.online_parameters)
-            else:
-                torch._foreach_lerp_(self.target_parameters, self.online_parameters, weight)
+        polyak_update(self.target_parameters, self.online_parameters, 1.0 - (1.0 - self.config.tau) ** count)
         self.target_updates += count
 
     def _train(self, gradient_steps: int, monitor: TrainingMonitor) -> None:
