@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of acting greedily")
     evaluate.add_argument("--video", metavar="PATH.gif",
                           help="also record one episode (seeded with --seed) as an animated GIF")
+    evaluate.add_argument("--video-steps", type=int, metavar="K",
+                          help="cut the recorded episode after K steps (its frames are held in memory)")
 
     plot = commands.add_parser("plot", help="plot learning curves of run directories")
     plot.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories written by `rlf train`")
@@ -249,6 +251,10 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
         raise UsageError(f"--episodes={arguments.episodes} is out of range: allowed integers >= 1")
     if arguments.video is not None and Path(arguments.video).suffix.lower() != ".gif":
         raise UsageError(f"--video={arguments.video} must end in .gif: rlf eval records animated GIFs")
+    if arguments.video_steps is not None and arguments.video is None:
+        raise UsageError(f"--video-steps={arguments.video_steps} cuts a recording: add --video PATH.gif")
+    if arguments.video_steps is not None and arguments.video_steps < 1:
+        raise UsageError(f"--video-steps={arguments.video_steps} is out of range: allowed integers >= 1")
     if arguments.env_id:
         check_env_id(arguments.env_id)
     model = rlfoundry.load(arguments.checkpoint, quiet=True)
@@ -260,7 +266,8 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
     print("returns: " + " ".join(f"{value:g}" for value in result.returns))
     if arguments.video is not None:
         recorded = rlfoundry.record_video(
-            model, arguments.video, arguments.env_id, deterministic=deterministic, seed=arguments.seed
+            model, arguments.video, arguments.env_id, deterministic=deterministic, seed=arguments.seed,
+            max_steps=arguments.video_steps,
         )
         print(f"video: {arguments.video} (return {recorded.returns[0]:g}, {recorded.lengths[0]} steps)")
     return 0

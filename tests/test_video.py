@@ -100,6 +100,14 @@ def test_rlf_eval_video_records_the_first_evaluation_seed(tmp_path, capsys, cart
     assert (tmp_path / "run.gif").is_file()
     assert main(["eval", str(tmp_path / "checkpoint"), "--video", str(tmp_path / "run.mp4")]) == 2
     assert "--video=" in capsys.readouterr().err and not (tmp_path / "run.mp4").exists()
+    assert main(["eval", str(tmp_path / "checkpoint"), "--episodes", "1", "--video", str(tmp_path / "cut.gif"),
+                 "--video-steps", "7"]) == 0
+    assert "(return 7, 7 steps)" in capsys.readouterr().out  # CartPole pays 1 a step
+    assert sum(frame_durations(tmp_path / "cut.gif")) == 20 * 8
+    for wrong in (["--video-steps", "0", "--video", str(tmp_path / "zero.gif")], ["--video-steps", "5"]):
+        assert main(["eval", str(tmp_path / "checkpoint"), *wrong]) == 2
+        assert "--video-steps=" in capsys.readouterr().err
+    assert not (tmp_path / "zero.gif").exists()
 
 
 def test_recording_without_a_display_prints_no_sdl_error(tmp_path):
