@@ -1,14 +1,16 @@
-"""SAC and TD3 on Pendulum-v1: rlfoundry beside Stable-Baselines3 (and SBX, its JAX port), plus
-the floating-point floor of one update and an ablation of the speed ideas.
+"""SAC, TD3 and DDPG on Pendulum-v1: rlfoundry beside Stable-Baselines3 (and SBX, its JAX port),
+plus the floating-point floor of one SAC or TD3 update and an ablation of the speed ideas.
 
 Same settings on every side: 20k env steps, one env, [256, 256] ReLU networks, batch 256, one
 gradient step per env step after 100 random steps, buffer 1M, gamma 0.99, tau 0.005, learning
-rate 1e-3 everywhere (rl-baselines3-zoo's Pendulum setting), TD3 with Gaussian exploration noise
-0.1 (in [-1, 1] action units on every side), policy delay 2, target noise 0.2 clipped at 0.5. Every
+rate 1e-3 everywhere (rl-baselines3-zoo's Pendulum setting), TD3 and DDPG with Gaussian exploration
+noise 0.1 (in [-1, 1] action units on every side), TD3 with policy delay 2, target noise 0.2 clipped
+at 0.5; DDPG with one critic, updating the actor and the targets at every step. Every
 run is a fresh subprocess; the libraries alternate per seed. The clock covers learn() only;
 afterwards each model plays the same 20 deterministic evaluation episodes (rlfoundry.evaluate).
 
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/continuous_pendulum.py run --seeds 0 1
+    flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/continuous_pendulum.py run --algorithms ddpg
     # every library on both cores (SBX from its own venv, below):
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/continuous_pendulum.py run \
         --libraries rlfoundry-2threads sbx sb3 --sbx-python SBX_VENV/bin/python --seeds 0 1
@@ -33,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from stable_baselines_policy import StableBaselinesPolicy
 
 ENV_ID = "Pendulum-v1"
 STEPS = 20_000
@@ -71,7 +74,7 @@ def baselines_model(library: str, algorithm: str, seed: int):
     keywords = dict(SHARED, policy_kwargs={"net_arch": WIDTHS}, seed=seed, verbose=0)
     if library != "sbx":
         keywords["device"] = "cpu"
-    if algorithm == "td3":
+    if algorithm in ("td3", "ddpg"):
         keywords["action_noise"] = NormalActionNoise(np.zeros(1), EXPLORATION_NOISE * np.ones(1))
     return getattr(module, algorithm.upper())("MlpPolicy", ENV_ID, **keywords)
 
@@ -91,23 +94,13 @@ def worker(library: str, algorithm: str, seed: int, steps: int) -> dict:
     model.learn(steps)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     updates = steps - SHARED["learning_starts"]
-    result = rlfoundry.evaluate(_Predictor(model), env=ENV_ID, n_episodes=EVALUATION_EPISODES, seed=EVALUATION_SEED)
+    player = model if library.startswith("rlfoundry") else StableBaselinesPolicy(model, ENV_ID)
+    result = rlfoundry.evaluate(player, env=ENV_ID, n_episodes=EVALUATION_EPISODES, seed=EVALUATION_SEED)
     return {
         "library": library, "algorithm": algorithm, "seed": seed, "steps": steps,
         "torch_threads": torch.get_num_threads(), "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
         "updates_per_second": round(updates / wall, 1), "final_return": round(result.mean, 1),
     }
-
-
-class _Predictor:
-    """Gives Stable-Baselines3 models rlfoundry's predict(observations, deterministic) signature."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def predict(self, observations, deterministic=True):
-        actions = self.model.predict(observations, deterministic=deterministic)
-        return actions[0] if isinstance(actions, tuple) else actions
 
 
 def run(arguments: argparse.Namespace) -> None:
@@ -343,7 +336,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("run", "floor", "ablation", "profile"))
-    parser.add_argument("--algorithms", nargs="+", default=["sac", "td3"], choices=("sac", "td3"))
+    parser.add_argument("--algorithms", nargs="+", default=["sac", "td3"], choices=("sac", "td3", "ddpg"))
     parser.add_argument("--libraries", nargs="+", default=["rlfoundry", "sb3"], choices=LIBRARIES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--steps", type=int, default=STEPS)
@@ -351,6 +344,8 @@ def main() -> None:
     parser.add_argument("--sbx-python", default=sys.executable, help="a Python with sbx-rl installed")
     parser.add_argument("--output", help="append each run's JSON line to this file")
     arguments = parser.parse_args()
+    if arguments.command in ("ablation", "profile") and "ddpg" in arguments.algorithms:
+        parser.error("ablation and profile cover sac and td3 only")
     {"run": run, "floor": floor, "ablation": ablation, "profile": profile}[arguments.command](arguments)
 
 

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from stable_baselines_policy import StableBaselinesPolicy
+
 ENV_ID = "CartPole-v1"
 STEPS = 50_000
 EVALUATION_EPISODES = 20
@@ -79,17 +81,6 @@ def stable_baselines_model(seed: int, threads: int = 1):
     )
 
 
-class GreedyStableBaselines:
-    """An SB3 model behind the predict(observations, deterministic) -> actions that evaluate calls."""
-
-    def __init__(self, model):
-        self.model = model
-        self.env_id = ENV_ID
-
-    def predict(self, observations, deterministic=True):
-        return self.model.predict(observations, deterministic=deterministic)[0]
-
-
 def train_and_evaluate(library: str, seed: int, steps: int, threads: int) -> dict:
     """One training run in this process: seconds of learn() and the mean evaluation return."""
     import rlfoundry
@@ -101,7 +92,7 @@ def train_and_evaluate(library: str, seed: int, steps: int, threads: int) -> dic
     start, start_cpu = time.perf_counter(), time.process_time()
     model.learn(steps)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
-    player = GreedyStableBaselines(model) if library == "sb3" else model
+    player = StableBaselinesPolicy(model, ENV_ID) if library == "sb3" else model
     evaluation = rlfoundry.evaluate(player, ENV_ID, n_episodes=EVALUATION_EPISODES, seed=EVALUATION_SEED)
     return {"library": library, "seed": seed, "seconds": seconds, "cpu_seconds": cpu_seconds, "return": evaluation.mean}
 
