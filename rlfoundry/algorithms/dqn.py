@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from rlfoundry.data.replay import STORAGES, ReplayBatch, ReplayBuffer
-from rlfoundry.envs.spaces import require_discrete_actions
+from rlfoundry.envs.spaces import observation_batch, require_discrete_actions
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import polyak_update
 from rlfoundry.losses.dqn import (
@@ -233,10 +233,7 @@ class DQN:
     def predict(self, observations: Any, deterministic: bool = True) -> Any:
         """Greedy actions for observations [B, *obs] (or one unbatched observation); epsilon-greedy
         ones with the current epsilon when not deterministic."""
-        batch = np.asarray(observations)
-        single = batch.ndim == len(self.observation_space.shape)
-        if single:
-            batch = batch[None]
+        batch, single = observation_batch(observations, self.observation_space)
         actions = self._greedy(batch) if deterministic else self._epsilon_greedy(batch, self.epsilon())
         return actions[0] if single else actions
 

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from rlfoundry.run.checkpoint import NonFiniteError
+
 
 class SpaceError(ValueError):
     """An observation or action space that an algorithm cannot handle."""
@@ -60,6 +62,37 @@ def require_box_actions(space: spaces.Space, algorithm: str, instead: str) -> tu
             "declares the finite range of sensible actions (low < high in every dimension)"
         )
     return low, high
+
+
+def observation_batch(observations: Any, space: spaces.Space) -> tuple[np.ndarray, bool]:
+    """(batch [B, *shape] in the space's dtype, whether one unbatched observation came in), for a
+    model's predict(). Numbers become the space's dtype where that changes no value's meaning
+    (ints or float64 to float32; ints that fit to uint8 frames or int64 states); a wrong shape, a
+    non-number or an int frame that does not fit raises SpaceError, and a NaN or infinite value
+    NonFiniteError, instead of a torch error about matrix shapes or a meaningless action."""
+    batch = np.asarray(observations)
+    single = batch.shape == space.shape
+    if single:
+        batch = batch[None]
+    elif batch.shape[1:] != space.shape:
+        raise SpaceError(
+            f"observations of shape {batch.shape} do not fit this model, which observes shape {space.shape} "
+            f"({describe(space)}): pass one observation of shape {space.shape} or a batch of shape "
+            f"(B, {', '.join(map(str, space.shape))})"
+        )
+    if batch.dtype != space.dtype:
+        fits = batch.dtype.kind in "biu" or (batch.dtype.kind == "f" and space.dtype.kind == "f")
+        if fits and space.dtype.kind in "iu":
+            fits = np.array_equal(batch.astype(space.dtype), batch)
+        if not fits:
+            raise SpaceError(
+                f"observations of dtype {batch.dtype} do not fit this model, which observes {space.dtype} "
+                f"({describe(space)}): pass numbers that {space.dtype} holds exactly"
+            )
+        batch = batch.astype(space.dtype)
+    if batch.dtype.kind == "f" and not np.isfinite(batch).all():
+        raise NonFiniteError("observations hold NaN or infinity: a policy's action for them means nothing")
+    return batch, single
 
 
 def space_to_dict(space: spaces.Space) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from gymnasium import spaces
 from torch import nn
 from torch.nn import functional
 
-from rlfoundry.envs.spaces import SpaceError, describe
+from rlfoundry.envs.spaces import SpaceError, describe, observation_batch
 from rlfoundry.networks.torsos import MLP, NatureCNN, orthogonal_init
 
 HIDDEN_GAIN = math.sqrt(2)
@@ -242,14 +242,14 @@ def predict_actions(
     action_space: spaces.Space,
     device: torch.device,
     deterministic: bool,
+    normalize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Any:
     """Env actions of `policy` (observations -> distribution) for observations [B, *obs] or one
-    unbatched observation: the distribution's mode when deterministic, else a sample; Box actions
-    clipped into the action space."""
-    batch = np.asarray(observations)
-    single = batch.ndim == len(observation_space.shape)
-    if single:
-        batch = batch[None]
+    unbatched observation (checked by envs.spaces.observation_batch, then `normalize`d): the
+    distribution's mode when deterministic, else a sample; Box actions clipped into the action space."""
+    batch, single = observation_batch(observations, observation_space)
+    if normalize is not None:
+        batch = normalize(batch)
     with torch.inference_mode():
         distribution = policy(observation_tensor(batch, device))
         actions = distribution.mode() if deterministic else distribution.sample()

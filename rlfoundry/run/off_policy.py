@@ -32,7 +32,7 @@ from gymnasium import spaces
 from torch import nn
 
 from rlfoundry.data.replay import ReplayBatch, ReplayBuffer
-from rlfoundry.envs.spaces import SpaceError, describe, require_box_actions
+from rlfoundry.envs.spaces import SpaceError, describe, observation_batch, require_box_actions
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import critic_loss, deterministic_actor_loss
 from rlfoundry.networks.continuous import ActionScale, DeterministicActor, QEnsemble
@@ -202,10 +202,7 @@ class ReplayCollector:
 
     def predict(self, observations: Any, policy: UnitPolicy) -> np.ndarray:
         """Env actions for observations [B, O] (or one unbatched observation [O])."""
-        batch = np.asarray(observations)
-        single = batch.ndim == 1
-        if single:
-            batch = batch[None]
+        batch, single = observation_batch(observations, self.training_env.observation_space)
         actions = self.scale.to_env(policy(batch))
         return actions[0] if single else actions
 

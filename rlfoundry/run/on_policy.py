@@ -281,10 +281,10 @@ class RolloutCollector:
         """Actions for observations [B, *obs] (or one unbatched observation): the policy's mode
         when deterministic, else a sample. Box actions are clipped into the action space.
         Normalisation statistics are applied, not moved."""
-        if self.normalization is not None:
-            observations = self.normalization.observations(np.asarray(observations))
+        normalize = None if self.normalization is None else self.normalization.observations
         return predict_actions(
-            self.network.distribution, observations, self.observation_space, self.action_space, self.device, deterministic
+            self.network.distribution, observations, self.observation_space, self.action_space, self.device,
+            deterministic, normalize,
         )
 
 
