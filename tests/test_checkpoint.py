@@ -14,6 +14,7 @@ from rlfoundry import SARSA, ExpectedSARSA, QLearning
 from rlfoundry.run import checkpoint as checkpoint_module
 from rlfoundry.run.checkpoint import (
     Checkpoint,
+    CheckpointError,
     CheckpointAlgorithmError,
     CheckpointCorruptError,
     CheckpointNotFoundError,
@@ -22,6 +23,7 @@ from rlfoundry.run.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from rlfoundry.run.config import ConfigError
 from rlfoundry.run.torch_state import load_optimizer, module_tensors, load_module, optimizer_state
 
 
@@ -169,6 +171,38 @@ def test_nan_values_are_never_saved_over_a_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteError, match="q_table.*NaN.*previous checkpoint is kept"):
         model.save(tmp_path / "q")
     assert np.isfinite(rlfoundry.load(tmp_path / "q").q_table).all()
+
+
+def test_a_save_never_writes_over_what_is_not_a_checkpoint(tmp_path):
+    model = trained()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a user's file")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "data.csv").write_text("1,2,3")
+    stray = tmp_path / "q.previous"  # where a save parks the checkpoint it replaces
+    stray.write_text("not ours either")
+    for target in (notes, project, tmp_path / "q"):
+        with pytest.raises(CheckpointError, match="is not an rlfoundry checkpoint.*not writing over it"):
+            model.save(target)
+    assert notes.read_text() == "a user's file" and (project / "data.csv").read_text() == "1,2,3"
+    assert stray.read_text() == "not ours either" and not (tmp_path / "q").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    model.save(empty)  # an empty directory holds nothing to lose
+    model.save(empty)  # and then a checkpoint, which a save replaces
+    np.testing.assert_array_equal(rlfoundry.load(empty).q_table, model.q_table)
+
+
+def test_a_run_dir_that_is_a_file_is_refused_before_training(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a user's file")
+    with pytest.raises(ConfigError, match="run_dir=.*notes.txt is a file: pass a directory"):
+        rlfoundry.QLearning("FrozenLake-v1", run_dir=notes)
+    trained().save(tmp_path / "q")
+    with pytest.raises(ConfigError, match="is a file"):
+        rlfoundry.load(tmp_path / "q", run_dir=notes)
+    assert notes.read_text() == "a user's file"
 
 
 def test_optimizer_state_round_trip_continues_identically():

@@ -71,6 +71,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     """Write `checkpoint` to the directory `path`, replacing an older one only when complete."""
     _require_finite(checkpoint)
     path = Path(path)
+    _require_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
@@ -105,6 +106,18 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     return path
+
+
+def _require_replaceable(path: Path) -> None:
+    """Refuse to write over anything but an rlfoundry checkpoint or an empty directory: a save
+    removes what it replaces, so a mistyped path must not cost a user their files."""
+    for existing in (path, path.with_name(path.name + PREVIOUS_SUFFIX)):
+        if not existing.exists() or (existing.is_dir() and ((existing / MANIFEST).is_file() or not any(existing.iterdir()))):
+            continue
+        raise CheckpointError(
+            f"{existing} exists and is not an rlfoundry checkpoint (a directory with {MANIFEST}): not writing "
+            "over it; save to another path, or move it away first"
+        )
 
 
 def _swap_into_place(temporary: Path, path: Path) -> None:

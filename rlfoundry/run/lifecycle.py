@@ -16,7 +16,7 @@ from torch import nn
 
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.run.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from rlfoundry.run.config import check_keys, config_from_dict, config_to_dict, require_int
+from rlfoundry.run.config import ConfigError, check_keys, config_from_dict, config_to_dict, require_int
 from rlfoundry.run.device import configure_threads, resolve_device
 from rlfoundry.run.evaluation import PeriodicEvaluation, checked_evaluation
 from rlfoundry.run.seeding import generator_state, restore_generator, seed_everything
@@ -61,6 +61,8 @@ def set_run_options(
 ) -> None:
     """The options of a run that are not config (not saved in a checkpoint): a new model's and a
     loaded one's alike, with no evaluations made yet."""
+    if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise ConfigError(f"run_dir={run_dir} is a file: pass a directory (it is created if missing)")
     model.run_dir = Path(run_dir) if run_dir is not None else None
     model.quiet = quiet
     model.checkpoint_every = checked_checkpoint_every(checkpoint_every)
