@@ -128,7 +128,7 @@ def train(arguments: argparse.Namespace) -> int:
     check_keys(cls.Config, config)
     config.update(parse_overrides(cls.Config, arguments.overrides))
     config["seed"] = arguments.seed
-    steps = arguments.steps or (preset.steps if preset else DEFAULT_STEPS)
+    steps = arguments.steps if arguments.steps is not None else (preset.steps if preset else DEFAULT_STEPS)
     if steps < 1:
         raise UsageError(f"--steps={steps} is out of range: allowed integers >= 1")
     # The model checks its config and spaces before any file is written.

@@ -60,6 +60,14 @@ def test_overrides_and_eval_and_plot(tmp_path, capsys):
     assert status == 0 and (tmp_path / "curve.png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("steps", ["0", "-5"])
+def test_train_refuses_a_step_count_below_one(tmp_path, capsys, steps):
+    """--steps 0 used to read as 'not given' and train the preset's whole budget."""
+    status, _, err = run_cli(capsys, "train", "q-learning", "CliffWalking-v1", "--steps", steps, "--runs-dir", str(tmp_path), "--quiet")
+    assert status == 2 and f"--steps={steps} is out of range" in err
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
