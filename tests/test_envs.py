@@ -6,6 +6,7 @@ import pytest
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
+import rlfoundry
 from rlfoundry.envs import state as env_state
 from rlfoundry.envs.vector import (
     AutoresetModeError,
@@ -115,6 +116,16 @@ def test_next_step_autoreset_vector_envs_are_refused_with_a_fix():
     env = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
     with pytest.raises(AutoresetModeError, match="SAME_STEP.*rlfoundry.make_env"):
         make_env(env)
+
+
+def test_a_vector_env_must_match_n_envs():
+    """It used to fail inside numpy broadcasting at the first step."""
+    env = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync",
+                       vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+    with pytest.raises(ValueError, match="this vector env runs 2 envs but n_envs=1: pass n_envs=2"):
+        rlfoundry.PPO(env, quiet=True)
+    model = rlfoundry.PPO(env, quiet=True, n_envs=2, n_steps=16).learn(32)
+    assert model.steps == 32
 
 
 def test_unknown_env_id_names_the_closest():

@@ -89,6 +89,11 @@ def make_env(
     if isinstance(env, VectorEnv):
         vector_env = env
         check_autoreset_mode(vector_env)
+        if vector_env.num_envs != n_envs:
+            raise ValueError(
+                f"this vector env runs {vector_env.num_envs} envs but n_envs={n_envs}: pass "
+                f"n_envs={vector_env.num_envs} with it (the config records how many envs trained)"
+            )
     elif isinstance(env, str):
         check_env_id(env)
         native = env in NATIVE_VECTOR_IDS and n_envs >= NATIVE_VECTOR_MIN_ENVS and not env_kwargs
