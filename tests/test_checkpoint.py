@@ -23,6 +23,7 @@ from rlfoundry.run.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from rlfoundry.envs.spaces import SpaceError
 from rlfoundry.run.config import ConfigError
 from rlfoundry.run.torch_state import load_optimizer, module_tensors, load_module, optimizer_state
 
@@ -203,6 +204,14 @@ def test_a_run_dir_that_is_a_file_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="is a file"):
         rlfoundry.load(tmp_path / "q", run_dir=notes)
     assert notes.read_text() == "a user's file"
+
+
+def test_loading_onto_an_env_with_other_spaces_names_both(tmp_path):
+    trained().save(tmp_path / "q")  # FrozenLake: 16 states, 4 actions
+    with pytest.raises(SpaceError, match=r"this env observes Discrete\(500\) and acts in Discrete\(6\), but the model "
+                       r"was trained on observations Discrete\(16\) and actions Discrete\(4\)"):
+        rlfoundry.load(tmp_path / "q", env="Taxi-v4").learn(10)
+    assert rlfoundry.load(tmp_path / "q", env="FrozenLake-v1").learn(10).steps == 310
 
 
 def test_optimizer_state_round_trip_continues_identically():

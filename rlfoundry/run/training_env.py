@@ -9,8 +9,8 @@ import numpy as np
 from gymnasium import spaces
 
 from rlfoundry.envs import state as env_state
-from rlfoundry.envs.spaces import space_from_dict, space_to_dict
-from rlfoundry.envs.vector import EnvSource, EpisodeTracker, VectorStep, env_id_of, make_env, step_vector
+from rlfoundry.envs.spaces import SpaceError, describe, space_from_dict, space_to_dict
+from rlfoundry.envs.vector import EnvSource, EpisodeTracker, VectorStep, builds_new_envs, env_id_of, make_env, step_vector
 
 
 class TrainingEnv:
@@ -35,12 +35,13 @@ class TrainingEnv:
         self.env = None
         self.observations: np.ndarray | None = None
         self.episodes = EpisodeTracker(n_envs)
-        if observation_space is None or action_space is None:
-            self.open()
-            observation_space = self.env.single_observation_space
-            action_space = self.env.single_action_space
+        # Given (a loaded model's), they are what the env built later must have.
         self.observation_space = observation_space
         self.action_space = action_space
+        if observation_space is None or action_space is None:
+            self.open()
+            self.observation_space = self.env.single_observation_space
+            self.action_space = self.env.single_action_space
 
     def open(self):
         """The vector env, built on first use."""
@@ -50,7 +51,17 @@ class TrainingEnv:
                     "this model has no environment to train on: pass env=... to rlfoundry.load, or "
                     "create the model with an env"
                 )
-            self.env = make_env(self.source, n_envs=self.n_envs)
+            env = make_env(self.source, n_envs=self.n_envs)
+            spaces_now = (env.single_observation_space, env.single_action_space)
+            if self.observation_space is not None and spaces_now != (self.observation_space, self.action_space):
+                if builds_new_envs(self.source):
+                    env.close()
+                raise SpaceError(
+                    f"this env observes {describe(spaces_now[0])} and acts in {describe(spaces_now[1])}, but the "
+                    f"model was trained on observations {describe(self.observation_space)} and actions "
+                    f"{describe(self.action_space)}: pass an env with the same spaces"
+                )
+            self.env = env
         return self.env
 
     def start(self) -> np.ndarray:
