@@ -112,7 +112,9 @@ def _require_replaceable(path: Path) -> None:
     """Refuse to write over anything but an rlfoundry checkpoint or an empty directory: a save
     removes what it replaces, so a mistyped path must not cost a user their files."""
     for existing in (path, path.with_name(path.name + PREVIOUS_SUFFIX)):
-        if not existing.exists() or (existing.is_dir() and ((existing / MANIFEST).is_file() or not any(existing.iterdir()))):
+        if not existing.exists():
+            continue
+        if existing.is_dir() and ((existing / MANIFEST).is_file() or not any(existing.iterdir())):
             continue
         raise CheckpointError(
             f"{existing} exists and is not an rlfoundry checkpoint (a directory with {MANIFEST}): not writing "
