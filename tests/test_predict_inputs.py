@@ -61,3 +61,13 @@ def test_observation_batch_converts_only_what_keeps_its_meaning():
         observation_batch([[3], [4]], states)
     with pytest.raises(NonFiniteError):
         observation_batch([0.0, np.inf], box)
+
+
+def test_tabular_predict_takes_whole_numbers_and_refuses_fractions():
+    model = rlfoundry.QLearning("FrozenLake-v1", quiet=True, seed=0).learn(200)
+    assert model.predict(3.0) == model.predict(3) == model.predict(np.int32(3))
+    assert model.predict([3, 4]).tolist() == [model.predict(3), model.predict(4)]
+    with pytest.raises(SpaceError, match="dtype float64 do not fit"):
+        model.predict(1.7)  # used to be truncated to state 1
+    with pytest.raises(ValueError, match=r"state indices in \[0, 16\)"):
+        model.predict(16)

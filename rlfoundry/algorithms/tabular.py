@@ -19,7 +19,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
-from rlfoundry.envs.spaces import require_discrete_actions, require_discrete_observations
+from rlfoundry.envs.spaces import observation_batch, require_discrete_actions, require_discrete_observations
 from rlfoundry.envs.toytext import path_picture
 from rlfoundry.envs.vector import EnvSource, make_env, step_vector
 from rlfoundry.losses.tabular import (
@@ -126,15 +126,14 @@ class TabularTD:
 
     def predict(self, observations: Any, deterministic: bool = True) -> Any:
         """Greedy actions (lowest index on ties), or epsilon-greedy ones if not deterministic."""
-        states = np.asarray(observations, dtype=np.int64)
-        batch = np.atleast_1d(states)
+        batch, single = observation_batch(observations, self.observation_space)
         if batch.min() < 0 or batch.max() >= self.n_states:
             raise ValueError(f"observations must be state indices in [0, {self.n_states}), got {observations!r}")
         if deterministic:
             actions = self.q_table[batch].argmax(axis=1)
         else:
             actions = self._behaviour(batch, self.epsilon())
-        return actions if states.ndim else int(actions[0])
+        return int(actions[0]) if single else actions
 
     # -- learning -----------------------------------------------------------------------------
 

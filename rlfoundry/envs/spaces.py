@@ -67,9 +67,9 @@ def require_box_actions(space: spaces.Space, algorithm: str, instead: str) -> tu
 def observation_batch(observations: Any, space: spaces.Space) -> tuple[np.ndarray, bool]:
     """(batch [B, *shape] in the space's dtype, whether one unbatched observation came in), for a
     model's predict(). Numbers become the space's dtype where that changes no value's meaning
-    (ints or float64 to float32; ints that fit to uint8 frames or int64 states); a wrong shape, a
-    non-number or an int frame that does not fit raises SpaceError, and a NaN or infinite value
-    NonFiniteError, instead of a torch error about matrix shapes or a meaningless action."""
+    (ints or float64 to float32; whole numbers that fit to uint8 frames or int64 states). A wrong
+    shape, a non-number or a value the dtype does not hold exactly raises SpaceError, and a NaN or
+    infinite value NonFiniteError, instead of a torch error about matrix shapes or a meaningless action."""
     batch = np.asarray(observations)
     single = batch.shape == space.shape
     if single:
@@ -81,7 +81,7 @@ def observation_batch(observations: Any, space: spaces.Space) -> tuple[np.ndarra
             f"(B, {', '.join(map(str, space.shape))})"
         )
     if batch.dtype != space.dtype:
-        fits = batch.dtype.kind in "biu" or (batch.dtype.kind == "f" and space.dtype.kind == "f")
+        fits = batch.dtype.kind in "biuf"
         if fits and space.dtype.kind in "iu":
             fits = np.array_equal(batch.astype(space.dtype), batch)
         if not fits:
