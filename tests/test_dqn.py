@@ -258,8 +258,11 @@ FAST_CARTPOLE = dict(
 
 
 def test_dqn_solves_cartpole_quickly_with_a_small_network():
-    """The preset's recipe scaled down (64x64, 32 gradient steps per 64 env steps): 12k steps."""
-    assert best_evaluation_within(12_000, 2_000, evaluation_seed=100, **{**FAST_CARTPOLE, "seed": 0}) >= 475
+    """The preset's recipe scaled down (64x64, 32 gradient steps per 64 env steps): 12k steps, on 2
+    of 3 seeds. One seed is not enough: which seed passes moves with the machine's float rounding
+    (seed 0 peaked at 470.1 on an AMD EPYC, at 500 on the machine the test was written on)."""
+    best = [best_evaluation_within(12_000, 2_000, evaluation_seed=100, **{**FAST_CARTPOLE, "seed": seed}) for seed in range(3)]
+    assert sum(value >= 475 for value in best) >= 2, best
 
 
 @pytest.mark.slow
