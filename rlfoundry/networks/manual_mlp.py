@@ -22,9 +22,10 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from rlfoundry.networks.activations import Tanh, tanh_
 from rlfoundry.networks.policies import VectorTorso
 
-DIFFERENTIATED_ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh"}
+DIFFERENTIATED_ACTIVATIONS = {nn.ReLU: "relu", Tanh: "tanh"}
 
 
 class ManualMLP(NamedTuple):
@@ -67,7 +68,7 @@ class ManualMLP(NamedTuple):
             else:
                 hidden = functional.linear(hidden, weight, bias)  # what nn.Linear computes
             if index < last:
-                hidden = hidden.relu_() if self.activation == "relu" else hidden.tanh_()
+                hidden = hidden.relu_() if self.activation == "relu" else tanh_(hidden)
             outputs.append(hidden)
         return outputs
 
