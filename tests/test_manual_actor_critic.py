@@ -157,3 +157,15 @@ def test_training_equals_autograd_training_bitwise(algorithm, env_id, config):
 def test_training_equals_autograd_training_to_rounding(algorithm, env_id, config):
     for written, automatic in zip(trained_weights(algorithm, env_id, True, config), trained_weights(algorithm, env_id, False, config)):
         torch.testing.assert_close(written, automatic, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_written_out_gradients_stay_views_of_one_flat_tensor_through_training(env_id):
+    """What lets clipping measure and scale them as one tensor (run.optimizer_step.clip_gradient_norm)."""
+    model = PPO(env_id, quiet=True, n_envs=2, n_steps=16, batch_size=16, n_epochs=2)
+    model.learn(2 * model.config.rollout_size)
+    flat = model.collector.manual.gradient
+    parameters = list(model.network.parameters())
+    assert flat.numel() == sum(parameter.numel() for parameter in parameters)
+    assert all(parameter.grad._base is flat for parameter in parameters)
+    assert flat.abs().sum() > 0

@@ -45,7 +45,7 @@ from rlfoundry.losses.dqn import (
     td_error_loss,
     td_errors,
 )
-from rlfoundry.networks.manual_mlp import ManualMLP
+from rlfoundry.networks.manual_mlp import ManualMLP, gradient_views
 from rlfoundry.networks.policies import is_image_space
 from rlfoundry.networks.q_networks import QNetwork
 from rlfoundry.networks.torsos import ACTIVATIONS
@@ -179,6 +179,8 @@ class DQN:
         self.manual_mlp = ManualMLP.of(self.q_network.torso, self.q_network.head)
         self.target_mlp = ManualMLP.of(self.target_network.torso, self.target_network.head)
         self.target_workspace = None if self.target_mlp is None else self.target_mlp.workspace(TARGET_BLOCK_ROWS)
+        # The written-out gradients as views of one tensor: clipping measures and scales it in one operation.
+        self.flat_gradient = None if self.manual_mlp is None else gradient_views(self.online_parameters)
         # fused: one kernel for the whole update instead of a handful per parameter tensor.
         self.optimizer = torch.optim.Adam(self.online_parameters, lr=config.learning_rate, fused=True)
         storage = config.replay_storage
@@ -354,7 +356,7 @@ class DQN:
                 errors = td_errors(outputs[-1], action_index, targets)
                 self.manual_mlp.backward(outputs, q_value_loss_gradient(errors, weights, config.loss))
         if config.max_grad_norm is not None:
-            clip_gradient_norm(self.online_parameters, config.max_grad_norm)
+            clip_gradient_norm(self.online_parameters, config.max_grad_norm, self.flat_gradient)
         step_optimizer(self.optimizer)
         return errors
 

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from rlfoundry.networks.manual_mlp import ManualMLP
+from rlfoundry.networks.manual_mlp import ManualMLP, gradient_buffer, gradient_views
 from rlfoundry.networks.policies import ActorCritic, Categorical, CategoricalHead, DiagonalGaussian, GaussianHead
 
 
@@ -42,11 +42,13 @@ class ActorCriticPass(NamedTuple):
 
 class ManualActorCritic(NamedTuple):
     """An ActorCritic with separate policy and value MLPs, differentiated by hand. log_std is the
-    Gaussian head's parameter (None for a Categorical head)."""
+    Gaussian head's parameter (None for a Categorical head); gradient holds every parameter's .grad
+    as a view, in the network's parameter order (manual_mlp.gradient_views)."""
 
     policy: ManualMLP
     value: ManualMLP
     log_std: nn.Parameter | None
+    gradient: torch.Tensor
 
     @classmethod
     def of(cls, network: ActorCritic) -> "ManualActorCritic | None":
@@ -59,7 +61,7 @@ class ManualActorCritic(NamedTuple):
         value = ManualMLP.of(network.value_torso, network.value_head)
         if policy is None or value is None:
             return None
-        return cls(policy, value, log_std)
+        return cls(policy, value, log_std, gradient_views(list(network.parameters())))
 
     def forward(self, observations: torch.Tensor) -> ActorCriticPass:
         """pi(.|s) and V(s) for observations [B, *obs], as ActorCritic computes them. Call under
@@ -86,7 +88,7 @@ class ManualActorCritic(NamedTuple):
             output_gradient = categorical_gradient(distribution, actions, log_prob_weights, entropy_weight)
         else:
             output_gradient, log_std_gradient = gaussian_gradient(distribution, actions, log_prob_weights, entropy_weight)
-            self.log_std.grad = log_std_gradient
+            gradient_buffer(self.log_std).copy_(log_std_gradient)
         self.policy.backward(forward.policy_outputs, output_gradient)
         self.value.backward(forward.value_outputs, value_weights.unsqueeze(-1))
 

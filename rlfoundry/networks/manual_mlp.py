@@ -82,8 +82,8 @@ class ManualMLP(NamedTuple):
         gradient = output_gradient
         for index in range(len(self.weights) - 1, -1, -1):
             weight, below = self.weights[index], outputs[index]
-            torch.mm(gradient.t(), below, out=_gradient_buffer(weight))
-            torch.sum(gradient, dim=0, out=_gradient_buffer(self.biases[index]))
+            torch.mm(gradient.t(), below, out=gradient_buffer(weight))
+            torch.sum(gradient, dim=0, out=gradient_buffer(self.biases[index]))
             if index > 0:
                 gradient = gradient.mm(weight)
                 if self.activation == "relu":
@@ -92,8 +92,26 @@ class ManualMLP(NamedTuple):
                     gradient = torch.ops.aten.tanh_backward(gradient, below)
 
 
-def _gradient_buffer(parameter: nn.Parameter) -> torch.Tensor:
-    """The parameter's .grad, allocated on first use; backward overwrites it in place after that."""
+def gradient_buffer(parameter: nn.Parameter) -> torch.Tensor:
+    """The parameter's .grad, allocated on first use; backward overwrites it in place after that (so
+    that a .grad made a view by gradient_views stays one)."""
     if parameter.grad is None:
         parameter.grad = torch.empty_like(parameter)
     return parameter.grad
+
+
+def gradient_views(parameters: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Give every parameter a zeroed .grad that is a view into one new flat tensor, in the parameters'
+    order, and return that tensor (all parameters on one device with one dtype).
+    run.optimizer_step.clip_gradient_norm measures and scales such gradients in one operation each
+    while every .grad still is its view: code that fills them writes into .grad in place, as
+    ManualMLP.backward does."""
+    first = parameters[0]
+    if any(parameter.device != first.device or parameter.dtype != first.dtype for parameter in parameters):
+        raise ValueError("gradient_views needs parameters on one device with one dtype")
+    flat = first.new_zeros(sum(parameter.numel() for parameter in parameters))
+    offset = 0
+    for parameter in parameters:
+        parameter.grad = flat[offset : offset + parameter.numel()].view_as(parameter)
+        offset += parameter.numel()
+    return flat

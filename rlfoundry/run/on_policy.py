@@ -124,10 +124,12 @@ def gradient_step(
     loss: torch.Tensor | None,
     max_grad_norm: float | None,
     learning_rate: float | None = None,
+    flat_gradient: torch.Tensor | None = None,
 ) -> None:
     """One optimiser step on `loss`: clear, backpropagate, clip the global gradient norm (unless
     max_grad_norm is None) and step, at `learning_rate` (every parameter group) when one is given.
-    loss=None: the parameters' .grad already hold the gradient (ManualActorCritic.backward wrote it)."""
+    loss=None: the parameters' .grad already hold the gradient (ManualActorCritic.backward wrote it
+    into the views of its flat_gradient, which clipping then measures and scales as one tensor)."""
     groups = optimizer.param_groups
     if learning_rate is not None:
         for group in groups:
@@ -136,7 +138,8 @@ def gradient_step(
         clear_gradients(optimizer)
         loss.backward()
     if max_grad_norm is not None:
-        clip_gradient_norm([parameter for group in groups for parameter in group["params"]], max_grad_norm)
+        parameters = [parameter for group in groups for parameter in group["params"]]
+        clip_gradient_norm(parameters, max_grad_norm, flat_gradient)
     step_optimizer(optimizer)
 
 

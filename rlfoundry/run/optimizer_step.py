@@ -4,9 +4,12 @@ than torch's wrappers.
 `torch.optim.Adam.step` and `torch.nn.utils.clip_grad_norm_` wrap their kernels in Python
 bookkeeping (profiler records, parameter grouping, state checks) that costs more than the kernels
 themselves for small networks: DQN on CartPole takes about 25k steps of a 67k-parameter network
-(RESULTS.md, "DQN"). These two run the same kernels in the same order (clipping's scale factor is
-computed on the host in the same float32 arithmetic), so the results are bitwise those of the
-wrappers (tests/test_optimizer_step.py).
+(RESULTS.md, "DQN"). `step_optimizer` runs the same kernels in the same order, so its results are
+bitwise Adam.step's. `clip_gradient_norm` takes the norm of the concatenated gradients in one reduction where torch takes
+the norm of the per-tensor norms (equal up to rounding; tests/test_optimizer_step.py), so that
+gradients laid out in one flat tensor (networks.manual_mlp.gradient_views) are measured and scaled by one operation
+each, and bitwise as gradients held apart: on the CPU torch's foreach norm and multiplication run
+one operation per tensor (12 for PPO's actor-critic, 95 us of a 760 us gradient step).
 """
 
 from __future__ import annotations
@@ -27,13 +30,26 @@ def clear_gradients(optimizer: torch.optim.Optimizer) -> None:
 
 
 @torch.no_grad()
-def clip_gradient_norm(parameters: Sequence[torch.Tensor], max_norm: float) -> None:
+def clip_gradient_norm(
+    parameters: Sequence[torch.Tensor], max_norm: float, flat_gradient: torch.Tensor | None = None
+) -> None:
     """g <- g min(1, max_norm / (||g|| + 1e-6)) over the concatenation g of the parameters' gradients,
-    as torch.nn.utils.clip_grad_norm_ (parameters without a gradient are left out)."""
+    as torch.nn.utils.clip_grad_norm_ (parameters without a gradient are left out), with ||g|| one
+    reduction over the concatenation. flat_gradient: what networks.manual_mlp.gradient_views(parameters)
+    returned; used while every .grad is still its view, with bitwise the result of gradients held apart."""
     gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
     if not gradients:
         return
-    total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradients)))
+    first = gradients[0]
+    if flat_gradient is not None and len(gradients) == len(parameters) and all(
+        gradient._base is flat_gradient for gradient in gradients
+    ):
+        total_norm = torch.linalg.vector_norm(flat_gradient)
+        gradients = [flat_gradient]
+    elif all(gradient.device == first.device and gradient.dtype == first.dtype for gradient in gradients):
+        total_norm = torch.linalg.vector_norm(torch.cat([gradient.reshape(-1) for gradient in gradients]))
+    else:
+        total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradients)))
     # On an accelerator reading the norm back would wait for it; other dtypes keep their own arithmetic.
     if total_norm.device.type != "cpu" or total_norm.dtype != torch.float32:
         torch._foreach_mul_(gradients, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
@@ -82,7 +98,8 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
         if _fused_kernel_applies(group, parameters):
             # What torch's fused path runs for one device and dtype, without its per-call regrouping
             # of the lists (20 to 35 us a step for DQN's six-tensor network on this machine).
-            torch._foreach_add_(steps, 1)
+            _step_counters(states).add_(1)
+            steps = [state["step"] for state in states]
             kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
             kernel(
                 parameters, gradients, exp_avgs, exp_avg_sqs, [], steps,
@@ -104,6 +121,21 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
             amsgrad=False,
             **hyperparameters,
         )
+
+
+def _step_counters(states: list[dict]) -> torch.Tensor:
+    """One tensor whose elements are these Adam states' step counters, each state's "step" a 0-dim
+    view into it (made on first use, and again after a load replaced them): the counters then advance
+    by one operation, where torch's foreach add runs one per tensor on the CPU (42 us a step for PPO's
+    twelve). The values and the kernel that reads them are unchanged."""
+    steps = [state["step"] for state in states]
+    counters = steps[0]._base
+    if counters is not None and counters.numel() == len(steps) and all(step._base is counters for step in steps):
+        return counters
+    counters = torch.stack(steps)
+    for index, state in enumerate(states):
+        state["step"] = counters[index]
+    return counters
 
 
 def _fused_kernel_applies(group: dict, parameters: list[torch.Tensor]) -> bool:
