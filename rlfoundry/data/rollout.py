@@ -16,9 +16,10 @@ already starts the next episode, same-step autoreset): `add` copies it from
 
     buffer = RolloutBuffer(n_steps, n_envs, observation_space, action_space)
     for _ in range(n_steps):
-        ... act: actions, log_probs, values for training_env.observations ...
+        ... act: actions, log_probs (and values, or None) for training_env.observations ...
         step, _, _ = training_env.step(actions)
         buffer.add(observations, actions, log_probs, values, step)
+    buffer.fill_values(value_function)                          # where add was given values=None
     buffer.finish(training_env.observations, value_function)   # fills next_values
     advantages, returns = generalized_advantages(buffer.rewards, buffer.values, buffer.next_values,
                                                  buffer.terminated, buffer.truncated, gamma, lam)
@@ -148,13 +149,14 @@ class RolloutBuffer:
         observations: np.ndarray,
         actions: np.ndarray,
         log_probs: np.ndarray,
-        values: np.ndarray,
+        values: np.ndarray | None,
         step: VectorStep,
     ) -> None:
         """Record one step of every env: the observations acted on, what was sampled, and the step.
 
-        observations [N, *obs], actions [N, *act], log_probs [N], values [N]; `step` is what the
-        env returned for these actions (`rlfoundry.envs.vector.step_vector`).
+        observations [N, *obs], actions [N, *act], log_probs [N], values [N] (None: `fill_values`
+        evaluates them after the rollout); `step` is what the env returned for these actions
+        (`rlfoundry.envs.vector.step_vector`).
         """
         t = self.position
         if t == self.n_steps:
@@ -162,7 +164,8 @@ class RolloutBuffer:
         self.observations[t] = observations
         self.actions[t] = actions
         self.log_probs[t] = log_probs
-        self.values[t] = values
+        if values is not None:
+            self.values[t] = values
         self.rewards[t] = step.rewards
         self.terminated[t] = step.terminated
         self.truncated[t] = step.truncated
@@ -171,6 +174,13 @@ class RolloutBuffer:
             indices = np.flatnonzero(bootstrapped)
             self._truncations.append((t, indices, np.array(step.next_observations[indices])))
         self.position = t + 1
+
+    def fill_values(self, value_function: ValueFunction) -> None:
+        """values[t] = V(observations[t]) for every row added so far, in one batched call: a critic
+        that does not change while the policy acts need not be evaluated step by step."""
+        rows = self.position
+        flat = self.observations[:rows].reshape(rows * self.n_envs, *self.observations.shape[2:])
+        self.values[:rows] = np.asarray(value_function(flat), dtype=np.float32).reshape(rows, self.n_envs)
 
     def finish(
         self, last_observations: np.ndarray, value_function: ValueFunction | None, stopped_early: bool = False

@@ -68,9 +68,15 @@ class ManualActorCritic(NamedTuple):
         torch.no_grad()."""
         policy_outputs = self.policy.forward(observations)
         value_outputs = self.value.forward(observations)
-        parameters = policy_outputs[-1]
-        distribution = Categorical(parameters) if self.log_std is None else DiagonalGaussian(parameters, self.log_std)
+        distribution = self._distribution(policy_outputs[-1])
         return ActorCriticPass(policy_outputs, value_outputs, distribution, value_outputs[-1].squeeze(-1))
+
+    def distribution(self, observations: torch.Tensor) -> Categorical | DiagonalGaussian:
+        """pi(.|s) alone (acting), as ActorCritic.distribution computes it. Call under torch.no_grad()."""
+        return self._distribution(self.policy.forward(observations)[-1])
+
+    def _distribution(self, parameters: torch.Tensor) -> Categorical | DiagonalGaussian:
+        return Categorical(parameters) if self.log_std is None else DiagonalGaussian(parameters, self.log_std)
 
     def backward(
         self,

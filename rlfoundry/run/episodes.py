@@ -127,8 +127,6 @@ class EpisodeCollector:
         observations = self._fresh_episodes()
         mask = np.zeros((rollout.n_steps, n_envs), dtype=bool)
         running = np.ones(n_envs, dtype=bool)  # the env's first episode has not ended yet
-        # V(s_t) is filled in after the episodes, in one batched call: the value net does not change meanwhile.
-        values_later = np.zeros(n_envs, dtype=np.float32)
         with torch.inference_mode():
             while running.any() and not rollout.full:
                 distribution = self.policy(self._tensor(observations))
@@ -136,15 +134,15 @@ class EpisodeCollector:
                 actions_array = actions.cpu().numpy()
                 step, finished_returns, finished_lengths = training_env.step(env_actions(actions_array, self.action_space))
                 mask[rollout.position] = running
-                rollout.add(observations, actions_array, distribution.log_prob(actions).cpu().numpy(), values_later, step)
+                rollout.add(observations, actions_array, distribution.log_prob(actions).cpu().numpy(), None, step)
                 running &= ~step.done
                 self.steps += n_envs
                 monitor.episodes(self.steps, finished_returns, finished_lengths)
                 observations = step.observations
         rows = rollout.position
         if self.value_function is not None:
-            flat = rollout.observations[:rows].reshape(rows * n_envs, *rollout.observations.shape[2:])
-            rollout.values[:rows] = self._values(flat).reshape(rows, n_envs)
+            # V(s_t) after the episodes, in one batched call: the value net does not change meanwhile.
+            rollout.fill_values(self._values)
         rollout.finish(observations, None if self.value_function is None else self._values, stopped_early=True)
         return mask[:rows]
 

@@ -209,13 +209,12 @@ class RolloutCollector:
     def env_id(self) -> str | None:
         return self.training_env.env_id
 
-    def forward(self, observations: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
-        """(pi(.|s), V(s) [B]) for network inputs [B, *obs], without gradients."""
+    def distribution(self, observations: torch.Tensor) -> Distribution:
+        """pi(.|s) for network inputs [B, *obs], without gradients."""
         with torch.no_grad():
             if self.manual is None:
-                return self.network(observations)
-            forward = self.manual.forward(observations)
-            return forward.distribution, forward.values
+                return self.network.distribution(observations)
+            return self.manual.distribution(observations)
 
     def values(self, inputs: np.ndarray) -> np.ndarray:
         """V(s) for a numpy batch of network inputs (normalised observations when normalising),
@@ -259,16 +258,18 @@ class RolloutCollector:
         n_envs = self.config.n_envs
         with torch.inference_mode():
             for _ in range(self.config.n_steps):
-                distribution, values = self.forward(observation_tensor(inputs, self.device))
+                distribution = self.distribution(observation_tensor(inputs, self.device))
                 actions = distribution.sample()
                 log_probs = distribution.log_prob(actions)
                 actions = actions.cpu().numpy()
                 step, finished_returns, finished_lengths = training_env.step(env_actions(actions, self.action_space))
                 step = self._normalised(step)
-                rollout.add(inputs, actions, log_probs.cpu().numpy(), values.cpu().numpy(), step)
+                rollout.add(inputs, actions, log_probs.cpu().numpy(), None, step)
                 self.steps += n_envs
                 monitor.episodes(self.steps, finished_returns, finished_lengths)
                 inputs = step.observations
+        # V(s_t) of the whole rollout in one batched call: the critic does not change while acting.
+        rollout.fill_values(self.values)
         rollout.finish(inputs, self.values)
 
     def gae_batch(self) -> RolloutBatch:
