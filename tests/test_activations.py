@@ -2,7 +2,6 @@
 and autograd's double backward."""
 
 import numpy as np
-import pytest
 import torch
 
 from rlfoundry.networks.activations import Tanh, tanh, tanh_
