@@ -2,6 +2,7 @@
 and autograd's double backward."""
 
 import numpy as np
+import pytest
 import torch
 
 from rlfoundry.networks.activations import Tanh, tanh, tanh_
@@ -88,3 +89,28 @@ def test_second_derivative_equals_torch_tanhs():
         return torch.autograd.grad(first.sum(), inputs)[0]
 
     torch.testing.assert_close(second(tanh), second(torch.tanh), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.trace is deprecated, not gone
+def test_a_traced_network_computes_tanh_of_its_input():
+    """torch.jit.trace cannot see numpy's work: tracing takes torch's tanh, not a recorded constant."""
+    network = torch.nn.Sequential(torch.nn.Linear(3, 5), Tanh())
+    traced = torch.jit.trace(network, torch.zeros(2, 3))
+    inputs = torch.randn(4, 3, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(traced(inputs), network(inputs), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_an_exported_network_computes_tanh_of_its_input(strict):
+    network = torch.nn.Sequential(torch.nn.Linear(3, 5), Tanh())
+    exported = torch.export.export(network, (torch.zeros(2, 3),), strict=strict).module()
+    inputs = torch.randn(2, 3, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(exported(inputs), network(inputs), rtol=1e-6, atol=1e-7)
+
+
+def test_a_compiled_function_computes_tanh_of_its_input():
+    compiled = torch.compile(tanh, backend="eager", fullgraph=True)
+    inputs = torch.linspace(-3, 3, 7)
+    torch.testing.assert_close(compiled(inputs), torch.tanh(inputs))

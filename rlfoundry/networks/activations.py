@@ -8,7 +8,8 @@ step on CartPole (benchmarks/RESULTS.md, "PPO"). numpy's float32 result is withi
 value (torch's within 0.6; tests/test_activations.py), but not always the same float: every tanh of
 rlfoundry's networks therefore goes through `tanh` here, in the modules (with autograd) and in the
 hand-differentiated passes (networks/manual_mlp.py) alike, so that both compute the same numbers
-whatever the batch size. Tensors numpy cannot read (other devices, half precision) take torch.tanh.
+whatever the batch size. Tensors numpy cannot read (other devices, half precision), and tracing or
+compiling, which cannot see numpy's work, take torch.tanh.
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ NUMPY_DTYPES = (torch.float32, torch.float64)
 
 
 def _numpy_applies(tensor: torch.Tensor) -> bool:
-    """Whether numpy can compute on the tensor's memory in place of torch."""
-    return tensor.device.type == "cpu" and tensor.dtype in NUMPY_DTYPES and tensor.layout == torch.strided
+    """Whether numpy can compute on the tensor's memory in place of torch: a strided CPU tensor of
+    float32 or float64, outside torch.jit.trace and torch.compile (which would record numpy's result
+    as a constant: a traced or exported policy would ignore its input)."""
+    return (
+        tensor.dtype in NUMPY_DTYPES
+        and tensor.device.type == "cpu"
+        and tensor.layout == torch.strided
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+    )
 
 
 def tanh_(tensor: torch.Tensor) -> torch.Tensor:
@@ -34,10 +43,8 @@ def tanh_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _tanh_values(inputs: torch.Tensor) -> torch.Tensor:
-    """tanh(inputs) as a new tensor, outside autograd."""
-    if not _numpy_applies(inputs):
-        return torch.tanh(inputs.detach())
+def _numpy_tanh(inputs: torch.Tensor) -> torch.Tensor:
+    """tanh(inputs) as a new tensor, by numpy (where _numpy_applies), outside autograd."""
     outputs = torch.empty_like(inputs, requires_grad=False)
     np.tanh(inputs.detach().numpy(), out=outputs.numpy())
     return outputs
@@ -49,7 +56,7 @@ class _Tanh(torch.autograd.Function):
 
     @staticmethod
     def forward(context, inputs: torch.Tensor) -> torch.Tensor:
-        outputs = _tanh_values(inputs)
+        outputs = _numpy_tanh(inputs)
         context.save_for_backward(outputs)
         return outputs
 
@@ -61,9 +68,11 @@ class _Tanh(torch.autograd.Function):
 
 def tanh(inputs: torch.Tensor) -> torch.Tensor:
     """tanh(inputs), differentiable when autograd records."""
+    if not _numpy_applies(inputs):
+        return torch.tanh(inputs)
     if torch.is_grad_enabled() and inputs.requires_grad:
         return _Tanh.apply(inputs)
-    return _tanh_values(inputs)
+    return _numpy_tanh(inputs)
 
 
 class Tanh(nn.Module):
