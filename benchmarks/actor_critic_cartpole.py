@@ -22,6 +22,7 @@ here), to check that. SB3-Contrib installs with `make bench-setup`.
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/actor_critic_cartpole.py --seeds 0 1 2
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/actor_critic_cartpole.py --algorithm a2c
     .venv/bin/python benchmarks/actor_critic_cartpole.py --profile   # cProfile of one rlfoundry run
+    git worktree add /tmp/before REV && .venv/bin/python benchmarks/actor_critic_cartpole.py --baseline /tmp/before
 """
 
 from __future__ import annotations
@@ -31,10 +32,9 @@ import cProfile
 import json
 import pstats
 import statistics
-import subprocess
-import sys
 import time
 
+from fresh_process import run_worker
 from stable_baselines_policy import StableBaselinesPolicy
 
 ENV_ID = "CartPole-v1"
@@ -140,15 +140,12 @@ def run_one(algorithm: str, library: str, seed: int, steps: int, threads: int) -
     return {"library": library, "seed": seed, "seconds": seconds, "cpu_seconds": cpu_seconds, "return": result.mean}
 
 
-def run_in_subprocess(algorithm: str, library: str, seed: int, steps: int, threads: int) -> dict:
-    output = subprocess.run(
-        [sys.executable, __file__, "--algorithm", algorithm, "--worker", library, "--seeds", str(seed),
-         "--steps", str(steps), "--torch-threads", str(threads)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+def run_in_subprocess(algorithm: str, library: str, seed: int, steps: int, threads: int, baseline: str | None) -> dict:
+    """One run in a fresh process; library "baseline" is rlfoundry from the checkout `baseline`."""
+    arguments = ["--algorithm", algorithm, "--worker", "rlfoundry" if library == "baseline" else library,
+                 "--seeds", str(seed), "--steps", str(steps), "--torch-threads", str(threads)]
+    result = run_worker(__file__, arguments, baseline if library == "baseline" else None)
+    return {**result, "library": library}
 
 
 def profile(algorithm: str, steps: int, lines: int) -> None:
@@ -166,6 +163,7 @@ def main() -> None:
     parser.add_argument("--libraries", nargs="+", default=["rlfoundry", "sb3"], choices=["rlfoundry", "sb3"])
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for both libraries")
     parser.add_argument("--profile", action="store_true", help="cProfile one rlfoundry run instead")
+    parser.add_argument("--baseline", metavar="CHECKOUT", help="also run the rlfoundry of another checkout (benchmarks/fresh_process.py)")
     parser.add_argument("--worker", choices=["rlfoundry", "sb3"], help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     algorithm, steps = arguments.algorithm, arguments.steps or STEPS[arguments.algorithm]
@@ -175,10 +173,11 @@ def main() -> None:
     if arguments.profile:
         profile(algorithm, steps, 25)
         return
+    libraries = arguments.libraries + (["baseline"] if arguments.baseline else [])
     results = []
     for seed in arguments.seeds:
-        for library in arguments.libraries:
-            result = run_in_subprocess(algorithm, library, seed, steps, arguments.torch_threads)
+        for library in libraries:
+            result = run_in_subprocess(algorithm, library, seed, steps, arguments.torch_threads, arguments.baseline)
             print(
                 f"{library:10s} seed {seed}: {result['seconds']:6.1f} s wall, {result['cpu_seconds']:6.1f} s CPU, "
                 f"evaluation return {result['return']:.1f}",
@@ -188,7 +187,7 @@ def main() -> None:
     print("\n| library | seeds | median wall s | median CPU s | wall s per seed | evaluation returns |")
     print("|---|---|---|---|---|---|")
     medians = {}
-    for library in arguments.libraries:
+    for library in libraries:
         mine = [result for result in results if result["library"] == library]
         medians[library] = [statistics.median(result[key] for result in mine) for key in ("seconds", "cpu_seconds")]
         print(
@@ -196,9 +195,10 @@ def main() -> None:
             f"{', '.join(format(result['seconds'], '.1f') for result in mine)} | "
             f"{', '.join(format(result['return'], '.0f') for result in mine)} |"
         )
-    if len(medians) == 2:
-        wall, cpu = (medians["sb3"][index] / medians["rlfoundry"][index] for index in (0, 1))
-        print(f"\nrlfoundry is {wall:.2f}x faster in wall-clock, {cpu:.2f}x in CPU time (medians)")
+    for library in ("rlfoundry", "baseline"):
+        if library in medians and "sb3" in medians:
+            wall, cpu = (medians["sb3"][index] / medians[library][index] for index in (0, 1))
+            print(f"\n{library} is {wall:.2f}x faster than sb3 in wall-clock, {cpu:.2f}x in CPU time (medians)")
 
 
 if __name__ == "__main__":

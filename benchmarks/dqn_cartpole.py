@@ -13,6 +13,7 @@ default here): SB3's DQN is faster in wall-clock that way on an idle machine (RE
 
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/dqn_cartpole.py --seeds 0 1 2
     .venv/bin/python benchmarks/dqn_cartpole.py --profile      # cProfile of one rlfoundry run
+    git worktree add /tmp/before REV && .venv/bin/python benchmarks/dqn_cartpole.py --baseline /tmp/before
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import cProfile
 import json
 import pstats
 import statistics
-import subprocess
-import sys
 import time
 
+from fresh_process import run_worker
 from stable_baselines_policy import StableBaselinesPolicy
 
 ENV_ID = "CartPole-v1"
@@ -97,11 +97,12 @@ def train_and_evaluate(library: str, seed: int, steps: int, threads: int) -> dic
     return {"library": library, "seed": seed, "seconds": seconds, "cpu_seconds": cpu_seconds, "return": evaluation.mean}
 
 
-def in_fresh_process(library: str, seed: int, steps: int, threads: int) -> dict:
-    command = [sys.executable, __file__, "--worker", library, "--seeds", str(seed), "--steps", str(steps),
-               "--torch-threads", str(threads)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+def in_fresh_process(library: str, seed: int, steps: int, threads: int, baseline: str | None) -> dict:
+    """One run in a fresh process; library "baseline" is rlfoundry from the checkout `baseline`."""
+    arguments = ["--worker", "rlfoundry" if library == "baseline" else library, "--seeds", str(seed),
+                 "--steps", str(steps), "--torch-threads", str(threads)]
+    result = run_worker(__file__, arguments, baseline if library == "baseline" else None)
+    return {**result, "library": library}
 
 
 def main() -> None:
@@ -112,6 +113,7 @@ def main() -> None:
     parser.add_argument("--libraries", nargs="+", default=libraries[:2], choices=libraries)
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for both libraries")
     parser.add_argument("--profile", action="store_true", help="cProfile one rlfoundry run instead")
+    parser.add_argument("--baseline", metavar="CHECKOUT", help="also run the rlfoundry of another checkout (benchmarks/fresh_process.py)")
     parser.add_argument("--worker", choices=libraries, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.worker:
@@ -122,10 +124,11 @@ def main() -> None:
         profiler.runcall(rlfoundry_model(arguments.seeds[0]).learn, arguments.steps)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
         return
+    compared = arguments.libraries + (["baseline"] if arguments.baseline else [])
     results = []
     for seed in arguments.seeds:
-        for library in arguments.libraries:
-            result = in_fresh_process(library, seed, arguments.steps, arguments.torch_threads)
+        for library in compared:
+            result = in_fresh_process(library, seed, arguments.steps, arguments.torch_threads, arguments.baseline)
             print(
                 f"{library:16s} seed {seed}: {result['seconds']:6.1f} s ({result['cpu_seconds']:6.1f} s CPU), "
                 f"evaluation return {result['return']:.1f}",
@@ -136,7 +139,7 @@ def main() -> None:
         "\n| library | seeds | median seconds | median CPU seconds | seconds per seed | evaluation returns |"
         "\n|---|---|---|---|---|---|"
     )
-    for library in arguments.libraries:
+    for library in compared:
         runs = [result for result in results if result["library"] == library]
         seconds = [result["seconds"] for result in runs]
         cpu_seconds = statistics.median(result["cpu_seconds"] for result in runs)
