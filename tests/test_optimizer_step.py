@@ -248,3 +248,19 @@ def test_fused_steps_keep_adams_counters_in_one_tensor_also_after_a_load():
     for left, right in zip(optimizers[0].state.values(), optimizers[1].state.values()):
         assert all(torch.equal(left[key], right[key]) for key in left)
     assert float(next(iter(optimizers[1].state.values()))["step"]) == 5
+
+
+def test_clipping_some_of_the_parameters_of_a_flat_gradient_clips_only_theirs():
+    """A flat tensor that also holds other parameters' gradients must not be measured or scaled."""
+    (first, second), (other_first, other_second) = networks(12), networks(12)
+    parameters = [*first.parameters(), *second.parameters()]
+    flat = gradient_views(parameters)
+    gradients(other_first, other_second, 0, only_first=False)
+    for parameter, other in zip(parameters, [*other_first.parameters(), *other_second.parameters()]):
+        parameter.grad.copy_(other.grad)
+    expected = [*other_first.parameters()]
+    clip_with_torch(expected, 0.05)
+    untouched = [parameter.grad.clone() for parameter in second.parameters()]
+    clip_gradient_norm(list(first.parameters()), 0.05, flat)
+    assert all(torch.equal(parameter.grad, other.grad) for parameter, other in zip(first.parameters(), expected))
+    assert all(torch.equal(parameter.grad, before) for parameter, before in zip(second.parameters(), untouched))

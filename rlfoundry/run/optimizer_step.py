@@ -5,11 +5,12 @@ than torch's wrappers.
 bookkeeping (profiler records, parameter grouping, state checks) that costs more than the kernels
 themselves for small networks: DQN on CartPole takes about 25k steps of a 67k-parameter network
 (RESULTS.md, "DQN"). `step_optimizer` runs the same kernels in the same order, so its results are
-bitwise Adam.step's. `clip_gradient_norm` takes the norm of the concatenated gradients in one reduction where torch takes
-the norm of the per-tensor norms (equal up to rounding; tests/test_optimizer_step.py), so that
-gradients laid out in one flat tensor (networks.manual_mlp.gradient_views) are measured and scaled by one operation
-each, and bitwise as gradients held apart: on the CPU torch's foreach norm and multiplication run
-one operation per tensor (12 for PPO's actor-critic, 95 us of a 760 us gradient step).
+bitwise Adam.step's. `clip_gradient_norm` takes the norm of the concatenated gradients in one
+reduction where torch takes the norm of the per-tensor norms (equal up to rounding;
+tests/test_optimizer_step.py), so that gradients laid out in one flat tensor
+(networks.manual_mlp.gradient_views) are measured and scaled by one operation each, and bitwise as
+gradients held apart: on the CPU torch's foreach norm and multiplication run one operation per
+tensor (12 for PPO's actor-critic, 95 us of a 760 us gradient step).
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ def clip_gradient_norm(
     if not gradients:
         return
     first = gradients[0]
-    if flat_gradient is not None and len(gradients) == len(parameters) and all(
-        gradient._base is flat_gradient for gradient in gradients
+    # The flat tensor stands for these gradients only while they are views into it that fill it.
+    if (
+        flat_gradient is not None
+        and len(gradients) == len(parameters)
+        and all(gradient._base is flat_gradient for gradient in gradients)
+        and sum(gradient.numel() for gradient in gradients) == flat_gradient.numel()
     ):
         total_norm = torch.linalg.vector_norm(flat_gradient)
         gradients = [flat_gradient]
