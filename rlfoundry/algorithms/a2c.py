@@ -174,7 +174,7 @@ class A2C:
                     value_loss_gradient(values, batch.returns).mul_(config.value_coef),
                     -config.entropy_coef / len(advantages),
                 )
-        gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate, None if forward is None else self.collector.manual.gradient)
+        gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate, self.collector.flat_gradient)
         statistics = dict(zip(("policy_loss", "value_loss", "entropy"), torch.stack([policy_loss, critic_loss, entropy]).tolist()))
         require_finite(statistics, self.name, self.steps)
         for name, value in statistics.items():

@@ -205,7 +205,7 @@ class PPO:
                             .mul_(config.value_coef),
                             -config.entropy_coef / len(log_probs),
                         )
-                gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate, None if forward is None else self.collector.manual.gradient)
+                gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate, self.collector.flat_gradient)
                 policy_losses.append(policy_loss.detach())
                 value_losses.append(critic_loss.detach())
             if config.target_kl_check == "epoch" and epoch_kls:

@@ -209,6 +209,12 @@ class RolloutCollector:
     def env_id(self) -> str | None:
         return self.training_env.env_id
 
+    @property
+    def flat_gradient(self) -> torch.Tensor | None:
+        """The flat tensor the written-out gradients are views of (gradient_step's flat_gradient);
+        None for networks that keep autograd."""
+        return None if self.manual is None else self.manual.gradient
+
     def distribution(self, observations: torch.Tensor) -> Distribution:
         """pi(.|s) for network inputs [B, *obs], without gradients."""
         with torch.no_grad():
