@@ -230,6 +230,23 @@ def test_q_ensemble_initialises_each_layer_like_nn_linear():
     assert not torch.equal(critics.weights[1][0], critics.weights[1][1])  # the critics are independent
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_q_ensemble_gradients_match_finite_differences(activation):
+    # Checks the in-place ReLU and the product-and-sum output layer against numerical derivatives,
+    # for the parameters and the actions (the actor loss's path).
+    torch.manual_seed(0)
+    critics = QEnsemble(3, 2, (5, 4), n_critics=2, activation=activation).double()
+    names = [name for name, _ in critics.named_parameters()]
+    parameters = [parameter.detach().clone().requires_grad_() for parameter in critics.parameters()]
+    observations = torch.randn(6, 3, dtype=torch.float64)
+    actions = (torch.rand(6, 2, dtype=torch.float64) * 2 - 1).requires_grad_()
+
+    def q_values(actions, *parameters):
+        return torch.func.functional_call(critics, dict(zip(names, parameters)), (observations, actions))
+
+    assert torch.autograd.gradcheck(q_values, (actions, *parameters))
+
+
 def test_frozen_critics_pass_gradients_to_the_actions_only():
     torch.manual_seed(0)
     critics = QEnsemble(3, 1, (8,), n_critics=2)

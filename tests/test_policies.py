@@ -8,6 +8,7 @@ import torch
 from gymnasium import spaces
 
 from rlfoundry.envs.spaces import SpaceError
+from rlfoundry.networks.torsos import MLP
 from rlfoundry.networks.policies import (
     ActorCritic,
     Categorical,
@@ -182,3 +183,20 @@ def test_env_actions_clip_only_box_actions():
     assert env_actions(np.array([[-3.0, 1.0], [0.5, 9.0]]), box).tolist() == [[-1.0, 1.0], [0.5, 2.0]]
     discrete = np.array([0, 5])
     assert env_actions(discrete, spaces.Discrete(6)) is discrete
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "elu", "gelu"])
+def test_mlp_gradients_match_finite_differences(activation):
+    # ReLU works in place after each linear layer (torsos.activation_layer); autograd must still see
+    # the right derivative for the weights and the inputs.
+    torch.manual_seed(0)
+    mlp = MLP(3, (5, 4), activation).double()
+    names = [name for name, _ in mlp.named_parameters()]
+    parameters = [parameter.detach().clone().requires_grad_() for parameter in mlp.parameters()]
+    inputs = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+
+    def outputs(inputs, *parameters):
+        return torch.func.functional_call(mlp, dict(zip(names, parameters)), (inputs,))
+
+    assert torch.autograd.gradcheck(outputs, (inputs, *parameters))
+    assert torch.autograd.gradgradcheck(outputs, (inputs, *parameters))
