@@ -11,6 +11,8 @@ afterwards each model plays the same 20 deterministic evaluation episodes (rlfou
 
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/continuous_pendulum.py run --seeds 0 1
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/continuous_pendulum.py run --algorithms ddpg
+    # an older commit beside the current one and SB3:
+    git worktree add /tmp/before REV && .venv/bin/python benchmarks/continuous_pendulum.py run --baseline /tmp/before
     # every library on both cores (SBX from its own venv, below):
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/continuous_pendulum.py run \
         --libraries rlfoundry-2threads sbx sb3 --sbx-python SBX_VENV/bin/python --seeds 0 1
@@ -35,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from fresh_process import run_worker
 from stable_baselines_policy import StableBaselinesPolicy
 
 ENV_ID = "Pendulum-v1"
@@ -106,22 +109,33 @@ def worker(library: str, algorithm: str, seed: int, steps: int) -> dict:
 def run(arguments: argparse.Namespace) -> None:
     rows = []
     output = Path(arguments.output) if arguments.output else None
+    libraries = (["baseline"] if arguments.baseline else []) + arguments.libraries
     for seed in arguments.seeds:
         for algorithm in arguments.algorithms:
-            for library in arguments.libraries:
-                python = arguments.sbx_python if library == "sbx" else sys.executable
-                command = [python, __file__, "worker", library, algorithm, str(seed), str(arguments.steps)]
-                completed = subprocess.run(command, capture_output=True, text=True)
-                if completed.returncode != 0:
-                    print(f"{library} {algorithm} seed {seed} failed:\n{completed.stderr[-2000:]}", file=sys.stderr)
+            for library in libraries:
+                row = run_one(library, algorithm, seed, arguments)
+                if row is None:
                     continue
-                row = json.loads(completed.stdout.strip().splitlines()[-1])
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 if output is not None:
                     with output.open("a") as handle:
                         handle.write(json.dumps(row) + "\n")
     print_table(rows)
+
+
+def run_one(library: str, algorithm: str, seed: int, arguments: argparse.Namespace) -> dict | None:
+    """One worker subprocess's result row; None (reported) if it failed. Library "baseline" is the
+    rlfoundry of the checkout --baseline, run by that checkout's copy of this script (fresh_process.py)."""
+    worker_arguments = ["worker", "rlfoundry" if library == "baseline" else library, algorithm, str(seed), str(arguments.steps)]
+    if library == "baseline":
+        return {**run_worker(__file__, worker_arguments, arguments.baseline), "library": "baseline"}
+    python = arguments.sbx_python if library == "sbx" else sys.executable
+    completed = subprocess.run([python, __file__, *worker_arguments], capture_output=True, text=True)
+    if completed.returncode != 0:
+        print(f"{library} {algorithm} seed {seed} failed:\n{completed.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def print_table(rows: list[dict]) -> None:
@@ -342,6 +356,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--updates", type=int, default=200, help="updates per timing round (ablation, profile)")
     parser.add_argument("--sbx-python", default=sys.executable, help="a Python with sbx-rl installed")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="run: also the rlfoundry of another checkout, first for each seed (benchmarks/fresh_process.py)")
     parser.add_argument("--output", help="append each run's JSON line to this file")
     arguments = parser.parse_args()
     if arguments.command in ("ablation", "profile") and "ddpg" in arguments.algorithms:
