@@ -200,3 +200,9 @@ def test_mlp_gradients_match_finite_differences(activation):
 
     assert torch.autograd.gradcheck(outputs, (inputs, *parameters))
     assert torch.autograd.gradgradcheck(outputs, (inputs, *parameters))
+
+
+def test_mlp_names_an_unknown_activation_even_without_hidden_layers():
+    for widths in [(), (4,)]:
+        with pytest.raises(ValueError, match=r"activation='swish' is not allowed: choose one of tanh, relu"):
+            MLP(3, widths, "swish")
