@@ -129,7 +129,11 @@ def run_one(library: str, algorithm: str, seed: int, arguments: argparse.Namespa
     rlfoundry of the checkout --baseline, run by that checkout's copy of this script (fresh_process.py)."""
     worker_arguments = ["worker", "rlfoundry" if library == "baseline" else library, algorithm, str(seed), str(arguments.steps)]
     if library == "baseline":
-        return {**run_worker(__file__, worker_arguments, arguments.baseline), "library": "baseline"}
+        try:
+            return {**run_worker(__file__, worker_arguments, arguments.baseline), "library": "baseline"}
+        except subprocess.CalledProcessError as failure:
+            print(f"baseline {algorithm} seed {seed} failed:\n{failure.stderr[-2000:]}", file=sys.stderr)
+            return None
     python = arguments.sbx_python if library == "sbx" else sys.executable
     completed = subprocess.run([python, __file__, *worker_arguments], capture_output=True, text=True)
     if completed.returncode != 0:
