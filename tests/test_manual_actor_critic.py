@@ -13,12 +13,12 @@ from gymnasium import spaces
 from rlfoundry.algorithms.a2c import A2C
 from rlfoundry.algorithms.ppo import PPO
 from rlfoundry.losses.policy_gradient import (
-    clipped_surrogate_gradient,
     clipped_surrogate_loss,
+    clipped_surrogate_loss_and_gradient,
     policy_gradient_loss,
     policy_gradient_loss_gradient,
     value_loss,
-    value_loss_gradient,
+    value_loss_and_gradient,
 )
 from rlfoundry.networks.manual_actor_critic import ManualActorCritic
 from rlfoundry.networks.policies import ActorCritic
@@ -39,7 +39,10 @@ def test_clipped_surrogate_gradient_by_hand():
     ratios = torch.tensor([1.0, 1.5, 0.5, 1.5])
     advantages = torch.tensor([1.0, 1.0, -1.0, -1.0])
     old_log_probs = torch.zeros(4)
-    gradient = clipped_surrogate_gradient(ratios.log(), old_log_probs, advantages, 0.2)
+    loss, gradient = clipped_surrogate_loss_and_gradient(ratios.log(), old_log_probs, advantages, 0.2)
+    # -mean of the minima: -(1.0 + 1.2 - 0.8 - 1.5) / 4, the clipped terms 1.2 and -0.8 being the
+    # smaller in the second and third rows.
+    assert loss.item() == pytest.approx(0.025)
     torch.testing.assert_close(gradient, torch.tensor([-0.25, 0.0, 0.0, 0.375]))
     assert torch.equal(gradient, autograd_gradient(clipped_surrogate_loss, ratios.log(), old_log_probs, advantages, 0.2))
 
@@ -53,22 +56,24 @@ def test_loss_gradients_equal_autograd_bitwise():
     assert torch.equal(
         policy_gradient_loss_gradient(advantages), autograd_gradient(policy_gradient_loss, log_probs, advantages)
     )
-    assert torch.equal(
-        clipped_surrogate_gradient(log_probs, old_log_probs, advantages, 0.2),
-        autograd_gradient(clipped_surrogate_loss, log_probs, old_log_probs, advantages, 0.2),
-    )
-    assert torch.equal(value_loss_gradient(values, returns), autograd_gradient(value_loss, values, returns))
+    policy_loss, policy_gradient = clipped_surrogate_loss_and_gradient(log_probs, old_log_probs, advantages, 0.2)
+    assert torch.equal(policy_gradient, autograd_gradient(clipped_surrogate_loss, log_probs, old_log_probs, advantages, 0.2))
+    assert torch.equal(policy_loss, clipped_surrogate_loss(log_probs, old_log_probs, advantages, 0.2))
+    critic_loss, value_gradient = value_loss_and_gradient(values, returns)
+    assert torch.equal(value_gradient, autograd_gradient(value_loss, values, returns))
+    torch.testing.assert_close(critic_loss, value_loss(values, returns), rtol=1e-6, atol=0.0)
 
 
 def test_clipped_value_loss_gradient_equals_autograd():
     generator = torch.Generator().manual_seed(1)
     values, returns = torch.randn(ROWS, generator=generator), torch.randn(ROWS, generator=generator)
     old_values = values + torch.randn(ROWS, generator=generator) * 0.3  # steps inside and beyond the clip
-    gradient = value_loss_gradient(values, returns, old_values, 0.2)
+    loss, gradient = value_loss_and_gradient(values, returns, old_values, 0.2)
     torch.testing.assert_close(gradient, autograd_gradient(value_loss, values, returns, old_values, 0.2), rtol=1e-6, atol=1e-8)
+    assert torch.equal(loss, value_loss(values, returns, old_values, 0.2))
     assert (gradient == 0).any() and (gradient != 0).any()  # both branches met
     with pytest.raises(ValueError, match="old_values"):
-        value_loss_gradient(values, returns, None, 0.2)
+        value_loss_and_gradient(values, returns, None, 0.2)
 
 
 def network_and_manual(action_space, activation="tanh", **options):

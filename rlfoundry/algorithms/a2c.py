@@ -29,7 +29,7 @@ from rlfoundry.losses.policy_gradient import (
     policy_gradient_loss,
     policy_gradient_loss_gradient,
     value_loss,
-    value_loss_gradient,
+    value_loss_and_gradient,
 )
 from rlfoundry.returns import generalized_advantages, n_step_targets
 from rlfoundry.envs.vector import EnvSource
@@ -160,18 +160,19 @@ class A2C:
         with torch.set_grad_enabled(forward is None):
             advantages = normalize_advantages(batch.advantages) if config.normalize_advantage else batch.advantages
             policy_loss = policy_gradient_loss(distribution.log_prob(batch.actions), advantages)
-            critic_loss = value_loss(values, batch.returns)
             entropy = distribution.entropy().mean()
             if forward is None:
+                critic_loss = value_loss(values, batch.returns)
                 loss = policy_loss + config.value_coef * critic_loss - config.entropy_coef * entropy
             else:
                 # The same loss's gradient, written into .grad without autograd.
                 loss = None
+                critic_loss, value_weights = value_loss_and_gradient(values, batch.returns)
                 self.collector.manual.backward(
                     forward,
                     batch.actions,
                     policy_gradient_loss_gradient(advantages),
-                    value_loss_gradient(values, batch.returns).mul_(config.value_coef),
+                    value_weights.mul_(config.value_coef),
                     -config.entropy_coef / len(advantages),
                 )
         gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate, self.collector.flat_gradient)

@@ -24,11 +24,11 @@ from rlfoundry.run.on_policy import adam, gradient_step, require_finite, schedul
 from rlfoundry.data.rollout import RolloutBatch
 from rlfoundry.losses.policy_gradient import (
     approximate_kl,
-    clipped_surrogate_gradient,
     clipped_surrogate_loss,
+    clipped_surrogate_loss_and_gradient,
     normalize_advantages,
     value_loss,
-    value_loss_gradient,
+    value_loss_and_gradient,
 )
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.run.lifecycle import initialise, load_model
@@ -188,21 +188,27 @@ class PPO:
                     advantages = minibatch.advantages
                     if normalize_each_minibatch:
                         advantages = normalize_advantages(advantages)
-                    policy_loss = clipped_surrogate_loss(log_probs, minibatch.old_log_probs, advantages, clip_range)
-                    critic_loss = value_loss(values, minibatch.returns, minibatch.old_values, config.value_clip_range)
                     if forward is None:
+                        policy_loss = clipped_surrogate_loss(log_probs, minibatch.old_log_probs, advantages, clip_range)
+                        critic_loss = value_loss(values, minibatch.returns, minibatch.old_values, config.value_clip_range)
                         loss = policy_loss + config.value_coef * critic_loss
                         if config.entropy_coef > 0:
                             loss = loss - config.entropy_coef * distribution.entropy().mean()
                     else:
-                        # The same loss's gradient, written into .grad without autograd.
+                        # The same loss's gradient, written into .grad without autograd; the losses
+                        # come from the same pass as their gradients.
                         loss = None
+                        policy_loss, log_prob_weights = clipped_surrogate_loss_and_gradient(
+                            log_probs, minibatch.old_log_probs, advantages, clip_range
+                        )
+                        critic_loss, value_weights = value_loss_and_gradient(
+                            values, minibatch.returns, minibatch.old_values, config.value_clip_range
+                        )
                         self.collector.manual.backward(
                             forward,
                             minibatch.actions,
-                            clipped_surrogate_gradient(log_probs, minibatch.old_log_probs, advantages, clip_range),
-                            value_loss_gradient(values, minibatch.returns, minibatch.old_values, config.value_clip_range)
-                            .mul_(config.value_coef),
+                            log_prob_weights,
+                            value_weights.mul_(config.value_coef),
                             -config.entropy_coef / len(log_probs),
                         )
                 gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate, self.collector.flat_gradient)

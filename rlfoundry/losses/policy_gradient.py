@@ -73,41 +73,47 @@ def policy_gradient_loss_gradient(advantages: torch.Tensor) -> torch.Tensor:
     return _mean_weight(advantages, -1.0) * advantages
 
 
-def clipped_surrogate_gradient(
+def clipped_surrogate_loss_and_gradient(
     log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor, clip_range: float
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """dL^CLIP/d log pi_theta(a_t|s_t) = -(A_t / B) rho_t 1[rho_t A_t <= clip(rho_t, 1 - epsilon, 1 + epsilon) A_t]
 
-    The gradient of clipped_surrogate_loss with respect to its log_probs [B] (d rho / d log pi =
-    rho): a row counts where the unclipped term is the minimum (always while rho is inside the
-    clip range), and gives nothing where the clipped constant is smaller.
+    (L^CLIP, its gradient with respect to log_probs [B]) from one pass over the rows: the loss
+    equals clipped_surrogate_loss's bitwise, and the gradient is the one autograd computes for it
+    (d rho / d log pi = rho). A row counts where the unclipped term is the minimum (always while
+    rho is inside the clip range), and gives nothing where the clipped constant is smaller.
     """
     ratios = torch.exp(log_probs - old_log_probs)
     unclipped = ratios * advantages
     clipped = torch.clamp(ratios, 1.0 - clip_range, 1.0 + clip_range) * advantages
-    return (_mean_weight(advantages, -1.0) * advantages).mul_(unclipped <= clipped).mul_(ratios)
+    loss = -torch.min(unclipped, clipped).mean()
+    return loss, (_mean_weight(advantages, -1.0) * advantages).mul_(unclipped <= clipped).mul_(ratios)
 
 
-def value_loss_gradient(
+def value_loss_and_gradient(
     values: torch.Tensor,
     returns: torch.Tensor,
     old_values: torch.Tensor | None = None,
     clip_range: float | None = None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """dL^V/dV(s_t) = 2 (V_t - R_t) / B,  or with clip_range c: 2 (V_t - R_t) / B where the unclipped error is the larger, else 2 (V_clip,t - R_t) / B 1[|V_t - V_old,t| <= c]
 
-    The gradient of value_loss with respect to its values [B].
+    (L^V as value_loss defines it, its gradient with respect to values [B]) from the same errors;
+    the gradient is bitwise autograd's, the loss equal to value_loss's up to the rounding of its mean.
     """
     if clip_range is None:
-        return (values - returns).mul_(2.0 / len(values))
+        errors = values - returns
+        return errors.square().mean(), errors.mul_(2.0 / len(values))
     if old_values is None:
         raise ValueError("value clipping needs old_values (the values at collection time)")
     errors = values - returns
     steps = values - old_values
     clipped_errors = old_values + torch.clamp(steps, -clip_range, clip_range) - returns
-    unclipped_larger = errors.square() >= clipped_errors.square()
+    squared_errors, clipped_squared_errors = errors.square(), clipped_errors.square()
+    unclipped_larger = squared_errors >= clipped_squared_errors
     inside = steps.abs() <= clip_range
-    return torch.where(unclipped_larger, errors, clipped_errors * inside).mul_(2.0 / len(values))
+    loss = torch.max(squared_errors, clipped_squared_errors).mean()
+    return loss, torch.where(unclipped_larger, errors, clipped_errors * inside).mul_(2.0 / len(values))
 
 
 def _mean_weight(rows: torch.Tensor, sign: float) -> torch.Tensor:
