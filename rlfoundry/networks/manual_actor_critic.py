@@ -17,7 +17,8 @@ Why: PPO's minibatch steps on small networks (CartPole: two 4 -> 64 -> 64 nets, 
 steps) spend more time in autograd's graph than in the matrix products; written out, a step is
 the products, the activations' derivatives and a few elementwise operations (RESULTS.md, "PPO").
 tests/test_manual_actor_critic.py checks every gradient against autograd. Networks it does not
-cover (a shared torso, the CNN, ELU or GELU, MultiDiscrete actions) keep autograd.
+cover (a shared torso, an MLP without hidden layers, the CNN, ELU or GELU, MultiDiscrete
+actions) keep autograd.
 """
 
 from __future__ import annotations
