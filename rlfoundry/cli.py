@@ -126,7 +126,11 @@ def train(arguments: argparse.Namespace) -> int:
     preset = None if arguments.no_preset else load_preset(cls.name, arguments.env_id)
     config: dict[str, Any] = dict(preset.config) if preset else {}
     check_keys(cls.Config, config)
-    config.update(parse_overrides(cls.Config, arguments.overrides))
+    overrides = parse_overrides(cls.Config, arguments.overrides)
+    if "seed" in overrides:
+        # --seed also names the run directory and seeds the final evaluation: one place sets it.
+        raise UsageError(f"set the seed with --seed {overrides['seed']}, not with --set seed=...")
+    config.update(overrides)
     config["seed"] = arguments.seed
     steps = arguments.steps if arguments.steps is not None else (preset.steps if preset else DEFAULT_STEPS)
     if steps < 1:
@@ -205,7 +209,8 @@ def resume(arguments: argparse.Namespace) -> int:
 
     if arguments.steps < 1:
         raise UsageError(f"--steps={arguments.steps} is out of range: allowed integers >= 1")
-    path = Path(arguments.checkpoint)
+    # Resolved, so that "." or "../final" inside a run directory still finds the run around it.
+    path = Path(arguments.checkpoint).resolve()
     if run_checkpoints(path):
         # The furthest one: a crashed run has only `latest`, a resumed one that crashed a newer `latest`.
         path, run_dir = max(run_checkpoints(path), key=checkpoint_steps), path

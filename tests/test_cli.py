@@ -76,6 +76,7 @@ def test_train_refuses_a_step_count_below_one(tmp_path, capsys, steps):
         (["train", "q-learning", "CliffWalking-v1", "--set", "learnin_rate=0.1"], "did you mean learning_rate"),
         (["train", "q-learning", "CliffWalking-v1", "--set", "learning_rate=2"], "learning_rate=2.0 is out of range"),
         (["train", "q-learning", "CliffWalking-v1", "--set", "gamma=high"], "gamma expects a number, got 'high'"),
+        (["train", "q-learning", "CliffWalking-v1", "--set", "seed=3"], "set the seed with --seed 3"),
         (["train", "q-learning", "CartPole-v1"], "needs a Discrete observation space"),
         (["eval", "/no/such/checkpoint"], "no checkpoint at /no/such/checkpoint"),
         (["plot", "/no/such/run"], "has no progress.csv"),
@@ -116,6 +117,20 @@ def test_resume_continues_the_run_exactly_in_its_directory(tmp_path, capsys):
     assert steps == sorted(steps) and steps[0] <= 300 < steps[-1] == 600
 
 
+def test_resume_from_inside_a_checkpoint_directory_continues_its_run(tmp_path, capsys, monkeypatch):
+    status, _, err = run_cli(capsys, "train", "q-learning", "FrozenLake-v1", "--steps", "100", "--runs-dir", str(tmp_path), "--quiet")
+    assert status == 0, err
+    run_dir = only_run_dir(tmp_path)
+    monkeypatch.chdir(run_dir / "checkpoints" / "final")
+    status, out, err = run_cli(capsys, "resume", ".", "--steps", "100", "--quiet")
+    assert status == 0, err
+    assert f"run directory: {run_dir.resolve()}" in out
+    assert not Path("runs").exists(), "no new run directory may be made inside the checkpoint"
+    import rlfoundry
+
+    assert rlfoundry.load(run_dir / "checkpoints" / "final").steps == 200
+
+
 def test_resume_of_a_checkpoint_outside_a_run_directory_makes_a_new_one(tmp_path, capsys):
     import rlfoundry
 
@@ -131,6 +146,8 @@ def test_list_shows_algorithms_and_presets(capsys):
     status, out, _ = run_cli(capsys, "list")
     assert status == 0
     assert "q-learning" in out and "CliffWalking-v1" in out and "sarsa" in out
+    descriptions = [line for line in out.splitlines() if not line.lstrip().startswith("presets:")]
+    assert all(line.rstrip().endswith(".") for line in descriptions), "each description is a whole sentence"
 
 
 def test_console_script_runs_without_a_traceback(tmp_path):

@@ -57,8 +57,9 @@ class OffPolicyPGConfig(ReinforceConfig):
 
 
 class OffPolicyPG:
-    """REINFORCE whose batches are reused for several importance-weighted gradient steps; it
-    collects, weights and fits its baseline with the same EpisodeCollector as REINFORCE."""
+    """REINFORCE whose batches are reused for several importance-weighted gradient steps.
+
+    It collects, weights and fits its baseline with the same EpisodeCollector as REINFORCE."""
 
     name = "off-policy-pg"
     Config = OffPolicyPGConfig
