@@ -167,6 +167,14 @@ def test_discrete_and_image_observations():
     assert distribution.log_probabilities.shape == (2, 6) and values.shape == (2,)
 
 
+def test_images_the_cnn_cannot_read_are_clear_errors():
+    with pytest.raises(SpaceError, match=r"channels-last \[H, W, C\].*shape \(3, 96, 96\)"):
+        PolicyNetwork(spaces.Box(0, 255, (96, 96, 3), np.uint8), spaces.Discrete(5))
+    with pytest.raises(SpaceError, match="at least 36 x 36 pixels"):
+        PolicyNetwork(spaces.Box(0, 255, (4, 35, 84), np.uint8), spaces.Discrete(5))
+    PolicyNetwork(spaces.Box(0, 255, (4, 36, 36), np.uint8), spaces.Discrete(5))  # the smallest that fits
+
+
 def test_unsupported_spaces_are_clear_errors():
     with pytest.raises(SpaceError, match="Box actions must be a vector"):
         PolicyNetwork(BOX4, spaces.Box(-1.0, 1.0, (2, 2), np.float32))

@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn import functional
 
 from rlfoundry.envs.spaces import SpaceError, describe, observation_batch
-from rlfoundry.networks.torsos import MLP, NatureCNN, orthogonal_init
+from rlfoundry.networks.torsos import MLP, NATURE_CNN_MIN_SIDE, NatureCNN, orthogonal_init
 
 HIDDEN_GAIN = math.sqrt(2)
 POLICY_GAIN = 0.01
@@ -311,7 +311,20 @@ def make_torso(observation_space: spaces.Space, hidden_sizes: Sequence[int], act
         n = int(observation_space.n)
         return VectorTorso(OneHot(n), n, hidden_sizes, activation)
     if is_image_space(observation_space):
-        return NatureCNN(observation_space.shape[0], observation_space.shape[1], observation_space.shape[2])
+        channels, height, width = observation_space.shape
+        if width < channels and width <= 4:
+            raise SpaceError(
+                f"image observations of shape {observation_space.shape} look channels-last [H, W, C]; the CNN reads "
+                f"channels-first [C, H, W] frames: wrap the env so that it returns frame.transpose(2, 0, 1), e.g. "
+                f"gymnasium.wrappers.TransformObservation with a uint8 Box of shape {(width, channels, height)}"
+            )
+        if min(height, width) < NATURE_CNN_MIN_SIDE:
+            raise SpaceError(
+                f"image observations of shape {observation_space.shape} are too small for the Nature CNN, which needs "
+                f"frames of at least {NATURE_CNN_MIN_SIDE} x {NATURE_CNN_MIN_SIDE} pixels: resize them "
+                "(gymnasium.wrappers.ResizeObservation) or flatten them (gymnasium.wrappers.FlattenObservation)"
+            )
+        return NatureCNN(channels, height, width)
     if isinstance(observation_space, spaces.Box):
         # Float32 vectors go straight in: the encoder's two ops per forward add up over millions of steps.
         plain = len(observation_space.shape) == 1 and observation_space.dtype == np.float32

@@ -49,6 +49,11 @@ class MLP(nn.Sequential):
         self.output_size = size
 
 
+# The smallest frame side that NatureCNN's three convolutions (kernel 8 stride 4, 4 stride 2,
+# 3 stride 1) leave at least one pixel of: 36 -> 8 -> 3 -> 1.
+NATURE_CNN_MIN_SIDE = 36
+
+
 class NatureCNN(nn.Module):
     """The DQN Nature paper's convolutional torso (Mnih et al., 2015) for [C, 84, 84] uint8 frames.
 
