@@ -64,6 +64,10 @@ def test_range_messages():
         require_range("tau", 0.0, 0.0, 1.0, low_inclusive=False)
     with pytest.raises(ConfigError, match="is out of range"):
         require_range("rate", float("nan"), 0.0, 1.0)
+    with pytest.raises(ConfigError, match=r"learning_rate=inf is out of range: allowed \(0.0, inf\)"):
+        require_range("learning_rate", float("inf"), 0.0, low_inclusive=False)
+    with pytest.raises(ConfigError, match=r"offset=-inf is out of range: allowed \(-inf, inf\)"):
+        require_range("offset", -float("inf"))
     with pytest.raises(ConfigError, match="must be a number, got 'x'"):
         require_range("rate", "x", 0.0, 1.0)
 

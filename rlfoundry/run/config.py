@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import math
 import typing
 from typing import Any
 
@@ -33,7 +34,8 @@ def require_range(
         raise ConfigError(f"{name} must be a number, got {value!r}")
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)
-    if too_low or too_high or value != value:  # value != value catches NaN
+    # value != value catches NaN; an infinite value is outside every interval printed below.
+    if too_low or too_high or value != value or value in (math.inf, -math.inf):
         left = "-inf" if low is None else f"{low}"
         right = "inf" if high is None else f"{high}"
         interval = f"{'[' if low_inclusive and low is not None else '('}{left}, {right}{']' if high_inclusive and high is not None else ')'}"
