@@ -4,6 +4,7 @@ clear errors, learning on CartPole and smoke runs on Atari Pong with the Nature 
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -315,3 +316,13 @@ def test_every_preset_is_a_valid_config_with_a_source():
     for preset in presets.values():
         DQNConfig(**preset.config)
         assert preset.source
+
+
+def test_progress_has_one_row_per_step_when_the_last_step_is_a_report(tmp_path):
+    """The last step falls on a report: learn()'s closing epsilon must not add a second row there."""
+    DQN("CartPole-v1", run_dir=tmp_path, quiet=True, hidden_sizes=(16,), learning_starts=100, train_freq=4).learn(400)
+    with open(tmp_path / "progress.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    steps = [int(row["step"]) for row in rows]
+    assert steps[-1] == 400 and len(steps) == len(set(steps))
+    assert rows[-1]["train/epsilon"] != ""

@@ -254,7 +254,9 @@ class DQN:
         observations = training_env.start()
         with denormals_flushed():
             self._run(math.ceil(total_steps / config.n_envs), observations, monitor)
-        monitor.record("train/epsilon", self.epsilon())
+        if self.steps > monitor.last_dump_step:
+            # The last row's epsilon (bursts record it too); none when a row was just written here.
+            monitor.record("train/epsilon", self.epsilon())
         monitor.close(self.steps)
         if self.run_dir is not None:
             self.save(self.run_dir / "checkpoints" / "final")
