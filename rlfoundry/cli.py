@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rlf {arguments.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        # A path that cannot be made or written (a read-only or missing place): say which, in one line.
+        print(f"rlf {arguments.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 def algorithm_class(name: str):
@@ -282,6 +286,14 @@ def plot(arguments: argparse.Namespace) -> int:
     run_dirs = [Path(path) for path in arguments.run_dirs]
     if arguments.output:
         output = Path(arguments.output)
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if output.suffix.lstrip(".").lower() not in formats:
+            raise UsageError(
+                f"-o {output}: cannot draw a {output.suffix or 'suffix-less'} file; name one ending in .png, .pdf, "
+                f".svg or another of {', '.join(sorted(formats))}"
+            )
     elif len(run_dirs) == 1 and not arguments.aggregate:
         output = run_dirs[0] / "learning_curve.png"
     else:

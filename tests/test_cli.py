@@ -80,6 +80,7 @@ def test_train_refuses_a_step_count_below_one(tmp_path, capsys, steps):
         (["train", "q-learning", "CartPole-v1"], "needs a Discrete observation space"),
         (["eval", "/no/such/checkpoint"], "no checkpoint at /no/such/checkpoint"),
         (["plot", "/no/such/run"], "has no progress.csv"),
+        (["plot", "/no/such/run", "-o", "curves.txt"], "-o curves.txt: cannot draw a .txt file"),
         (["resume", "/no/such/run", "--steps", "10"], "no checkpoint at /no/such/run"),
         (["resume", "/no/such/run", "--steps", "0"], "--steps=0 is out of range"),
     ],
@@ -93,6 +94,14 @@ def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, argv, message)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     if argv[0] == "train":
         assert not any(tmp_path.iterdir()), "a failed command must not leave a run directory"
+
+
+def test_an_unwritable_runs_directory_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    status, _, err = run_cli(capsys, "train", "q-learning", "FrozenLake-v1", "--steps", "10", "--runs-dir", str(blocker / "runs"), "--quiet")
+    assert status == 1
+    assert str(blocker) in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_resume_continues_the_run_exactly_in_its_directory(tmp_path, capsys):

@@ -131,6 +131,10 @@ def test_a_vector_env_must_match_n_envs():
 def test_unknown_env_id_names_the_closest():
     with pytest.raises(UnknownEnvironmentError, match="unknown environment id 'CartPol-v1'; did you mean CartPole-v1"):
         check_env_id("CartPol-v1")
+    with pytest.raises(UnknownEnvironmentError) as raised:
+        check_env_id("ALE/Pongg-v5")
+    assert "did you mean ALE/Pong-v5" in str(raised.value)
+    assert "pip install" not in str(raised.value), "ale-py is installed: no hint to install it"
 
 
 def test_single_env_instance_cannot_be_copied():

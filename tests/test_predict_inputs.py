@@ -39,6 +39,14 @@ def test_every_neural_model_takes_lists_ints_and_float64(algorithm, env_id):
         model.predict(["a"] * size)
 
 
+def test_a_reset_pair_or_a_ragged_list_is_a_clear_error():
+    box = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    with pytest.raises(SpaceError, match=r"not the \(observation, info\) pair that env.reset\(\) returns"):
+        observation_batch((np.zeros(2, np.float32), {}), box)
+    with pytest.raises(SpaceError, match=r"one array of shape \(2,\) or \(B, 2\)"):
+        observation_batch([[0.0, 1.0], [0.0]], box)
+
+
 def test_observation_batch_converts_only_what_keeps_its_meaning():
     box = spaces.Box(-1.0, 1.0, (2,), np.float32)
     batch, single = observation_batch([0.25, 1], box)

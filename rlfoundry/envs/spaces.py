@@ -70,7 +70,15 @@ def observation_batch(observations: Any, space: spaces.Space) -> tuple[np.ndarra
     (ints or float64 to float32; whole numbers that fit to uint8 frames or int64 states). A wrong
     shape, a non-number or a value the dtype does not hold exactly raises SpaceError, and a NaN or
     infinite value NonFiniteError, instead of a torch error about matrix shapes or a meaningless action."""
-    batch = np.asarray(observations)
+    if isinstance(observations, tuple) and len(observations) == 2 and isinstance(observations[1], dict):
+        raise SpaceError("pass the observation alone, not the (observation, info) pair that env.reset() returns")
+    try:
+        batch = np.asarray(observations)
+    except ValueError as error:  # ragged nested sequences
+        raise SpaceError(
+            f"observations must be one array of shape {space.shape} or (B, {', '.join(map(str, space.shape))}) "
+            f"({describe(space)}): {error}"
+        ) from None
     single = batch.shape == space.shape
     if single:
         batch = batch[None]

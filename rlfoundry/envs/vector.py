@@ -9,6 +9,7 @@ true s_{t+1} of each transition), so that no algorithm ever bootstraps from a re
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Union
@@ -58,7 +59,7 @@ def check_env_id(env_id: str) -> None:
     register_optional_envs(env_id)
     if env_id not in gym.registry:
         hint = ""
-        if env_id.startswith("ALE/"):
+        if env_id.startswith("ALE/") and importlib.util.find_spec("ale_py") is None:
             hint = " (Atari ids need the extra: pip install 'rlfoundry[atari]')"
         raise UnknownEnvironmentError(unknown_name_message("environment id", env_id, gym.registry.keys()) + hint)
 
