@@ -84,10 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs")
     evaluate.add_argument("--env", dest="env_id", help="evaluate on this env id instead of the training one")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of acting greedily")
+    evaluate.add_argument("--max-episode-steps", type=int, metavar="K",
+                          help="cut each episode after K steps, counting its return so far (default: the env's time "
+                               "limit, else 10000)")
     evaluate.add_argument("--video", metavar="PATH.gif",
                           help="also record one episode (seeded with --seed) as an animated GIF")
     evaluate.add_argument("--video-steps", type=int, metavar="K",
-                          help="cut the recorded episode after K steps (its frames are held in memory)")
+                          help="cut the recorded episode after K steps (its frames are held in memory; default: "
+                               "--max-episode-steps)")
 
     plot = commands.add_parser("plot", help="plot learning curves of run directories")
     plot.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories written by `rlf train`")
@@ -262,21 +266,24 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
         raise UsageError(f"--video={arguments.video} must end in .gif: rlf eval records animated GIFs")
     if arguments.video_steps is not None and arguments.video is None:
         raise UsageError(f"--video-steps={arguments.video_steps} cuts a recording: add --video PATH.gif")
-    if arguments.video_steps is not None and arguments.video_steps < 1:
-        raise UsageError(f"--video-steps={arguments.video_steps} is out of range: allowed integers >= 1")
+    for flag, value in (("--video-steps", arguments.video_steps), ("--max-episode-steps", arguments.max_episode_steps)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag}={value} is out of range: allowed integers >= 1")
     if arguments.env_id:
         check_env_id(arguments.env_id)
     model = rlfoundry.load(arguments.checkpoint, quiet=True)
     deterministic = not arguments.stochastic
     result = rlfoundry.evaluate(
-        model, arguments.env_id, n_episodes=arguments.episodes, deterministic=deterministic, seed=arguments.seed
+        model, arguments.env_id, n_episodes=arguments.episodes, deterministic=deterministic, seed=arguments.seed,
+        max_episode_steps=arguments.max_episode_steps,
     )
     print(f"{model.name} on {arguments.env_id or model.env_id}: {result}")
     print("returns: " + " ".join(f"{value:g}" for value in result.returns))
     if arguments.video is not None:
         recorded = rlfoundry.record_video(
             model, arguments.video, arguments.env_id, deterministic=deterministic, seed=arguments.seed,
-            max_steps=arguments.video_steps,
+            # Uncut by --video-steps, the recording is the evaluation's first episode, cut where it was.
+            max_steps=arguments.video_steps if arguments.video_steps is not None else arguments.max_episode_steps,
         )
         print(f"video: {arguments.video} (return {recorded.returns[0]:g}, {recorded.lengths[0]} steps)")
     return 0

@@ -164,3 +164,25 @@ def test_console_script_runs_without_a_traceback(tmp_path):
     result = subprocess.run([str(executable), "train", "nope", "CartPole-v1"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "rlf train: error: unknown algorithm 'nope'"
+
+
+def test_train_and_eval_end_on_an_env_without_a_time_limit(tmp_path, capsys):
+    """CliffWalking-v1 has no time limit and 3000 steps leave a greedy policy that walks into a
+    wall: its periodic and final evaluations used to loop forever, they are now cut at 10,000 steps."""
+    import rlfoundry
+
+    status, out, err = run_cli(
+        capsys, "train", "q-learning", "CliffWalking-v1", "--steps", "3000", "--eval-every", "1500",
+        "--eval-episodes", "2", "--runs-dir", str(tmp_path), "--quiet",
+    )
+    assert status == 0, err
+    assert "evaluation: mean return -10000.00 +/- 0.00 over 2 episodes (2 cut at the step cap, counted with their return so far)" in out
+    final = only_run_dir(tmp_path) / "checkpoints" / "final"
+    status, out, err = run_cli(capsys, "eval", str(final), "--episodes", "2", "--max-episode-steps", "25")
+    assert status == 0, err
+    played = rlfoundry.evaluate(rlfoundry.load(final), n_episodes=2, seed=0, max_episode_steps=25)
+    assert played.lengths.tolist() == [25, 25] and played.cut.all()
+    assert f"q-learning on CliffWalking-v1: {played}\n" in out
+    for wrong in ("0", "-3"):
+        status, _, err = run_cli(capsys, "eval", str(final), "--max-episode-steps", wrong)
+        assert status == 2 and f"--max-episode-steps={wrong} is out of range" in err

@@ -112,6 +112,22 @@ def test_native_cartpole_truncates_at_its_time_limit():
     assert step.rewards.tolist() == [1.0, 1.0]
 
 
+def test_native_cartpole_resets_only_the_copies_of_a_reset_mask():
+    """Evaluation's step cap resets the copies it cut, as SyncVectorEnv does with a reset_mask."""
+    env = make_env("CartPole-v1", n_envs=4, seed=0)
+    env.reset(seed=0)
+    for _ in range(3):
+        before = step_vector(env, np.array([0, 1, 0, 1])).observations
+    mask = np.array([True, False, True, False])
+    observations, _ = env.reset(options={"reset_mask": mask})
+    np.testing.assert_array_equal(observations[~mask], before[~mask])
+    assert not np.array_equal(observations[mask], before[mask])
+    assert np.all(np.abs(observations[mask]) <= 0.05)
+    assert env.unwrapped.steps.tolist() == [0, 3, 0, 3]
+    with pytest.raises(ValueError, match="pass seed=None with a reset_mask"):
+        env.reset(seed=1, options={"reset_mask": mask})
+
+
 def test_next_step_autoreset_vector_envs_are_refused_with_a_fix():
     env = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
     with pytest.raises(AutoresetModeError, match="SAME_STEP.*rlfoundry.make_env"):

@@ -96,3 +96,83 @@ def test_env_objects_stay_open_and_envs_made_for_the_evaluation_are_closed():
     CountedCloses.closes = 0
     rlfoundry.evaluate(model, CountedCloses, n_episodes=3, seed=0)
     assert CountedCloses.closes == 3  # one env per episode here (up to max_envs)
+
+
+class Endless(gym.Env):
+    """Never ends an episode by itself and has no spec (so no registered time limit): -1 a step."""
+
+    observation_space = gym.spaces.Discrete(1)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return 0, {}
+
+    def step(self, action):
+        return 0, -1.0, False, False, {}
+
+
+class LeftPolicy(ZeroPolicy):
+    """In CliffWalking, LEFT (3) from the start state walks into the wall: -1 a step, forever."""
+
+    def predict(self, observations, deterministic=True):
+        return np.full(len(observations), 3, dtype=np.int64)
+
+
+@pytest.mark.parametrize(
+    "policy, source",
+    [(LeftPolicy(), "CliffWalking-v1"), (ZeroPolicy(), Endless)],
+    ids=["registered without a time limit", "env without a spec"],
+)
+def test_an_env_without_a_time_limit_is_cut_at_the_default_cap(policy, source):
+    """These episodes never end by themselves; evaluation used to loop forever on them."""
+    result = rlfoundry.evaluate(policy, source, n_episodes=3, seed=0)
+    assert result.lengths.tolist() == [10_000] * 3
+    assert result.returns.tolist() == [-10_000.0] * 3
+    assert result.cut.tolist() == [True] * 3
+    assert str(result).endswith("over 3 episodes (3 cut at the step cap, counted with their return so far)")
+
+
+def test_an_explicit_cap_cuts_before_the_time_limit_and_not_after_it():
+    limited = gym.make("CliffWalking-v1", max_episode_steps=100)
+    by_time_limit = rlfoundry.evaluate(LeftPolicy(), limited, n_episodes=2, seed=0)
+    assert by_time_limit.lengths.tolist() == [100, 100] and by_time_limit.returns.tolist() == [-100.0, -100.0]
+    assert by_time_limit.cut.tolist() == [False, False] and "cut" not in str(by_time_limit)
+    shorter = rlfoundry.evaluate(LeftPolicy(), limited, n_episodes=2, seed=0, max_episode_steps=30)
+    assert shorter.lengths.tolist() == [30, 30] and shorter.returns.tolist() == [-30.0, -30.0]
+    assert shorter.cut.tolist() == [True, True]
+    longer = rlfoundry.evaluate(LeftPolicy(), limited, n_episodes=2, seed=0, max_episode_steps=500)
+    assert longer.lengths.tolist() == [100, 100] and longer.cut.tolist() == [False, False]
+
+
+def test_a_cut_env_copy_starts_a_new_episode_beside_the_others():
+    # Env 0's episodes last 2 steps, env 1's 5: a cap of 3 cuts only env 1's, which then starts
+    # over from a reset while env 0 goes on; an episode the env ends at the cap is not cut.
+    vector_env = gym.vector.SyncVectorEnv(
+        [lambda: FixedLength(2), lambda: FixedLength(5)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    result = rlfoundry.evaluate(ZeroPolicy(), vector_env, n_episodes=6, seed=0, max_episode_steps=3)
+    assert result.lengths.tolist() == [2, 2, 2, 3, 3, 3]
+    assert result.returns.tolist() == [2.0, 2.0, 2.0, 3.0, 3.0, 3.0]
+    assert result.cut.tolist() == [False, False, False, True, True, True]
+    at_the_cap = rlfoundry.evaluate(ZeroPolicy(), lambda: FixedLength(3), n_episodes=2, seed=0, max_episode_steps=3)
+    assert at_the_cap.lengths.tolist() == [3, 3] and at_the_cap.cut.tolist() == [False, False]
+
+
+def test_native_cartpole_copies_are_cut_and_reset():
+    # 8 episodes: 8 copies of the numpy-batched CartPole, whose time limit (500) a cap of 4 undercuts.
+    result = rlfoundry.evaluate(ZeroPolicy(), "CartPole-v1", n_episodes=16, seed=0, max_episode_steps=4)
+    assert result.lengths.tolist() == [4] * 16 and result.returns.tolist() == [4.0] * 16
+    assert result.cut.all()
+
+
+@pytest.mark.parametrize(
+    "cap, message",
+    [(0, "max_episode_steps=0 is out of range"), (-5, "max_episode_steps=-5 is out of range"),
+     (2.5, "max_episode_steps must be an integer, got 2.5"), (True, "max_episode_steps must be an integer, got True")],
+)
+def test_bad_step_caps_are_refused(cap, message):
+    with pytest.raises(ValueError, match=message):
+        rlfoundry.evaluate(right_always(), n_episodes=1, max_episode_steps=cap)
+    with pytest.raises(ValueError, match=f"evaluation {message}"):
+        rlfoundry.PeriodicEvaluation(every=10, max_episode_steps=cap)

@@ -198,6 +198,18 @@ def test_bad_evaluations_are_refused_before_anything_is_trained(tmp_path):
     assert [point.step for point in model.learn(100).evaluations] == [50, 100]
 
 
+def test_periodic_evaluations_cut_episodes_at_their_step_cap():
+    """CliffWalking-v1 has no time limit; its shortest path takes 13 steps, so a cap of 7 cuts
+    every evaluation episode there (falling off the cliff only sends the agent back to the start)."""
+    evaluation = PeriodicEvaluation(every=100, episodes=2, max_episode_steps=7)
+    model = rlfoundry.QLearning("CliffWalking-v1", quiet=True, evaluation=evaluation).learn(200)
+    assert [point.step for point in model.evaluations] == [100, 200]
+    for point in model.evaluations:
+        assert point.result.lengths.tolist() == [7, 7] and point.result.cut.tolist() == [True, True]
+    with pytest.raises(ConfigError, match="evaluation max_episode_steps=0 is out of range"):
+        PeriodicEvaluation(every=10, max_episode_steps=0)
+
+
 class CountedClosesCartPole(CartPoleEnv):
     closes = 0
 
@@ -228,7 +240,7 @@ def test_rlf_train_eval_every_writes_evaluations_and_the_best_checkpoint(tmp_pat
     assert status == 0
     (run_dir,) = list(tmp_path.iterdir())
     recorded = json.loads((run_dir / "config.json").read_text())["periodic_evaluation"]
-    assert recorded == dict(every=100, episodes=3, env=None, deterministic=True, seed=None, stop_at=None)
+    assert recorded == dict(every=100, episodes=3, env=None, deterministic=True, seed=None, stop_at=None, max_episode_steps=None)
     assert [int(row["step"]) for row in evaluation_rows(run_dir)] == [100, 200, 300]
     assert (run_dir / "checkpoints" / "best" / "manifest.json").is_file()
     assert "best periodic evaluation: mean return" in out

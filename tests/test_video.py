@@ -13,6 +13,7 @@ from PIL import Image, ImageSequence
 import rlfoundry
 from rlfoundry.cli import main
 from rlfoundry.run.config import ConfigError
+from test_evaluation import Endless, ZeroPolicy
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +129,22 @@ def test_recording_without_a_display_prints_no_sdl_error(tmp_path):
     assert finished.returncode == 0, finished.stderr
     assert "XDG_RUNTIME_DIR" not in finished.stderr
     assert (tmp_path / "left.gif").is_file()
+
+
+class EndlessPicture(Endless):
+    """Endless, seen as a 4 x 4 black frame at 50 fps."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+    render_mode = "rgb_array"
+
+    def render(self):
+        return np.zeros((4, 4, 3), dtype=np.uint8)
+
+
+def test_an_env_without_a_time_limit_is_recorded_up_to_the_default_cap(tmp_path):
+    recorded = rlfoundry.record_video(ZeroPolicy(), tmp_path / "endless.gif", env=EndlessPicture(), seed=0)
+    assert recorded.lengths.tolist() == [10_000] and recorded.returns.tolist() == [-10_000.0]
+    assert recorded.cut.tolist() == [True]
+    assert sum(frame_durations(tmp_path / "endless.gif")) == 20 * 10_001
+    shorter = rlfoundry.record_video(ZeroPolicy(), tmp_path / "short.gif", env=EndlessPicture(), seed=0, max_steps=6)
+    assert shorter.lengths.tolist() == [6] and shorter.cut.tolist() == [True]

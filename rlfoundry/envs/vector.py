@@ -171,22 +171,36 @@ class CartPoleSameStep(VectorWrapper):
         super().__init__(env)
         self.metadata = {**env.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
 
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset every copy, or only those of options["reset_mask"] ([N] bool, as SyncVectorEnv
+        takes it: the others go on), which continue from the env's generator."""
+        if options is None or "reset_mask" not in options:
+            return self.env.reset(seed=seed, options=options)
+        if seed is not None:
+            raise ValueError("CartPoleSameStep resets some copies from the env's own generator: pass seed=None with a reset_mask")
+        self._reset_copies(options["reset_mask"])
+        return self.env.unwrapped.state.T.astype(np.float32), {}
+
     def step(self, actions: np.ndarray):
         observations, rewards, terminated, truncated, infos = self.env.step(actions)
         done = terminated | truncated
         if done.any():
-            cartpole = self.env.unwrapped
             final_observations = np.full(self.num_envs, None, dtype=object)
             for index in np.flatnonzero(done):
                 final_observations[index] = observations[index].copy()
-            count = int(done.sum())
-            cartpole.state[:, done] = cartpole.np_random.uniform(low=cartpole.low, high=cartpole.high, size=(4, count))
-            cartpole.steps[done] = 0
-            # The native env would reset these envs on the next step; they are reset already.
-            cartpole.prev_done[:] = False
-            observations[done] = cartpole.state[:, done].T.astype(np.float32)
+            observations[done] = self._reset_copies(done)
             infos = {**infos, "final_obs": final_observations, "_final_obs": done.copy()}
         return observations, rewards, terminated, truncated, infos
+
+    def _reset_copies(self, mask: np.ndarray) -> np.ndarray:
+        """Reset the copies where mask [N] is True with the env's own generator and reset bounds;
+        returns their new observations [count, 4]."""
+        cartpole = self.env.unwrapped
+        cartpole.state[:, mask] = cartpole.np_random.uniform(low=cartpole.low, high=cartpole.high, size=(4, int(mask.sum())))
+        cartpole.steps[mask] = 0
+        # The native env would reset finished copies on the next step; they are reset already.
+        cartpole.prev_done[:] = False
+        return cartpole.state[:, mask].T.astype(np.float32)
 
 
 @dataclass(frozen=True)

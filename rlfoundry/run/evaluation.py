@@ -1,5 +1,10 @@
 """Evaluation: run a trained model for a fixed number of whole episodes, once (`evaluate`) or
-every so many env steps while it learns (`PeriodicEvaluation`)."""
+every so many env steps while it learns (`PeriodicEvaluation`).
+
+Every evaluation episode ends: at the env's own end, or after a step cap. The cap is the caller's
+`max_episode_steps` when given; otherwise an env with a time limit of its own (a TimeLimit, an ALE
+game's frame limit) keeps it, and any other env gets DEFAULT_MAX_EPISODE_STEPS. An episode the cap
+cuts counts with its return so far and is marked in `EvaluationResult.cut`."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import VectorEnv
 
 from rlfoundry.envs.vector import EnvSource, EpisodeTracker, builds_new_envs, make_env, step_vector
@@ -16,14 +22,20 @@ from rlfoundry.run.config import ConfigError, require_int, require_range
 
 # Evaluation envs are seeded apart from the training envs (`rlf train`'s final evaluation too).
 EVALUATION_SEED_OFFSET = 10_000
+# Without it, evaluating on an env with no time limit (CliffWalking-v1) never ends for a greedy
+# policy that walks into a wall. 10,000 is far beyond the limits of the registered tasks that
+# have one (classic control 200-500, toy text 100-200, MuJoCo 1000), yet plays in seconds.
+DEFAULT_MAX_EPISODE_STEPS = 10_000
 
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """Per-episode returns and lengths, in the order the episodes were assigned to envs."""
+    """Per-episode returns and lengths, in the order the episodes were assigned to envs, and which
+    episodes the evaluation's step cap cut (their return is the return so far)."""
 
     returns: np.ndarray
     lengths: np.ndarray
+    cut: np.ndarray
 
     @property
     def mean(self) -> float:
@@ -34,7 +46,11 @@ class EvaluationResult:
         return float(self.returns.std())
 
     def __str__(self) -> str:
-        return f"mean return {self.mean:.2f} +/- {self.std:.2f} over {self.returns.size} episodes"
+        summary = f"mean return {self.mean:.2f} +/- {self.std:.2f} over {self.returns.size} episodes"
+        cut_count = int(self.cut.sum())
+        if cut_count:
+            summary += f" ({cut_count} cut at the step cap, counted with their return so far)"
+        return summary
 
 
 def checked_episode_count(n_episodes: int) -> int:
@@ -42,6 +58,33 @@ def checked_episode_count(n_episodes: int) -> int:
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
         raise ValueError(f"n_episodes={n_episodes!r} is out of range: allowed integers >= 1")
     return n_episodes
+
+
+def require_step_cap(name: str, max_episode_steps: int | None) -> None:
+    """ConfigError naming `name` unless max_episode_steps is None or an integer >= 1."""
+    if max_episode_steps is not None:
+        require_int(name, max_episode_steps, 1)
+
+
+def episode_step_cap(max_episode_steps: int | None, specs: list[EnvSpec | None]) -> int | None:
+    """The step at which evaluation cuts an episode its env has not ended: `max_episode_steps` when
+    given; else None (no cut) when every env, by its spec, ends episodes after a limit of its own;
+    else DEFAULT_MAX_EPISODE_STEPS."""
+    if max_episode_steps is not None:
+        return max_episode_steps
+    limited = all(
+        spec is not None and (spec.max_episode_steps is not None or bool(spec.kwargs.get("max_num_frames_per_episode")))
+        for spec in specs
+    )
+    return None if limited else DEFAULT_MAX_EPISODE_STEPS
+
+
+def vector_env_specs(vector_env: VectorEnv) -> list[EnvSpec | None]:
+    """The spec of a vector env made from an id, else those of its copies (None where unknown)."""
+    if vector_env.spec is not None:
+        return [vector_env.spec]
+    get_attr = getattr(vector_env, "get_attr", None)
+    return list(get_attr("spec")) if get_attr is not None else [None]
 
 
 def evaluation_env_count(env: EnvSource, n_episodes: int, max_envs: int = 8) -> int:
@@ -61,15 +104,20 @@ def evaluate(
     deterministic: bool = True,
     seed: int | None = None,
     max_envs: int = 8,
+    max_episode_steps: int | None = None,
 ) -> EvaluationResult:
     """Run `n_episodes` whole episodes with model.predict and return their returns.
 
     `env` defaults to the env id the model was trained on; an env object passed in is left open.
     Episodes are spread over up to `max_envs` parallel envs with a fixed quota per env, so that
     short episodes are not over-counted (taking the first n episodes to finish would bias the mean
-    towards them).
+    towards them). `max_episode_steps` cuts each episode after that many steps (the env's own time
+    limit still applies); None: the env's own time limit, or DEFAULT_MAX_EPISODE_STEPS (10,000)
+    for an env without one. A cut episode counts with its return so far and is marked in `cut`;
+    the env copy it ran in is reset (options={"reset_mask": ...}, as Gymnasium's vector envs take).
     """
     checked_episode_count(n_episodes)
+    require_step_cap("max_episode_steps", max_episode_steps)
     env = model.env_id if env is None else env
     if env is None:
         raise ValueError("this model does not know its environment id: pass env=... to evaluate")
@@ -77,27 +125,30 @@ def evaluate(
     vector_env = make_env(env, n_envs=n_envs, seed=seed)
     quotas = np.full(n_envs, n_episodes // n_envs)
     quotas[: n_episodes % n_envs] += 1
+    cap = episode_step_cap(max_episode_steps, vector_env_specs(vector_env))
     observations, _ = vector_env.reset(seed=seed)
     tracker = EpisodeTracker(n_envs)
-    returns: list[list[float]] = [[] for _ in range(n_envs)]
-    lengths: list[list[int]] = [[] for _ in range(n_envs)]
+    # Per env: (return, length, cut) of each of its episodes, in the order they ended.
+    episodes: list[list[tuple[float, int, bool]]] = [[] for _ in range(n_envs)]
     try:
-        while any(len(returns[index]) < quotas[index] for index in range(n_envs)):
+        while any(len(episodes[index]) < quotas[index] for index in range(n_envs)):
             actions = model.predict(observations, deterministic=deterministic)
             step = step_vector(vector_env, actions)
-            finished_returns, finished_lengths = tracker.update(step.rewards, step.done)
-            for position, index in enumerate(np.flatnonzero(step.done)):
-                if len(returns[index]) < quotas[index]:
-                    returns[index].append(float(finished_returns[position]))
-                    lengths[index].append(int(finished_lengths[position]))
+            cut = np.zeros(n_envs, dtype=bool) if cap is None else ~step.done & (tracker.lengths + 1 >= cap)
+            ended = step.done | cut
+            finished_returns, finished_lengths = tracker.update(step.rewards, ended)
+            for position, index in enumerate(np.flatnonzero(ended)):
+                if len(episodes[index]) < quotas[index]:
+                    episodes[index].append((float(finished_returns[position]), int(finished_lengths[position]), bool(cut[index])))
             observations = step.observations
+            if cut.any():
+                # The env did not end these episodes, so it did not reset them either.
+                observations, _ = vector_env.reset(options={"reset_mask": cut})
     finally:
         if builds_new_envs(env):
             vector_env.close()
-    return EvaluationResult(
-        returns=np.array([value for per_env in returns for value in per_env]),
-        lengths=np.array([value for per_env in lengths for value in per_env]),
-    )
+    returns, lengths, cuts = zip(*(episode for per_env in episodes for episode in per_env))
+    return EvaluationResult(returns=np.array(returns), lengths=np.array(lengths), cut=np.array(cuts))
 
 
 @dataclass(frozen=True)
@@ -126,6 +177,8 @@ class PeriodicEvaluation:
     "seed of the evaluation envs, reset to it at every evaluation; None: the config's seed + 10,000"
     stop_at: float | None = None
     "end learn() at the first evaluation whose mean return is at least this; None: never"
+    max_episode_steps: int | None = None
+    "steps after which an evaluation episode is cut; None: the env's time limit, else 10,000 (see evaluate)"
 
     def __post_init__(self) -> None:
         require_int("evaluation every", self.every, 1)
@@ -136,6 +189,7 @@ class PeriodicEvaluation:
             require_int("evaluation seed", self.seed, 0)
         if self.stop_at is not None:
             require_range("evaluation stop_at", self.stop_at)
+        require_step_cap("evaluation max_episode_steps", self.max_episode_steps)
 
 
 def checked_evaluation(value: PeriodicEvaluation | None) -> PeriodicEvaluation | None:
@@ -183,7 +237,9 @@ class PeriodicEvaluator:
         model, plan = self.model, self.plan
         numpy_state = model.rng.bit_generator.state
         with torch.random.fork_rng():
-            result = evaluate(model, self.env, plan.episodes, plan.deterministic, self.seed)
+            result = evaluate(
+                model, self.env, plan.episodes, plan.deterministic, self.seed, max_episode_steps=plan.max_episode_steps
+            )
         model.rng.bit_generator.state = numpy_state
         point = EvaluationPoint(step, result)
         model.evaluations.append(point)

@@ -19,8 +19,7 @@ from PIL import Image
 
 from rlfoundry.envs.atari import is_atari_id, make_atari_env
 from rlfoundry.envs.vector import builds_new_envs, check_env_id
-from rlfoundry.run.config import require_int
-from rlfoundry.run.evaluation import EvaluationResult, checked_episode_count
+from rlfoundry.run.evaluation import EvaluationResult, checked_episode_count, episode_step_cap, require_step_cap
 
 RENDER_MODE = "rgb_array"
 DEFAULT_FPS = 30
@@ -37,7 +36,8 @@ def record_video(
 ) -> EvaluationResult:
     """Play `n_episodes` whole episodes with model.predict in one env, one after the other, and
     write them to `path` (a .gif). Returns their returns and lengths. `max_steps` cuts each
-    episode after that many steps (an Atari policy that never serves plays 27k steps).
+    episode after that many steps (an Atari policy that never serves plays 27k steps); None: the
+    env's own time limit, or 10,000 steps for an env without one, as in evaluate().
 
     `env` is an env id (default: the model's) or a gymnasium.Env made with render_mode="rgb_array"
     (left open). The first episode starts from reset(seed=seed), so with one episode it is the
@@ -47,18 +47,18 @@ def record_video(
     if path.suffix.lower() != ".gif":
         raise ValueError(f"video path {str(path)!r} must end in .gif: rlfoundry writes animated GIFs")
     checked_episode_count(n_episodes)
-    if max_steps is not None:
-        require_int("max_steps", max_steps, 1)
+    require_step_cap("max_steps", max_steps)
     source = model.env_id if env is None else env
     single = _rendering_env(source)
+    cap = episode_step_cap(max_steps, [single.spec])
     frames: list[Image.Image] = []
-    returns, lengths = [], []
+    returns, lengths, cuts = [], [], []
     try:
         for episode in range(n_episodes):
             observation, _ = single.reset(seed=seed if episode == 0 else None)
             frames.append(_palette_frame(single.render()))
             total, length, done = 0.0, 0, False
-            while not done and length != max_steps:
+            while not done and length != cap:
                 # A batch of one, as evaluate() passes its vector env's observations.
                 action = model.predict(np.asarray(observation)[None], deterministic=deterministic)[0]
                 observation, reward, terminated, truncated, _ = single.step(action)
@@ -66,13 +66,14 @@ def record_video(
                 total, length, done = total + float(reward), length + 1, terminated or truncated
             returns.append(total)
             lengths.append(length)
+            cuts.append(not done)
         fps = single.metadata.get("render_fps") or DEFAULT_FPS
     finally:
         if builds_new_envs(source):
             single.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
-    return EvaluationResult(returns=np.array(returns), lengths=np.array(lengths))
+    return EvaluationResult(returns=np.array(returns), lengths=np.array(lengths), cut=np.array(cuts))
 
 
 def _rendering_env(source: str | gym.Env | None) -> gym.Env:
