@@ -78,6 +78,7 @@ def test_train_refuses_a_step_count_below_one(tmp_path, capsys, steps):
         (["train", "q-learning", "CliffWalking-v1", "--set", "learning_rate=2"], "learning_rate=2.0 is out of range"),
         (["train", "q-learning", "CliffWalking-v1", "--set", "gamma=high"], "gamma expects a number, got 'high'"),
         (["train", "q-learning", "CartPole-v1"], "needs a Discrete observation space"),
+        (["train", "q-learning", "CartPole-v1", "--checkpoint-every", "5"], "needs a Discrete observation space"),
         (["eval", "/no/such/checkpoint"], "no checkpoint at /no/such/checkpoint"),
         (["plot", "/no/such/run"], "has no progress.csv"),
         (["resume", "/no/such/run", "--steps", "10"], "no checkpoint at /no/such/run"),

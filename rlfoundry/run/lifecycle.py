@@ -46,7 +46,7 @@ def initialise(
     run_dir: where the run's logs and checkpoints go; a missing or empty directory, not one that
     already holds a run.
     checkpoint_every: write RUN_DIR/checkpoints/latest every this many env steps (at the first
-    point between updates past each multiple), besides the final checkpoint, with a run_dir.
+    point between updates past each multiple), besides the final checkpoint; needs run_dir.
     evaluation: evaluate the policy periodically while learning (see PeriodicEvaluation)."""
     check_keys(model.Config, config)
     model.config = model.Config(**config)
@@ -68,9 +68,14 @@ def set_run_options(
     Checked before anything is trained or written."""
     if run_dir is not None:
         require_run_dir_for(Path(run_dir), checkpoint)
+    if checked_checkpoint_every(checkpoint_every) is not None and run_dir is None:
+        raise ConfigError(
+            f"checkpoint_every={checkpoint_every} writes RUN_DIR/checkpoints/latest, but no run_dir was given: "
+            "pass run_dir=... as well, or leave checkpoint_every out"
+        )
     model.run_dir = Path(run_dir) if run_dir is not None else None
     model.quiet = quiet
-    model.checkpoint_every = checked_checkpoint_every(checkpoint_every)
+    model.checkpoint_every = checkpoint_every
     model.evaluation = checked_evaluation(evaluation)
     model.evaluations = []
 
