@@ -20,7 +20,7 @@ from rlfoundry.presets import all_presets, load_preset
 from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError, read_manifest
 from rlfoundry.run.config import ConfigError, check_keys, config_to_dict, parse_overrides, unknown_name_message
 from rlfoundry.run.evaluation import EVALUATION_SEED_OFFSET, PeriodicEvaluation
-from rlfoundry.run.monitor import make_run_dir
+from rlfoundry.run.monitor import new_run_dir
 from rlfoundry.run.plotting import RunDirectoryError, plot_aggregated_curves, plot_learning_curves
 
 USER_ERRORS = (
@@ -143,12 +143,12 @@ def train(arguments: argparse.Namespace) -> int:
     steps = arguments.steps if arguments.steps is not None else (preset.steps if preset else DEFAULT_STEPS)
     if steps < 1:
         raise UsageError(f"--steps={steps} is out of range: allowed integers >= 1")
-    # The model checks its config and spaces before any file is written.
+    # The model checks its config, spaces and run directory before any file is written.
+    run_dir = new_run_dir(cls.name, arguments.env_id, arguments.seed, arguments.runs_dir)
     model = cls(
-        arguments.env_id, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every,
+        arguments.env_id, run_dir=run_dir, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every,
         evaluation=periodic_evaluation(arguments), **config,
     )
-    run_dir = model.run_dir = make_run_dir(cls.name, arguments.env_id, arguments.seed, arguments.runs_dir)
     write_run_config(run_dir, model, total_steps=steps, preset_source=preset.source if preset else None)
     if preset and not arguments.quiet:
         print(f"preset {cls.name} / {arguments.env_id}: {preset.source}")
@@ -156,11 +156,15 @@ def train(arguments: argparse.Namespace) -> int:
 
 
 def write_run_config(run_dir: Path, model: Any, **details: Any) -> None:
-    """RUN_DIR/config.json: the algorithm, env id, `details` (how the run came about), the
-    config, any periodic evaluation and the rlfoundry version (`rlf plot --aggregate` groups runs
-    by the first two)."""
+    """Create the new run directory (from new_run_dir) with its config.json: the algorithm, env
+    id, `details` (how the run came about), the config, any periodic evaluation and the rlfoundry
+    version (`rlf plot --aggregate` groups runs by the first two)."""
     import rlfoundry
 
+    try:
+        run_dir.mkdir(parents=True)
+    except FileExistsError:
+        raise UsageError(f"{run_dir} was created by another command meanwhile: run this one again") from None
     (run_dir / "config.json").write_text(json.dumps({
         "algorithm": model.name,
         "env_id": model.env_id,
@@ -235,15 +239,20 @@ def resume(arguments: argparse.Namespace) -> int:
             run_dir = None
     else:
         run_dir = None
+    continues_run = run_dir is not None
+    if not continues_run:
+        manifest = read_manifest(path)
+        run_dir = new_run_dir(
+            manifest["algorithm"], manifest["state"]["env"]["env_id"], manifest["config"]["seed"], arguments.runs_dir
+        )
     model = rlfoundry.load(
-        path, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every, evaluation=periodic_evaluation(arguments)
+        path, run_dir=run_dir, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every,
+        evaluation=periodic_evaluation(arguments),
     )
     if model.env_id is None:
         raise UsageError(f"{path} was trained on an env without a registered id: resume it from Python with rlfoundry.load(path, env=...)")
-    if run_dir is None:
-        run_dir = make_run_dir(model.name, model.env_id, model.config.seed, arguments.runs_dir)
+    if not continues_run:
         write_run_config(run_dir, model, total_steps=arguments.steps, resumed_from=str(path), resumed_at_step=model.steps)
-    model.run_dir = run_dir
     return learn_and_report(model, arguments.steps, arguments.eval_episodes, run_dir)
 
 

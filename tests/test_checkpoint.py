@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,6 +205,88 @@ def test_a_run_dir_that_is_a_file_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="is a file"):
         rlfoundry.load(tmp_path / "q", run_dir=notes)
     assert notes.read_text() == "a user's file"
+
+
+def files_under(directory):
+    """Every file under `directory`: relative path -> bytes."""
+    return {path.relative_to(directory): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
+
+
+def holds_a_run_message(run_dir, found, newcomer="a new model"):
+    return (
+        f"run_dir={run_dir} already holds a run ({found}): {newcomer} would mix its logs and checkpoints with that "
+        f"run's; pass a new or empty directory, or continue that run from its own checkpoint with "
+        f"rlfoundry.load('{run_dir}/checkpoints/final', run_dir='{run_dir}') (or checkpoints/latest) or `rlf resume {run_dir}`"
+    )
+
+
+def test_a_new_model_refuses_a_run_directory_that_holds_a_run_before_writing_anything(tmp_path):
+    """The walkthrough's mix-ups: a second seed, or another algorithm, in a run's directory would
+    continue its progress.csv and evaluations.csv and replace its final and best checkpoints."""
+    run_dir = tmp_path / "run"
+    evaluation = rlfoundry.PeriodicEvaluation(every=32, episodes=1)
+    config = dict(n_envs=2, n_steps=16, batch_size=16, n_epochs=1, hidden_sizes=(16,))
+    rlfoundry.PPO("CartPole-v1", run_dir=run_dir, quiet=True, evaluation=evaluation, **config).learn(64)
+    before = files_under(run_dir)
+    found = "checkpoints, evaluations.csv, events.out.tfevents.*, learning_curve.png, progress.csv"
+    for make in (
+        lambda: rlfoundry.PPO("CartPole-v1", run_dir=run_dir, seed=1, evaluation=evaluation, **config),
+        lambda: rlfoundry.DQN("CartPole-v1", run_dir=str(run_dir), evaluation=evaluation),
+    ):
+        with pytest.raises(ConfigError) as error:
+            make()
+        assert str(error.value) == holds_a_run_message(run_dir, found)
+    assert files_under(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    "entry, found",
+    [
+        ("config.json", "config.json"),
+        ("progress.csv", "progress.csv"),
+        ("evaluations.csv", "evaluations.csv"),
+        ("learning_curve.png", "learning_curve.png"),
+        ("events.out.tfevents.1.host.1.0", "events.out.tfevents.*"),
+        ("checkpoints/final/notes.txt", "checkpoints"),  # not a checkpoint: found before training, not after it
+    ],
+)
+def test_any_file_a_run_writes_marks_a_run_directory(tmp_path, entry, found):
+    (tmp_path / entry).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / entry).write_text("a user's file")
+    with pytest.raises(ConfigError) as error:
+        rlfoundry.PPO("CartPole-v1", run_dir=tmp_path)
+    assert str(error.value) == holds_a_run_message(tmp_path, found)
+    assert files_under(tmp_path) == {Path(entry): b"a user's file"}
+
+
+def test_new_empty_and_unrelated_directories_are_run_directories(tmp_path):
+    for run_dir in (tmp_path / "new", tmp_path / "empty", tmp_path / "notes"):
+        run_dir.mkdir(exist_ok=run_dir.name == "new")  # "new" is left missing
+        if run_dir.name == "notes":
+            (run_dir / "notes.txt").write_text("a user's file")
+        QLearning("FrozenLake-v1", run_dir=run_dir, quiet=True).learn(50)
+        assert load_checkpoint(run_dir / "checkpoints" / "final").counters["steps"] == 50
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "a user's file"
+
+
+def test_a_loaded_model_continues_only_its_own_run(tmp_path):
+    """A model loaded from RUN/checkpoints/final or latest goes on in RUN; one loaded from
+    anywhere else is refused there, as a new model is."""
+    run_dir = tmp_path / "run"
+    QLearning("FrozenLake-v1", run_dir=run_dir, quiet=True, checkpoint_every=40).learn(100)
+    assert load_checkpoint(run_dir / "checkpoints" / "latest").counters["steps"] == 80
+    for name in ("latest", "final"):
+        steps = load_checkpoint(run_dir / "checkpoints" / name).counters["steps"]
+        rlfoundry.load(run_dir / "checkpoints" / name, run_dir=run_dir, quiet=True).learn(100)
+        assert load_checkpoint(run_dir / "checkpoints" / "final").counters["steps"] == steps + 100
+    trained().save(tmp_path / "elsewhere")
+    before = files_under(run_dir)
+    found = "checkpoints, events.out.tfevents.*, learning_curve.png, progress.csv"
+    newcomer = f"a model loaded from {tmp_path / 'elsewhere'}, not one of its checkpoints,"
+    with pytest.raises(ConfigError) as error:
+        rlfoundry.load(tmp_path / "elsewhere", run_dir=run_dir)
+    assert str(error.value) == holds_a_run_message(run_dir, found, newcomer)
+    assert files_under(run_dir) == before
 
 
 def test_loading_onto_an_env_with_other_spaces_names_both(tmp_path):

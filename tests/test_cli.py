@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,7 @@ def test_train_refuses_a_step_count_below_one(tmp_path, capsys, steps):
         (["train", "q-learning", "CliffWalking-v1", "--set", "gamma=high"], "gamma expects a number, got 'high'"),
         (["train", "q-learning", "CliffWalking-v1", "--set", "seed=3"], "set the seed with --seed 3"),
         (["train", "q-learning", "CartPole-v1"], "needs a Discrete observation space"),
+        (["train", "q-learning", "CartPole-v1", "--checkpoint-every", "5"], "needs a Discrete observation space"),
         (["eval", "/no/such/checkpoint"], "no checkpoint at /no/such/checkpoint"),
         (["plot", "/no/such/run"], "has no progress.csv"),
         (["plot", "/no/such/run", "-o", "curves.txt"], "-o curves.txt: cannot draw a .txt file"),
@@ -149,6 +151,19 @@ def test_resume_of_a_checkpoint_outside_a_run_directory_makes_a_new_one(tmp_path
     run_dir = only_run_dir(tmp_path / "runs")
     assert run_dir.name.startswith("q-learning-FrozenLake-v1-s0-") and f"run directory: {run_dir}" in out
     assert rlfoundry.load(run_dir / "checkpoints" / "final").steps == 200
+
+
+def test_a_run_directory_taken_meanwhile_is_not_written_into(tmp_path):
+    """`rlf train` names its directory before the model accepts it and creates it only after: a
+    command that took the name in between keeps its directory to itself."""
+    import rlfoundry
+    from rlfoundry.cli import UsageError, write_run_config
+
+    (tmp_path / "taken").mkdir()
+    message = f"{tmp_path / 'taken'} was created by another command meanwhile: run this one again"
+    with pytest.raises(UsageError, match=re.escape(message)):
+        write_run_config(tmp_path / "taken", rlfoundry.QLearning("FrozenLake-v1"), total_steps=10)
+    assert not any((tmp_path / "taken").iterdir())
 
 
 def test_list_shows_algorithms_and_presets(capsys):

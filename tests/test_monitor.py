@@ -4,13 +4,13 @@ import csv
 
 import numpy as np
 
-from rlfoundry.run.monitor import TrainingMonitor, make_run_dir
+from rlfoundry.run.monitor import TrainingMonitor, new_run_dir
 from rlfoundry.run.plotting import read_curve
 
 
 def test_files_and_a_metric_that_appears_later(tmp_path):
-    run_dir = make_run_dir("algo", "Some/Env-v0", 7, root=tmp_path)
-    assert run_dir.name.startswith("algo-Some-Env-v0-s7-")
+    run_dir = new_run_dir("algo", "Some/Env-v0", 7, root=tmp_path)
+    assert run_dir.name.startswith("algo-Some-Env-v0-s7-") and not run_dir.exists()  # created by its first writer
     monitor = TrainingMonitor(run_dir, total_steps=100, quiet=True, log_interval=10)
     for step in range(1, 101):
         if step % 25 == 0:

@@ -47,14 +47,46 @@ def test_training_on_from_the_latest_checkpoint_equals_training_straight(tmp_pat
     assert all(np.array_equal(arrays[key], straight_arrays[key]) for key in arrays)
 
 
-def test_no_run_directory_writes_no_checkpoint_and_bad_values_are_refused(tmp_path, monkeypatch):
+def test_checkpoint_every_without_a_run_directory_and_bad_values_are_refused(tmp_path, monkeypatch):
+    """It used to be ignored without a run directory: the checkpoints asked for were never written."""
     monkeypatch.chdir(tmp_path)
-    rlfoundry.QLearning("FrozenLake-v1", quiet=True, checkpoint_every=10).learn(50)
-    assert not any(tmp_path.iterdir())
+    rlfoundry.QLearning("FrozenLake-v1", quiet=True).learn(50).save(tmp_path / "q")
+    for make in (
+        lambda: rlfoundry.PPO("CartPole-v1", checkpoint_every=64),
+        lambda: rlfoundry.load(tmp_path / "q", checkpoint_every=64),
+    ):
+        with pytest.raises(ConfigError) as error:
+            make()
+        assert str(error.value) == (
+            "checkpoint_every=64 writes RUN_DIR/checkpoints/latest, but no run_dir was given: "
+            "pass run_dir=... as well, or leave checkpoint_every out"
+        )
+    assert [path.name for path in tmp_path.iterdir()] == ["q"]
     with pytest.raises(ConfigError, match="checkpoint_every=0 is out of range"):
         rlfoundry.QLearning("FrozenLake-v1", checkpoint_every=0)
     with pytest.raises(ConfigError, match="checkpoint_every"):
         rlfoundry.PPO("CartPole-v1", checkpoint_every=2.5)
+
+
+def test_rlf_train_and_resume_write_periodic_checkpoints(tmp_path, capsys):
+    """--checkpoint-every reaches the model with its run directory: a new timestamped one for
+    `rlf train` and for a checkpoint outside a run, the run's own for `rlf resume RUN_DIR`."""
+    root = tmp_path / "runs"
+    assert main(["train", "q-learning", "FrozenLake-v1", "--steps", "200", "--checkpoint-every", "150",
+                 "--runs-dir", str(root), "--quiet"]) == 0
+    (run_dir,) = list(root.iterdir())
+    assert run_dir.name.startswith("q-learning-FrozenLake-v1-s0-")
+    assert load_checkpoint(run_dir / "checkpoints" / "latest").counters["steps"] == 150
+    assert main(["resume", str(run_dir), "--steps", "200", "--checkpoint-every", "150", "--quiet"]) == 0
+    assert load_checkpoint(run_dir / "checkpoints" / "latest").counters["steps"] == 300
+    assert load_checkpoint(run_dir / "checkpoints" / "final").counters["steps"] == 400
+
+    rlfoundry.QLearning("FrozenLake-v1", quiet=True).learn(100).save(tmp_path / "saved")
+    assert main(["resume", str(tmp_path / "saved"), "--steps", "100", "--checkpoint-every", "75",
+                 "--runs-dir", str(root), "--quiet"]) == 0
+    (branch,) = [directory for directory in root.iterdir() if directory != run_dir]
+    assert load_checkpoint(branch / "checkpoints" / "latest").counters["steps"] == 150
+    assert json.loads((branch / "config.json").read_text())["resumed_from"] == str(tmp_path / "saved")
 
 
 def test_rlf_resume_picks_the_furthest_checkpoint_of_a_run(tmp_path, capsys):

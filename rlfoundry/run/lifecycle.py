@@ -19,6 +19,7 @@ from rlfoundry.run.checkpoint import Checkpoint, load_checkpoint, save_checkpoin
 from rlfoundry.run.config import ConfigError, check_keys, config_from_dict, config_to_dict, require_int
 from rlfoundry.run.device import configure_threads, resolve_device
 from rlfoundry.run.evaluation import PeriodicEvaluation, checked_evaluation
+from rlfoundry.run.monitor import existing_run_files
 from rlfoundry.run.seeding import generator_state, restore_generator, seed_everything
 from rlfoundry.run.torch_state import (
     load_module,
@@ -42,8 +43,10 @@ def initialise(
 ) -> TrainingEnv:
     """Validate the config, seed everything, and open the training env (not yet reset).
 
-    checkpoint_every: with a run directory, write RUN_DIR/checkpoints/latest every this many env
-    steps (at the first point between updates past each multiple), besides the final checkpoint.
+    run_dir: where the run's logs and checkpoints go; a missing or empty directory, not one that
+    already holds a run.
+    checkpoint_every: write RUN_DIR/checkpoints/latest every this many env steps (at the first
+    point between updates past each multiple), besides the final checkpoint; needs run_dir.
     evaluation: evaluate the policy periodically while learning (see PeriodicEvaluation)."""
     check_keys(model.Config, config)
     model.config = model.Config(**config)
@@ -58,16 +61,42 @@ def set_run_options(
     quiet: bool,
     checkpoint_every: int | None,
     evaluation: PeriodicEvaluation | None,
+    checkpoint: str | Path | None = None,
 ) -> None:
     """The options of a run that are not config (not saved in a checkpoint): a new model's and a
-    loaded one's alike, with no evaluations made yet."""
-    if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
-        raise ConfigError(f"run_dir={run_dir} is a file: pass a directory (it is created if missing)")
+    loaded one's (`checkpoint`: the path it was loaded from) alike, with no evaluations made yet.
+    Checked before anything is trained or written."""
+    if run_dir is not None:
+        require_run_dir_for(Path(run_dir), checkpoint)
+    if checked_checkpoint_every(checkpoint_every) is not None and run_dir is None:
+        raise ConfigError(
+            f"checkpoint_every={checkpoint_every} writes RUN_DIR/checkpoints/latest, but no run_dir was given: "
+            "pass run_dir=... as well, or leave checkpoint_every out"
+        )
     model.run_dir = Path(run_dir) if run_dir is not None else None
     model.quiet = quiet
-    model.checkpoint_every = checked_checkpoint_every(checkpoint_every)
+    model.checkpoint_every = checkpoint_every
     model.evaluation = checked_evaluation(evaluation)
     model.evaluations = []
+
+
+def require_run_dir_for(run_dir: Path, checkpoint: str | Path | None) -> None:
+    """Refuse a run_dir that is a file, or that already holds a run (any of config.json,
+    progress.csv, evaluations.csv, learning_curve.png, checkpoints/ or a TensorBoard event file)
+    unless `checkpoint` is one of that run's own checkpoints (RUN_DIR/checkpoints/NAME), which
+    continues it. A missing or empty directory holds nothing to mix with."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run_dir={run_dir} is a file: pass a directory (it is created if missing)")
+    found = existing_run_files(run_dir)
+    if not found or (checkpoint is not None and Path(checkpoint).resolve().parent == (run_dir / "checkpoints").resolve()):
+        return
+    newcomer = "a new model" if checkpoint is None else f"a model loaded from {checkpoint}, not one of its checkpoints,"
+    raise ConfigError(
+        f"run_dir={run_dir} already holds a run ({', '.join(found)}): {newcomer} would mix its logs and checkpoints "
+        f"with that run's; pass a new or empty directory, or continue that run from its own checkpoint with "
+        f"rlfoundry.load('{run_dir / 'checkpoints' / 'final'}', run_dir='{run_dir}') (or checkpoints/latest) "
+        f"or `rlf resume {run_dir}`"
+    )
 
 
 def checked_checkpoint_every(value: int | None) -> int | None:
@@ -129,7 +158,8 @@ def load_model(cls: type, path: str | Path, env: EnvSource | None, options: dict
     model = cls.__new__(cls)
     model.config = config_from_dict(cls.Config, checkpoint.config)
     set_run_options(
-        model, options.get("run_dir"), options.get("quiet", False), options.get("checkpoint_every"), options.get("evaluation")
+        model, options.get("run_dir"), options.get("quiet", False), options.get("checkpoint_every"), options.get("evaluation"),
+        checkpoint=path,
     )
     model.rng = restore_generator(checkpoint.state["rng"])
     # Without a saved env position, fresh episodes start from a seed that differs from step 0's.

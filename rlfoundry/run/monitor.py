@@ -30,16 +30,33 @@ RECENT_EPISODES = 100
 EVALUATION_COLUMNS = ("step", "mean_return", "std_return", "mean_length", "episodes")
 
 
-def make_run_dir(algorithm: str, env_id: str | None, seed: int, root: str | Path = "runs") -> Path:
-    """A new directory runs/<algo>-<env>-s<seed>-<timestamp>/ (suffixed if it already exists)."""
+RUN_FILES = ("config.json", "progress.csv", "evaluations.csv", "learning_curve.png", "checkpoints")
+"""What a run writes into its directory, besides TensorBoard's event files."""
+TENSORBOARD_PREFIX = "events.out.tfevents."
+
+
+def new_run_dir(algorithm: str, env_id: str | None, seed: int, root: str | Path = "runs") -> Path:
+    """A path runs/<algo>-<env>-s<seed>-<timestamp>/ that does not exist yet (suffixed if taken);
+    the caller creates it once the model has accepted it, so that a refused model leaves nothing."""
     environment = (env_id or "custom-env").replace("/", "-")
     base = Path(root) / f"{algorithm}-{environment}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     candidate, counter = base, 1
     while candidate.exists():
         candidate = base.with_name(f"{base.name}-{counter}")
         counter += 1
-    candidate.mkdir(parents=True)
     return candidate
+
+
+def existing_run_files(run_dir: Path) -> list[str]:
+    """The names in `run_dir` that a run writes, sorted, TensorBoard's event files as one
+    `events.out.tfevents.*`: any one of them means the directory already holds a run."""
+    if not run_dir.is_dir():
+        return []
+    names = {entry.name for entry in run_dir.iterdir()}
+    return sorted(
+        {name for name in names if name in RUN_FILES}
+        | {f"{TENSORBOARD_PREFIX}*" for name in names if name.startswith(TENSORBOARD_PREFIX)}
+    )
 
 
 class CsvLog:
