@@ -192,7 +192,11 @@ def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) 
     """Train, then print the evaluation (and the greedy path of tabular models) and the run directory."""
     import rlfoundry
 
+    target = model.steps + steps
     model.learn(steps)
+    if model.steps < target:
+        best = max(point.result.mean for point in model.evaluations)
+        print(f"stopped at step {model.steps} of {target}: an evaluation reached --stop-at-return (best mean {best:.2f})")
     last = model.evaluations[-1] if model.evaluations else None
     if last is not None and last.step == model.steps and last.result.returns.size == eval_episodes:
         # --eval-every's evaluation at this step played these very episodes (same seed, count and
@@ -280,7 +284,12 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
             raise UsageError(f"{flag}={value} is out of range: allowed integers >= 1")
     if arguments.env_id:
         check_env_id(arguments.env_id)
-    model = rlfoundry.load(arguments.checkpoint, quiet=True)
+    checkpoint = Path(arguments.checkpoint)
+    if run_checkpoints(checkpoint):
+        # A run directory: its furthest checkpoint, as `rlf resume` takes.
+        checkpoint = max(run_checkpoints(checkpoint), key=checkpoint_steps)
+        print(f"checkpoint: {checkpoint}")
+    model = rlfoundry.load(checkpoint, quiet=True)
     deterministic = not arguments.stochastic
     result = rlfoundry.evaluate(
         model, arguments.env_id, n_episodes=arguments.episodes, deterministic=deterministic, seed=arguments.seed,

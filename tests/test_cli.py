@@ -128,6 +128,18 @@ def test_resume_continues_the_run_exactly_in_its_directory(tmp_path, capsys):
     assert steps == sorted(steps) and steps[0] <= 300 < steps[-1] == 600
 
 
+def test_eval_of_a_run_directory_plays_its_furthest_checkpoint(tmp_path, capsys):
+    status, _, err = run_cli(capsys, "train", "q-learning", "FrozenLake-v1", "--steps", "100", "--runs-dir", str(tmp_path), "--quiet")
+    assert status == 0, err
+    run_dir = only_run_dir(tmp_path)
+    status, from_run, err = run_cli(capsys, "eval", str(run_dir), "--episodes", "3")
+    assert status == 0, err
+    assert f"checkpoint: {run_dir / 'checkpoints' / 'final'}" in from_run
+    status, from_checkpoint, err = run_cli(capsys, "eval", str(run_dir / "checkpoints" / "final"), "--episodes", "3")
+    assert status == 0, err
+    assert from_run.splitlines()[1:] == from_checkpoint.splitlines()
+
+
 def test_resume_from_inside_a_checkpoint_directory_continues_its_run(tmp_path, capsys, monkeypatch):
     status, _, err = run_cli(capsys, "train", "q-learning", "FrozenLake-v1", "--steps", "100", "--runs-dir", str(tmp_path), "--quiet")
     assert status == 0, err

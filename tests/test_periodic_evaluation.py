@@ -263,6 +263,7 @@ def test_rlf_train_eval_every_writes_evaluations_and_the_best_checkpoint(tmp_pat
     ]) == 0
     (run_dir,) = list(stop_root.iterdir())
     assert load_checkpoint(run_dir / "checkpoints" / "final").counters["steps"] == 100
+    assert "stopped at step 100 of 300: an evaluation reached --stop-at-return" in capsys.readouterr().out
 
 
 def test_rlf_train_does_not_replay_an_evaluation_made_at_its_last_step(tmp_path, capsys, monkeypatch):
