@@ -17,7 +17,7 @@ from rlfoundry.algorithms import ALGORITHMS
 from rlfoundry.envs.spaces import SpaceError
 from rlfoundry.envs.vector import AutoresetModeError, UnknownEnvironmentError, check_env_id
 from rlfoundry.presets import all_presets, load_preset
-from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError, read_manifest
+from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError, checkpoint_steps, read_manifest, run_checkpoints
 from rlfoundry.run.config import ConfigError, check_keys, config_to_dict, parse_overrides, unknown_name_message
 from rlfoundry.run.evaluation import EVALUATION_SEED_OFFSET, PeriodicEvaluation
 from rlfoundry.run.monitor import new_run_dir
@@ -258,16 +258,6 @@ def resume(arguments: argparse.Namespace) -> int:
     if not continues_run:
         write_run_config(run_dir, model, total_steps=arguments.steps, resumed_from=str(path), resumed_at_step=model.steps)
     return learn_and_report(model, arguments.steps, arguments.eval_episodes, run_dir)
-
-
-def run_checkpoints(run_dir: Path) -> list[Path]:
-    """The run directory's final and latest checkpoints that exist."""
-    return [run_dir / "checkpoints" / name for name in ("final", "latest") if (run_dir / "checkpoints" / name).is_dir()]
-
-
-def checkpoint_steps(path: Path) -> int:
-    """The env steps a checkpoint was trained for."""
-    return read_manifest(path)["counters"]["steps"]
 
 
 def evaluate_checkpoint(arguments: argparse.Namespace) -> int:

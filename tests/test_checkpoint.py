@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -270,15 +271,22 @@ def test_new_empty_and_unrelated_directories_are_run_directories(tmp_path):
 
 
 def test_a_loaded_model_continues_only_its_own_run(tmp_path):
-    """A model loaded from RUN/checkpoints/final or latest goes on in RUN; one loaded from
-    anywhere else is refused there, as a new model is."""
+    """A model loaded from RUN/checkpoints/final or latest goes on in RUN, unless the other one is
+    further (going on would replace it and take the logs back in time, which rlf resume also
+    avoids); one loaded from anywhere else is refused there, as a new model is."""
     run_dir = tmp_path / "run"
+    latest, final = run_dir / "checkpoints" / "latest", run_dir / "checkpoints" / "final"
     QLearning("FrozenLake-v1", run_dir=run_dir, quiet=True, checkpoint_every=40).learn(100)
-    assert load_checkpoint(run_dir / "checkpoints" / "latest").counters["steps"] == 80
-    for name in ("latest", "final"):
-        steps = load_checkpoint(run_dir / "checkpoints" / name).counters["steps"]
-        rlfoundry.load(run_dir / "checkpoints" / name, run_dir=run_dir, quiet=True).learn(100)
-        assert load_checkpoint(run_dir / "checkpoints" / "final").counters["steps"] == steps + 100
+    assert load_checkpoint(latest).counters["steps"] == 80
+    before = files_under(run_dir)
+    with pytest.raises(ConfigError, match=rf"{latest} \(step 80\) is behind {final} \(step 100\)"):
+        rlfoundry.load(latest, run_dir=run_dir)
+    assert files_under(run_dir) == before
+    rlfoundry.load(final, run_dir=run_dir, quiet=True).learn(100)
+    assert load_checkpoint(final).counters["steps"] == 200
+    shutil.rmtree(final)  # a run that crashed before its final checkpoint: latest goes on
+    rlfoundry.load(latest, run_dir=run_dir, quiet=True).learn(100)
+    assert load_checkpoint(final).counters["steps"] == 180
     trained().save(tmp_path / "elsewhere")
     before = files_under(run_dir)
     found = "checkpoints, events.out.tfevents.*, learning_curve.png, progress.csv"

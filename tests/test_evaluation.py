@@ -7,6 +7,7 @@ import pytest
 import rlfoundry
 from rlfoundry import QLearning
 from rlfoundry.envs.chain import ChainEnv
+from rlfoundry.envs.spaces import SpaceError
 
 
 def right_always():
@@ -176,3 +177,14 @@ def test_bad_step_caps_are_refused(cap, message):
         rlfoundry.evaluate(right_always(), n_episodes=1, max_episode_steps=cap)
     with pytest.raises(ValueError, match=f"evaluation {message}"):
         rlfoundry.PeriodicEvaluation(every=10, max_episode_steps=cap)
+
+
+def test_an_env_with_other_spaces_than_the_model_is_named_before_playing():
+    model = QLearning("FrozenLake-v1", quiet=True)  # 16 states, 4 actions
+    with pytest.raises(SpaceError, match=r"this env observes Discrete\(500\) and acts in Discrete\(6\), but the model "
+                       r"was trained on observations Discrete\(16\) and actions Discrete\(4\)"):
+        rlfoundry.evaluate(model, "Taxi-v4", n_episodes=1)
+    taxi = gym.make("Taxi-v4")
+    with pytest.raises(SpaceError, match="pass an env with the same spaces"):
+        rlfoundry.evaluate(model, taxi, n_episodes=1)
+    taxi.reset(seed=0)  # an env object passed in stays open

@@ -235,3 +235,13 @@ def _fsync(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    """The run directory's final and latest checkpoints that exist."""
+    return [run_dir / "checkpoints" / name for name in ("final", "latest") if (run_dir / "checkpoints" / name).is_dir()]
+
+
+def checkpoint_steps(path: Path) -> int:
+    """The env steps a checkpoint was trained for."""
+    return read_manifest(path)["counters"]["steps"]

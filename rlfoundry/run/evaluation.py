@@ -19,6 +19,7 @@ from gymnasium.vector import VectorEnv
 
 from rlfoundry.envs.vector import EnvSource, EpisodeTracker, builds_new_envs, make_env, step_vector
 from rlfoundry.run.config import ConfigError, require_int, require_range
+from rlfoundry.run.training_env import require_model_spaces
 
 # Evaluation envs are seeded apart from the training envs (`rlf train`'s final evaluation too).
 EVALUATION_SEED_OFFSET = 10_000
@@ -126,6 +127,9 @@ def evaluate(
     quotas = np.full(n_envs, n_episodes // n_envs)
     quotas[: n_episodes % n_envs] += 1
     cap = episode_step_cap(max_episode_steps, vector_env_specs(vector_env))
+    training_env = getattr(model, "training_env", None)
+    if training_env is not None:
+        require_model_spaces(vector_env, env, training_env.observation_space, training_env.action_space)
     observations, _ = vector_env.reset(seed=seed)
     tracker = EpisodeTracker(n_envs)
     # Per env: (return, length, cut) of each of its episodes, in the order they ended.

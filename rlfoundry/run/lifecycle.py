@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from rlfoundry.envs.vector import EnvSource
-from rlfoundry.run.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from rlfoundry.run.checkpoint import Checkpoint, checkpoint_steps, load_checkpoint, run_checkpoints, save_checkpoint
 from rlfoundry.run.config import ConfigError, check_keys, config_from_dict, config_to_dict, require_int
 from rlfoundry.run.device import configure_threads, resolve_device
 from rlfoundry.run.evaluation import PeriodicEvaluation, checked_evaluation
@@ -88,7 +88,16 @@ def require_run_dir_for(run_dir: Path, checkpoint: str | Path | None) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run_dir={run_dir} is a file: pass a directory (it is created if missing)")
     found = existing_run_files(run_dir)
-    if not found or (checkpoint is not None and Path(checkpoint).resolve().parent == (run_dir / "checkpoints").resolve()):
+    if not found:
+        return
+    if checkpoint is not None and Path(checkpoint).resolve().parent == (run_dir / "checkpoints").resolve():
+        further = max(run_checkpoints(run_dir), key=checkpoint_steps, default=None)
+        if further is not None and checkpoint_steps(further) > checkpoint_steps(Path(checkpoint)):
+            raise ConfigError(
+                f"{checkpoint} (step {checkpoint_steps(Path(checkpoint))}) is behind {further} (step "
+                f"{checkpoint_steps(further)}): going on from it in run_dir={run_dir} would replace that further "
+                "checkpoint and take the run's logs back in time; pass a new run_dir (rlf resume does)"
+            )
         return
     newcomer = "a new model" if checkpoint is None else f"a model loaded from {checkpoint}, not one of its checkpoints,"
     raise ConfigError(

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+from gymnasium.vector import VectorEnv
 
 from rlfoundry.envs import state as env_state
 from rlfoundry.envs.spaces import SpaceError, describe, space_from_dict, space_to_dict
@@ -52,15 +53,8 @@ class TrainingEnv:
                     "create the model with an env"
                 )
             env = make_env(self.source, n_envs=self.n_envs)
-            spaces_now = (env.single_observation_space, env.single_action_space)
-            if self.observation_space is not None and spaces_now != (self.observation_space, self.action_space):
-                if builds_new_envs(self.source):
-                    env.close()
-                raise SpaceError(
-                    f"this env observes {describe(spaces_now[0])} and acts in {describe(spaces_now[1])}, but the "
-                    f"model was trained on observations {describe(self.observation_space)} and actions "
-                    f"{describe(self.action_space)}: pass an env with the same spaces"
-                )
+            if self.observation_space is not None:
+                require_model_spaces(env, self.source, self.observation_space, self.action_space)
             self.env = env
         return self.env
 
@@ -126,3 +120,19 @@ class TrainingEnv:
     def resumed_exactly(self) -> bool:
         """Whether a position was restored (False: the next learn() starts fresh episodes)."""
         return self.observations is not None
+
+
+def require_model_spaces(
+    env: VectorEnv, source: EnvSource, observation_space: spaces.Space, action_space: spaces.Space
+) -> None:
+    """SpaceError naming both pairs unless the vector env, made by make_env(source), observes and
+    acts in the model's spaces; an env it built (from an id or a factory) is closed first."""
+    spaces_now = (env.single_observation_space, env.single_action_space)
+    if spaces_now != (observation_space, action_space):
+        if builds_new_envs(source):
+            env.close()
+        raise SpaceError(
+            f"this env observes {describe(spaces_now[0])} and acts in {describe(spaces_now[1])}, but the "
+            f"model was trained on observations {describe(observation_space)} and actions "
+            f"{describe(action_space)}: pass an env with the same spaces"
+        )
