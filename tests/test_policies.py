@@ -180,6 +180,10 @@ def test_unsupported_spaces_are_clear_errors():
         PolicyNetwork(BOX4, spaces.Box(-1.0, 1.0, (2, 2), np.float32))
     with pytest.raises(SpaceError, match="numbered from 0"):
         PolicyNetwork(BOX4, spaces.Discrete(3, start=1))
+    with pytest.raises(SpaceError, match=r"MultiDiscrete actions must be numbered from 0, got MultiDiscrete\(\[3 2\], start"):
+        PolicyNetwork(BOX4, spaces.MultiDiscrete([3, 2], start=[1, -1]))
+    with pytest.raises(SpaceError, match=r"Discrete observations must be numbered from 0, got Discrete\(4, start=-2\)"):
+        ValueNetwork(spaces.Discrete(4, start=-2))
     with pytest.raises(SpaceError, match="FlattenObservation"):
         PolicyNetwork(spaces.Dict({"x": BOX4}), spaces.Discrete(2))
     with pytest.raises(SpaceError, match="no policy head"):

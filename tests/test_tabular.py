@@ -3,6 +3,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium import spaces
 
 import rlfoundry
 from rlfoundry import SARSA, ExpectedSARSA, QLearning
@@ -16,6 +17,7 @@ from rlfoundry.losses.tabular import (
     td_update,
 )
 from rlfoundry.mdp import FiniteMDP
+from rlfoundry.run.checkpoint import NonFiniteError
 from rlfoundry.run.config import ConfigError
 
 S1, S2, S3 = 0, 1, 2
@@ -219,6 +221,9 @@ def test_on_policy_methods_on_frozen_lake(cls, slippery):
 def test_box_observations_get_a_clear_error():
     with pytest.raises(SpaceError, match=r"Discrete observation space.*Box.*DQN"):
         QLearning("CartPole-v1")
+    shifted = gym.wrappers.TransformObservation(gym.make("FrozenLake-v1"), lambda state: state + 1, spaces.Discrete(16, start=1))
+    with pytest.raises(SpaceError, match=r"Discrete observations must be numbered from 0, got Discrete\(16, start=1\)"):
+        QLearning(shifted)
 
 
 def test_config_errors_name_field_value_and_range():
@@ -259,3 +264,16 @@ def test_cliff_walking_reproduces_sutton_and_barto_example_6_6(cls, path_length)
     model = cls("CliffWalking-v1", quiet=True, **preset.config).learn(preset.steps)
     states, actions, total = greedy_path(model)
     assert (len(actions), total) == (path_length, -float(path_length))
+
+
+def test_a_non_finite_reward_stops_training_before_the_table_changes():
+    def nan_at_the_third_step(reward):
+        nan_at_the_third_step.calls += 1
+        return float("nan") if nan_at_the_third_step.calls == 3 else reward
+
+    nan_at_the_third_step.calls = 0
+    env = gym.wrappers.TransformReward(gym.make("FrozenLake-v1", is_slippery=False), nan_at_the_third_step)
+    agent = QLearning(env, quiet=True, initial_q=0.5)
+    with pytest.raises(NonFiniteError, match="NaN or infinite reward at step 2"):
+        agent.learn(10)
+    assert np.isfinite(agent.q_table).all() and agent.steps == 2

@@ -27,7 +27,18 @@ def require_discrete_observations(space: spaces.Space, algorithm: str) -> int:
             f"{describe(space)}: use DQN (or PPO) for continuous observations, or wrap the env so that "
             "it observes a discrete state index (e.g. a discretising wrapper)"
         )
+    require_zero_start(space, f"{algorithm}'s Discrete observations")
     return int(space.n)
+
+
+def require_zero_start(space: spaces.Discrete | spaces.MultiDiscrete, what: str) -> None:
+    """SpaceError unless a Discrete or MultiDiscrete space counts from 0: networks and tables index
+    by the value itself."""
+    if np.any(space.start != 0):
+        raise SpaceError(
+            f"{what} must be numbered from 0, got {describe(space)}: wrap the env so that it subtracts "
+            "start from them (gymnasium.wrappers.TransformObservation or TransformAction)"
+        )
 
 
 def require_discrete_actions(space: spaces.Space, algorithm: str, instead: str) -> int:
@@ -37,8 +48,7 @@ def require_discrete_actions(space: spaces.Space, algorithm: str, instead: str) 
             f"{algorithm} needs a Discrete action space, but this env's actions are {describe(space)}: "
             f"use {instead} for this action space"
         )
-    if int(space.start) != 0:
-        raise SpaceError(f"{algorithm} needs Discrete actions numbered from 0, got {describe(space)}")
+    require_zero_start(space, f"{algorithm}'s Discrete actions")
     return int(space.n)
 
 

@@ -36,7 +36,7 @@ from gymnasium import spaces
 from torch import nn
 from torch.nn import functional
 
-from rlfoundry.envs.spaces import SpaceError, describe, observation_batch
+from rlfoundry.envs.spaces import SpaceError, describe, observation_batch, require_zero_start
 from rlfoundry.networks.torsos import MLP, NATURE_CNN_MIN_SIDE, NatureCNN, orthogonal_init
 
 HIDDEN_GAIN = math.sqrt(2)
@@ -201,8 +201,7 @@ class MultiCategoricalHead(nn.Module):
 def make_head(action_space: spaces.Space, input_size: int, log_std_init: float = 0.0) -> nn.Module:
     """The distribution head for an action space; SpaceError for a space without one."""
     if isinstance(action_space, spaces.Discrete):
-        if int(action_space.start) != 0:
-            raise SpaceError(f"Discrete actions must be numbered from 0, got {describe(action_space)}")
+        require_zero_start(action_space, "Discrete actions")
         return CategoricalHead(input_size, int(action_space.n))
     if isinstance(action_space, spaces.Box):
         if len(action_space.shape) != 1:
@@ -214,6 +213,7 @@ def make_head(action_space: spaces.Space, input_size: int, log_std_init: float =
     if isinstance(action_space, spaces.MultiDiscrete):
         if action_space.nvec.ndim != 1:
             raise SpaceError(f"MultiDiscrete actions must be one-dimensional, got {describe(action_space)}")
+        require_zero_start(action_space, "MultiDiscrete actions")
         return MultiCategoricalHead(input_size, action_space.nvec.tolist())
     raise SpaceError(
         f"no policy head for action space {describe(action_space)}: supported are Discrete, Box (vector) "
@@ -308,6 +308,7 @@ def make_torso(observation_space: spaces.Space, hidden_sizes: Sequence[int], act
     any other Box -> flatten + MLP.
     """
     if isinstance(observation_space, spaces.Discrete):
+        require_zero_start(observation_space, "Discrete observations")
         n = int(observation_space.n)
         return VectorTorso(OneHot(n), n, hidden_sizes, activation)
     if is_image_space(observation_space):
