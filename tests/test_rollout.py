@@ -124,6 +124,13 @@ def test_misuse_is_a_clear_error():
     nan_buffer.rewards[1, 1] = np.nan
     with pytest.raises(NonFiniteError, match="reward"):
         nan_buffer.finish(np.zeros((2, 1)), ten_times)
+    never_called = lambda observations: pytest.fail("the critic must not see a NaN observation")  # noqa: E731
+    with pytest.raises(NonFiniteError, match="NaN or infinite observation"):
+        filled_buffer().finish(np.array([[5.0], [np.nan]], dtype=np.float32), never_called)  # the last observations
+    truncated_nan = filled_buffer()
+    truncated_nan._truncations[0][2][:] = np.inf  # env 0's true final observation at t=1
+    with pytest.raises(NonFiniteError, match="NaN or infinite observation"):
+        truncated_nan.finish(np.zeros((2, 1), dtype=np.float32), never_called)
 
 
 def test_layouts_of_action_spaces():

@@ -1,5 +1,6 @@
 """TRPO: conjugate gradient, Fisher-vector products against the explicit KL Hessian, the line search, learning."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -17,6 +18,7 @@ from rlfoundry.losses.natural_gradient import (
 )
 from rlfoundry.losses.policy_gradient import policy_gradient_loss
 from rlfoundry.networks.policies import PolicyNetwork
+from rlfoundry.run.checkpoint import NonFiniteError
 from rlfoundry.run.config import ConfigError
 
 from learning_checks import preset_returns
@@ -124,6 +126,15 @@ def test_every_accepted_step_stays_within_the_kl_limit(env_id):
         else:
             assert torch.equal(parameters_to_vector(model.network.policy_parameters()), old_parameters)
     assert accepted >= 3
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's overflow warnings on the way to the NaN
+def test_rewards_too_large_for_float32_are_named_as_divergence_not_a_broken_fisher_product():
+    def huge_rewards():
+        return gym.wrappers.TransformReward(gym.make("CartPole-v1"), lambda reward: reward * 1e38)
+
+    with pytest.raises(NonFiniteError, match="trpo diverged at step 64: the policy gradient's norm is nan"):
+        TRPO(huge_rewards, quiet=True, n_steps=64, batch_size=32).learn(200)
 
 
 def test_shared_torso_is_refused():

@@ -159,6 +159,8 @@ class TRPO:
         old_distribution = distribution.detach()
         objective = surrogate_advantage(distribution.log_prob(batch.actions), batch.old_log_probs, advantages)
         gradient = parameters_to_vector(torch.autograd.grad(objective, parameters, retain_graph=True))
+        # A NaN here (from huge rewards, say) would surface as a broken Fisher product in CG.
+        require_finite({"the policy gradient's norm": float(torch.linalg.vector_norm(gradient))}, self.name, self.steps)
         mean_kl = old_distribution.kl(distribution).mean()
 
         def fisher_product(vector: torch.Tensor) -> torch.Tensor:

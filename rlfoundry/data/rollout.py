@@ -203,7 +203,9 @@ class RolloutBuffer:
         self.next_values[:last] = self.values[1 : last + 1]
         # One batched critic call for the last observations and every truncated final observation.
         pieces = [np.asarray(last_observations)] + [observations for _, _, observations in self._truncations]
-        bootstrap_values = np.asarray(value_function(np.concatenate(pieces)), dtype=np.float32)
+        bootstrap_observations = np.concatenate(pieces)
+        require_finite_observations(bootstrap_observations)
+        bootstrap_values = np.asarray(value_function(bootstrap_observations), dtype=np.float32)
         self.next_values[last] = bootstrap_values[: self.n_envs]
         start = self.n_envs
         for t, indices, _ in self._truncations:
@@ -234,7 +236,12 @@ class RolloutBuffer:
     def _require_finite(self) -> None:
         if not np.isfinite(self.rewards).all():
             raise NonFiniteError("the env returned a NaN or infinite reward: check the env or its reward wrapper")
-        if self.observations.dtype.kind == "f" and not np.isfinite(self.observations).all():
-            raise NonFiniteError(
-                "the env returned a NaN or infinite observation: check the env, or normalise/clip its observations"
-            )
+        require_finite_observations(self.observations)
+
+
+def require_finite_observations(observations: np.ndarray) -> None:
+    """NonFiniteError if float observations hold a NaN or an infinity (the env's fault, not divergence)."""
+    if observations.dtype.kind == "f" and not np.isfinite(observations).all():
+        raise NonFiniteError(
+            "the env returned a NaN or infinite observation: check the env, or normalise/clip its observations"
+        )
