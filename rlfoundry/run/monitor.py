@@ -343,7 +343,7 @@ class _LineDisplay:
         recent = "n/a" if math.isnan(mean_return) else f"{mean_return:.2f}"
         print(
             f"{self.title}: step {step}/{self.end_step} | {steps_per_second:,.0f} steps/s | "
-            f"{episodes} episodes | mean return (last {RECENT_EPISODES}) {recent}",
+            f"{episodes} episode{'' if episodes == 1 else 's'} | mean return (last {RECENT_EPISODES}) {recent}",
             flush=True,
         )
 
