@@ -12,7 +12,7 @@ from gymnasium.wrappers import FrameStackObservation
 
 from rlfoundry.data.replay import ReplayBatch, ReplayBuffer
 from rlfoundry.envs.vector import make_env, step_vector
-from rlfoundry.run.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError, load_checkpoint, save_checkpoint
 
 GAMMA = 0.9
 
@@ -259,3 +259,14 @@ def test_restart_episodes_truncates_the_newest_row_and_keeps_its_true_next_obser
     fill(buffer, restarted)
     expected = expected_transitions(buffer, recorded[:5] + [dict(recorded[5], truncated=np.ones(2, bool))] + restarted)
     check_samples(buffer, expected)
+
+
+@pytest.mark.parametrize("field", ["rewards", "observations", "next_observations"])
+def test_a_non_finite_value_from_the_env_is_named_when_it_is_drawn(field):
+    recorded = record_steps(short_cartpole(100), n_envs=1, steps=6)
+    recorded[2][field] = np.full_like(recorded[2][field], np.nan)
+    buffer = ReplayBuffer(10, gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), spaces.Discrete(2))
+    fill(buffer, recorded)
+    word = "reward" if field == "rewards" else "observation"
+    with pytest.raises(NonFiniteError, match=f"the env returned a NaN or infinite {word}"):
+        buffer.sample(64, np.random.default_rng(0))  # 64 draws from 6 rows: row 2 among them

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
+from rlfoundry.data.finite import require_finite_rewards
 from rlfoundry.envs.spaces import observation_batch, require_discrete_actions, require_discrete_observations
 from rlfoundry.envs.toytext import path_picture
 from rlfoundry.envs.vector import EnvSource, make_env, step_vector
@@ -29,7 +30,6 @@ from rlfoundry.losses.tabular import (
     sarsa_target,
     td_update,
 )
-from rlfoundry.run.checkpoint import NonFiniteError
 from rlfoundry.run.config import require_choice, require_int, require_range
 from rlfoundry.run.lifecycle import initialise, load_model, save_model
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
@@ -167,11 +167,8 @@ class TabularTD:
         for _ in range(math.ceil(total_steps / n_envs)):
             states, actions = training_env.observations, self._actions
             step, finished_returns, finished_lengths = training_env.step(actions)
-            if not np.isfinite(step.rewards).all():
-                # Checked before the table changes: a NaN would spread through every bootstrapped value.
-                raise NonFiniteError(
-                    f"the env returned a NaN or infinite reward at step {self.steps}: check the env or its reward wrapper"
-                )
+            # Checked before the table changes: a NaN would spread through every bootstrapped value.
+            require_finite_rewards(step.rewards)
             epsilon = self.epsilon()
             next_states = step.next_observations
             next_actions = self._behaviour(next_states, epsilon) if chooses_next_action_first else actions

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from rlfoundry.data.finite import require_finite_observations, require_finite_rewards
+
 Storage = Literal["full", "shared", "frames"]
 STORAGES = ("full", "shared", "frames")
 # Side-store entries allocated up front for "shared" / "frames"; doubled whenever full.
@@ -335,7 +337,12 @@ class ReplayBuffer:
         flat = generator.integers((last - first + 1) * self.n_envs, size=batch_size)
         ages = first + flat // self.n_envs
         envs = flat % self.n_envs
-        return self._gather(ages, envs, last)
+        batch = self._gather(ages, envs, last)
+        # Checked as they are drawn, once per batch: a NaN from the env is named before a loss uses it.
+        require_finite_rewards(batch.rewards)
+        require_finite_observations(batch.observations)
+        require_finite_observations(batch.next_observations)
+        return batch
 
     def _row(self, ages: np.ndarray) -> np.ndarray:
         oldest = self.position if self.full else 0

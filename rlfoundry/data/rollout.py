@@ -38,7 +38,7 @@ from gymnasium import spaces
 
 from rlfoundry.envs.spaces import SpaceError, describe
 from rlfoundry.envs.vector import VectorStep
-from rlfoundry.run.checkpoint import NonFiniteError
+from rlfoundry.data.finite import require_finite_observations, require_finite_rewards
 
 ValueFunction = Callable[[np.ndarray], np.ndarray]
 """observations [M, *obs] (numpy) -> V(s) [M] (numpy): the critic, evaluated without gradients."""
@@ -234,14 +234,5 @@ class RolloutBuffer:
         )
 
     def _require_finite(self) -> None:
-        if not np.isfinite(self.rewards).all():
-            raise NonFiniteError("the env returned a NaN or infinite reward: check the env or its reward wrapper")
+        require_finite_rewards(self.rewards)
         require_finite_observations(self.observations)
-
-
-def require_finite_observations(observations: np.ndarray) -> None:
-    """NonFiniteError if float observations hold a NaN or an infinity (the env's fault, not divergence)."""
-    if observations.dtype.kind == "f" and not np.isfinite(observations).all():
-        raise NonFiniteError(
-            "the env returned a NaN or infinite observation: check the env, or normalise/clip its observations"
-        )
