@@ -194,7 +194,7 @@ def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) 
 
     target = model.steps + steps
     model.learn(steps)
-    if model.steps < target:
+    if model.steps < target and model.evaluations:
         best = max(point.result.mean for point in model.evaluations)
         print(f"stopped at step {model.steps} of {target}: an evaluation reached --stop-at-return (best mean {best:.2f})")
     last = model.evaluations[-1] if model.evaluations else None

@@ -167,12 +167,13 @@ class TabularTD:
         for _ in range(math.ceil(total_steps / n_envs)):
             states, actions = training_env.observations, self._actions
             step, finished_returns, finished_lengths = training_env.step(actions)
-            # Checked before the table changes: a NaN would spread through every bootstrapped value.
-            require_finite_rewards(step.rewards)
             epsilon = self.epsilon()
             next_states = step.next_observations
             next_actions = self._behaviour(next_states, epsilon) if chooses_next_action_first else actions
             for index in range(n_envs):
+                if not math.isfinite(step.rewards[index]):
+                    # Raised before the table changes: a NaN would spread through every bootstrapped value.
+                    require_finite_rewards(step.rewards)
                 state, action = states[index], actions[index]
                 target = self._target(
                     step.rewards[index], next_states[index], next_actions[index], step.terminated[index], epsilon

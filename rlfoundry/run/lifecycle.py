@@ -92,10 +92,10 @@ def require_run_dir_for(run_dir: Path, checkpoint: str | Path | None) -> None:
         return
     if checkpoint is not None and Path(checkpoint).resolve().parent == (run_dir / "checkpoints").resolve():
         further = max(run_checkpoints(run_dir), key=checkpoint_steps, default=None)
-        if further is not None and checkpoint_steps(further) > checkpoint_steps(Path(checkpoint)):
+        steps = checkpoint_steps(Path(checkpoint))
+        if further is not None and checkpoint_steps(further) > steps:
             raise ConfigError(
-                f"{checkpoint} (step {checkpoint_steps(Path(checkpoint))}) is behind {further} (step "
-                f"{checkpoint_steps(further)}): going on from it in run_dir={run_dir} would replace that further "
+                f"{checkpoint} (step {steps}) is behind {further} (step {checkpoint_steps(further)}): going on from it in run_dir={run_dir} would replace that further "
                 "checkpoint and take the run's logs back in time; pass a new run_dir (rlf resume does)"
             )
         return
