@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also record one episode (seeded with --seed) as an animated GIF")
     evaluate.add_argument("--video-steps", type=int, metavar="K",
                           help="cut the recorded episode after K steps (its frames are held in memory; default: "
-                               "--max-episode-steps)")
+                               "--max-episode-steps, else the env's time limit, else 1000)")
 
     plot = commands.add_parser("plot", help="plot learning curves of run directories")
     plot.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories written by `rlf train`")
@@ -290,7 +290,8 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
     if arguments.video is not None:
         recorded = rlfoundry.record_video(
             model, arguments.video, arguments.env_id, deterministic=deterministic, seed=arguments.seed,
-            # Uncut by --video-steps, the recording is the evaluation's first episode, cut where it was.
+            # Uncut by --video-steps, the recording is the evaluation's first episode (on an env with
+            # no time limit and no --max-episode-steps, cut at 1,000 steps where evaluation cuts at 10,000).
             max_steps=arguments.video_steps if arguments.video_steps is not None else arguments.max_episode_steps,
         )
         print(f"video: {arguments.video} (return {recorded.returns[0]:g}, {recorded.lengths[0]} steps)")

@@ -70,6 +70,26 @@ def test_quotas_do_not_favour_short_episodes():
     assert (result.mean, result.std) == (3.0, 2.0)
 
 
+class CountedResets(FixedLength):
+    resets = 0
+
+    def __init__(self):
+        super().__init__(length=3)
+
+    def reset(self, *, seed=None, options=None):
+        CountedResets.resets += 1
+        return super().reset(seed=seed, options=options)
+
+
+def test_each_env_copy_is_reset_once_before_its_first_episode():
+    """Two episodes of 3 steps in each of two copies: one reset per copy before them, then the
+    vector env's autoreset at each episode's end. A reset more costs an Atari game its no-op steps."""
+    CountedResets.resets = 0
+    result = rlfoundry.evaluate(ZeroPolicy(), CountedResets, n_episodes=4, seed=0, max_envs=2)
+    assert result.lengths.tolist() == [3, 3, 3, 3]
+    assert CountedResets.resets == 2 + 2 * 2
+
+
 def test_bad_episode_count():
     with pytest.raises(ValueError, match="n_episodes=0 is out of range"):
         rlfoundry.evaluate(right_always(), n_episodes=0)

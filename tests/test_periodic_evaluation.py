@@ -130,10 +130,11 @@ def test_the_best_checkpoint_holds_the_best_evaluated_policy(tmp_path):
     assert steps == [1024, 2048, 3072, 4096, 5120, 6144]
     assert len(set(means)) > 1, "every evaluation scored the same: the test cannot tell the best apart"
     rows = evaluation_rows(run_dir)
-    assert list(rows[0]) == ["step", "mean_return", "std_return", "mean_length", "episodes"]
+    assert list(rows[0]) == ["step", "mean_return", "std_return", "mean_length", "episodes", "cut_episodes"]
     assert [int(row["step"]) for row in rows] == steps
     assert [float(row["mean_return"]) for row in rows] == pytest.approx(means)
     assert {int(row["episodes"]) for row in rows} == {4}
+    assert {int(row["cut_episodes"]) for row in rows} == {0}
     events = EventAccumulator(str(run_dir))
     events.Reload()
     scalars = events.Scalars("eval/mean_return")
@@ -198,14 +199,15 @@ def test_bad_evaluations_are_refused_before_anything_is_trained(tmp_path):
     assert [point.step for point in model.learn(100).evaluations] == [50, 100]
 
 
-def test_periodic_evaluations_cut_episodes_at_their_step_cap():
+def test_periodic_evaluations_cut_episodes_at_their_step_cap(tmp_path):
     """CliffWalking-v1 has no time limit; its shortest path takes 13 steps, so a cap of 7 cuts
     every evaluation episode there (falling off the cliff only sends the agent back to the start)."""
     evaluation = PeriodicEvaluation(every=100, episodes=2, max_episode_steps=7)
-    model = rlfoundry.QLearning("CliffWalking-v1", quiet=True, evaluation=evaluation).learn(200)
+    model = rlfoundry.QLearning("CliffWalking-v1", run_dir=tmp_path, quiet=True, evaluation=evaluation).learn(200)
     assert [point.step for point in model.evaluations] == [100, 200]
     for point in model.evaluations:
         assert point.result.lengths.tolist() == [7, 7] and point.result.cut.tolist() == [True, True]
+    assert [int(row["cut_episodes"]) for row in evaluation_rows(tmp_path)] == [2, 2]
     with pytest.raises(ConfigError, match="evaluation max_episode_steps=0 is out of range"):
         PeriodicEvaluation(every=10, max_episode_steps=0)
 

@@ -67,17 +67,19 @@ def require_step_cap(name: str, max_episode_steps: int | None) -> None:
         require_int(name, max_episode_steps, 1)
 
 
-def episode_step_cap(max_episode_steps: int | None, specs: list[EnvSpec | None]) -> int | None:
+def episode_step_cap(
+    max_episode_steps: int | None, specs: list[EnvSpec | None], default: int = DEFAULT_MAX_EPISODE_STEPS
+) -> int | None:
     """The step at which evaluation cuts an episode its env has not ended: `max_episode_steps` when
     given; else None (no cut) when every env, by its spec, ends episodes after a limit of its own;
-    else DEFAULT_MAX_EPISODE_STEPS."""
+    else `default`."""
     if max_episode_steps is not None:
         return max_episode_steps
     limited = all(
         spec is not None and (spec.max_episode_steps is not None or bool(spec.kwargs.get("max_num_frames_per_episode")))
         for spec in specs
     )
-    return None if limited else DEFAULT_MAX_EPISODE_STEPS
+    return None if limited else default
 
 
 def vector_env_specs(vector_env: VectorEnv) -> list[EnvSpec | None]:
@@ -123,7 +125,8 @@ def evaluate(
     if env is None:
         raise ValueError("this model does not know its environment id: pass env=... to evaluate")
     n_envs = evaluation_env_count(env, n_episodes, max_envs)
-    vector_env = make_env(env, n_envs=n_envs, seed=seed)
+    # Reset once, below, with the seed (make_env would reset it a first time).
+    vector_env = make_env(env, n_envs=n_envs)
     quotas = np.full(n_envs, n_episodes // n_envs)
     quotas[: n_episodes % n_envs] += 1
     cap = episode_step_cap(max_episode_steps, vector_env_specs(vector_env))
@@ -227,7 +230,8 @@ class PeriodicEvaluator:
         self.plan = plan
         self.seed = plan.seed if plan.seed is not None else model.config.seed + EVALUATION_SEED_OFFSET
         # As many copies as evaluate() would open, so that the episodes are the same as its.
-        self.env = make_env(env, n_envs=evaluation_env_count(env, plan.episodes), seed=self.seed)
+        # Unseeded and not reset here: each evaluation resets them with the seed.
+        self.env = make_env(env, n_envs=evaluation_env_count(env, plan.episodes))
         # Envs made here from an id or a factory are closed at the end; an env object the caller
         # passed stays open for the next learn() call.
         self.owns_env = builds_new_envs(env)

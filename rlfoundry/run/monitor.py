@@ -27,7 +27,7 @@ from rlfoundry.run.evaluation import EvaluationPoint, PeriodicEvaluator
 RETURN_METRIC = "rollout/episode_return"
 LENGTH_METRIC = "rollout/episode_length"
 RECENT_EPISODES = 100
-EVALUATION_COLUMNS = ("step", "mean_return", "std_return", "mean_length", "episodes")
+EVALUATION_COLUMNS = ("step", "mean_return", "std_return", "mean_length", "episodes", "cut_episodes")
 
 
 RUN_FILES = ("config.json", "progress.csv", "evaluations.csv", "learning_curve.png", "checkpoints")
@@ -245,6 +245,7 @@ class TrainingMonitor:
         row = {
             "step": point.step, "mean_return": result.mean, "std_return": result.std,
             "mean_length": float(result.lengths.mean()), "episodes": result.returns.size,
+            "cut_episodes": int(result.cut.sum()),
         }
         if self.evaluation_log is not None:
             self.evaluation_log.write(row)

@@ -23,6 +23,9 @@ from rlfoundry.run.evaluation import EvaluationResult, checked_episode_count, ep
 
 RENDER_MODE = "rgb_array"
 DEFAULT_FPS = 30
+# The cap for an env without a time limit of its own. Evaluation's 10,000 steps would hold 2.0 GB
+# of CliffWalking frames in memory, for a GIF of 42 minutes at its 4 frames a second.
+DEFAULT_VIDEO_STEPS = 1_000
 
 
 def record_video(
@@ -37,7 +40,8 @@ def record_video(
     """Play `n_episodes` whole episodes with model.predict in one env, one after the other, and
     write them to `path` (a .gif). Returns their returns and lengths. `max_steps` cuts each
     episode after that many steps (an Atari policy that never serves plays 27k steps); None: the
-    env's own time limit, or 10,000 steps for an env without one, as in evaluate().
+    env's own time limit, or DEFAULT_VIDEO_STEPS (1,000) for an env without one (not evaluate()'s
+    10,000: see DEFAULT_VIDEO_STEPS).
 
     `env` is an env id (default: the model's) or a gymnasium.Env made with render_mode="rgb_array"
     (left open). The first episode starts from reset(seed=seed), so with one episode it is the
@@ -50,7 +54,7 @@ def record_video(
     require_step_cap("max_steps", max_steps)
     source = model.env_id if env is None else env
     single = _rendering_env(source)
-    cap = episode_step_cap(max_steps, [single.spec])
+    cap = episode_step_cap(max_steps, [single.spec], default=DEFAULT_VIDEO_STEPS)
     frames: list[Image.Image] = []
     returns, lengths, cuts = [], [], []
     try:
