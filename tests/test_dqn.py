@@ -307,17 +307,6 @@ def test_pong_smoke_run_with_the_nature_cnn(tmp_path, double_q):
     np.testing.assert_array_equal(loaded.predict(observations), model.predict(observations))
 
 
-def test_every_preset_is_a_valid_config_with_a_source():
-    from rlfoundry.algorithms.dqn import DQNConfig
-    from rlfoundry.presets import all_presets
-
-    presets = all_presets("dqn")
-    assert {"CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3", "ALE/Pong-v5", "ALE/Breakout-v5"} <= set(presets)
-    for preset in presets.values():
-        DQNConfig(**preset.config)
-        assert preset.source
-
-
 def test_progress_has_one_row_per_step_when_the_last_step_is_a_report(tmp_path):
     """The last step falls on a report: learn()'s closing epsilon must not add a second row there."""
     DQN("CartPole-v1", run_dir=tmp_path, quiet=True, hidden_sizes=(16,), learning_starts=100, train_freq=4).learn(400)

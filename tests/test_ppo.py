@@ -164,16 +164,3 @@ def test_solves_acrobot_on_two_of_three_seeds():
 def test_solves_pendulum_on_two_of_three_seeds():
     returns = preset_returns("ppo", "Pendulum-v1")
     assert sum(value >= -400 for value in returns) >= 2, returns
-
-
-def test_presets_are_valid_configs_with_sources():
-    from rlfoundry.algorithms import ALGORITHMS
-    from rlfoundry.presets import all_presets
-
-    expected = {"CartPole-v1", "Acrobot-v1", "LunarLander-v3", "Pendulum-v1", "HalfCheetah-v5", "Hopper-v5"}
-    for name in ("ppo", "a2c", "trpo"):
-        presets = all_presets(name)
-        assert set(presets) == expected, name
-        for preset in presets.values():
-            ALGORITHMS[name].Config(**preset.config)
-            assert preset.source and preset.steps > 0
