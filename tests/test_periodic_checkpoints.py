@@ -1,11 +1,14 @@
 """Periodic checkpoints: `checkpoint_every` writes RUN_DIR/checkpoints/latest at a point between
 updates, so that training on from it equals training straight through, bit for bit."""
 
+import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import rlfoundry
 from rlfoundry.cli import main
@@ -128,3 +131,37 @@ def test_rlf_resume_from_a_checkpoint_behind_its_run_goes_on_in_a_new_run_direct
     assert main(["resume", str(final), "--steps", "50", "--runs-dir", str(root), "--quiet"]) == 0
     assert load_checkpoint(final).counters["steps"] == 350
     assert len(list(root.iterdir())) == 2
+
+
+def logged_steps(run_dir):
+    """The steps of progress.csv's and evaluations.csv's rows, and of TensorBoard's points per tag."""
+    steps = {}
+    for name in ("progress.csv", "evaluations.csv"):
+        with open(run_dir / name, newline="") as handle:
+            steps[name] = [int(float(row["step"])) for row in csv.DictReader(handle)]
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    for tag in events.Tags()["scalars"]:
+        steps[tag] = [event.step for event in events.Scalars(tag)]
+    return steps
+
+
+def test_rlf_resume_after_a_crash_drops_the_logs_of_the_steps_it_trains_again(tmp_path, capsys):
+    """A run that crashed after its last `latest` logged steps that `rlf resume` trains again:
+    those rows and points belong to the lost steps and go, so that every log moves forward in
+    time, and evaluations.csv ends as the uninterrupted run's."""
+    options = ["--checkpoint-every", "150", "--eval-every", "50", "--eval-episodes", "2", "--quiet"]
+    assert main(["train", "q-learning", "FrozenLake-v1", "--steps", "400", "--runs-dir", str(tmp_path / "straight"), *options]) == 0
+    assert main(["train", "q-learning", "FrozenLake-v1", "--steps", "380", "--runs-dir", str(tmp_path / "crashed"), *options]) == 0
+    (straight,), (crashed,) = (list((tmp_path / name).iterdir()) for name in ("straight", "crashed"))
+    shutil.rmtree(crashed / "checkpoints" / "final")  # the crash came before the final checkpoint
+    assert load_checkpoint(crashed / "checkpoints" / "latest").counters["steps"] == 300
+    assert max(logged_steps(crashed)["evaluations.csv"]) == 350, "the test needs logs past the latest checkpoint"
+
+    assert main(["resume", str(crashed), "--steps", "100", *options]) == 0
+    steps = logged_steps(crashed)
+    for name, logged in steps.items():
+        assert logged == sorted(set(logged)), f"{name} goes back in time: {logged}"
+    assert steps["evaluations.csv"] == steps["eval/mean_return"] == [50, 100, 150, 200, 250, 300, 350, 400]
+    assert (crashed / "evaluations.csv").read_text() == (straight / "evaluations.csv").read_text()
+    assert saved_numbers(crashed / "checkpoints" / "final")[0] == saved_numbers(straight / "checkpoints" / "final")[0]

@@ -64,9 +64,11 @@ class CsvLog:
     a column and the file is rewritten.
 
     An existing file (an earlier learn() call into the same run directory, or a resumed run) is
-    continued, never replaced."""
+    continued, never replaced; only its rows past `last_step` go: a run resumed from a checkpoint
+    behind them (the `latest` of a run that crashed) trains those steps again, and its rows must
+    not follow rows of later steps."""
 
-    def __init__(self, path: Path, columns: tuple[str, ...] = ("step",)):
+    def __init__(self, path: Path, columns: tuple[str, ...] = ("step",), last_step: int | None = None):
         self.path = path
         self.columns: list[str] = list(columns)
         self.rows: list[dict[str, float | str]] = []
@@ -75,6 +77,11 @@ class CsvLog:
                 reader = csv.DictReader(handle)
                 self.columns = list(reader.fieldnames or self.columns)
                 self.rows = list(reader)
+            if last_step is not None:
+                kept = [row for row in self.rows if float(row["step"]) <= last_step]
+                if len(kept) < len(self.rows):
+                    self.rows = kept
+                    self._write_all()
 
     def write(self, row: dict[str, float | str]) -> None:
         self.rows.append(row)
@@ -138,7 +145,7 @@ class TrainingMonitor:
         self.evaluation_log = None
         self.best_mean_return = -math.inf
         if run_dir is not None and evaluator is not None:
-            self.evaluation_log = CsvLog(run_dir / "evaluations.csv", EVALUATION_COLUMNS)
+            self.evaluation_log = CsvLog(run_dir / "evaluations.csv", EVALUATION_COLUMNS, last_step=start_step)
             # The run directory's best so far (from earlier learn() calls into it) is the one to beat.
             self.best_mean_return = max((float(row["mean_return"]) for row in self.evaluation_log.rows), default=-math.inf)
         self.last_step = start_step
@@ -156,12 +163,14 @@ class TrainingMonitor:
         self.last_dump_time = self.start_time
         self.last_dump_step = start_step
         self.episode_count = 0
-        self.csv = CsvLog(run_dir / "progress.csv") if run_dir is not None else None
+        self.csv = CsvLog(run_dir / "progress.csv", last_step=start_step) if run_dir is not None else None
         self.tensorboard = None
         if run_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(log_dir=str(run_dir))
+            # TensorBoard hides the earlier event files' points from this step on, as CsvLog drops
+            # the rows past start_step: they belong to steps that are being trained again.
+            self.tensorboard = SummaryWriter(log_dir=str(run_dir), purge_step=start_step + 1 if start_step else None)
         self.display = _make_display(quiet, title, start_step, self.end_step)
 
     @property
