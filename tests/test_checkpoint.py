@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
 
 import rlfoundry
+from checkpoint_checks import assert_same_checkpoints
 from rlfoundry import SARSA, ExpectedSARSA, QLearning
 from rlfoundry.run import checkpoint as checkpoint_module
 from rlfoundry.run.checkpoint import (
@@ -333,6 +335,43 @@ def test_optimizer_state_round_trip_continues_identically():
     train(copy_network, copy_optimizer, 5, seed=2)
     for original, copy in zip(network.parameters(), copy_network.parameters()):
         assert torch.equal(original, copy)
+
+
+def blackjack():
+    """Blackjack keeps the hands in lists; flattened, its observations suit PPO."""
+    return gymnasium.wrappers.FlattenObservation(gymnasium.make("Blackjack-v1"))
+
+
+def frame_stacked_cartpole():
+    """FrameStackObservation keeps the last frames in a deque."""
+    return gymnasium.wrappers.FrameStackObservation(gymnasium.make("CartPole-v1"), 3)
+
+
+def normalised_cartpole():
+    """Gymnasium's NormalizeObservation keeps its statistics in a RunningMeanStd object."""
+    return gymnasium.wrappers.NormalizeObservation(gymnasium.make("CartPole-v1"))
+
+
+TINY_PPO = dict(hidden_sizes=(8,), n_steps=8, n_envs=2, batch_size=8, n_epochs=1, quiet=True)
+
+
+@pytest.mark.parametrize("make_env", [blackjack, frame_stacked_cartpole])
+def test_env_state_held_in_lists_and_deques_resumes_exactly(tmp_path, make_env):
+    """The env snapshot used to skip lists and deques without a word: a resumed Blackjack run
+    failed on its first step (no dealer's hand), a frame stack went on from blank padding frames."""
+    rlfoundry.PPO(make_env, **TINY_PPO).learn(64).save(tmp_path / "straight")
+    rlfoundry.PPO(make_env, **TINY_PPO).learn(32).save(tmp_path / "first")
+    rlfoundry.load(tmp_path / "first", env=make_env, quiet=True).learn(32).save(tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "first").state["env"]["env_snapshot"] is not None
+    assert_same_checkpoints(tmp_path / "resumed", tmp_path / "straight")
+
+
+def test_an_env_with_state_a_checkpoint_cannot_hold_is_not_restored_without_it(tmp_path):
+    """Restoring everything but NormalizeObservation's statistics would continue in another env
+    than the saved one: the checkpoint saves no position, and a loaded model starts fresh episodes."""
+    rlfoundry.PPO(normalised_cartpole, **TINY_PPO).learn(32).save(tmp_path / "ppo")
+    assert load_checkpoint(tmp_path / "ppo").state["env"]["env_snapshot"] is None
+    assert not rlfoundry.load(tmp_path / "ppo", env=normalised_cartpole).training_env.resumed_exactly
 
 
 RESUME_SCRIPT = """

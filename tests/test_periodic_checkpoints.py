@@ -5,12 +5,11 @@ import csv
 import json
 import shutil
 
-import numpy as np
 import pytest
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import rlfoundry
+from checkpoint_checks import assert_same_checkpoints
 from rlfoundry.cli import main
 from rlfoundry.run.checkpoint import load_checkpoint
 from rlfoundry.run.config import ConfigError
@@ -24,12 +23,6 @@ CASES = {
 }
 
 
-def saved_numbers(path):
-    """Every tensor and array of a checkpoint, and its counters."""
-    checkpoint = load_checkpoint(path)
-    return checkpoint.counters, checkpoint.tensors, checkpoint.arrays
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_training_on_from_the_latest_checkpoint_equals_training_straight(tmp_path, name):
     env_id, config, total, every = CASES[name]
@@ -41,13 +34,7 @@ def test_training_on_from_the_latest_checkpoint_equals_training_straight(tmp_pat
 
     resumed = rlfoundry.load(latest, run_dir=tmp_path / "resumed", quiet=True)
     resumed.learn(total - steps_at_latest)
-    straight_counters, straight_tensors, straight_arrays = saved_numbers(tmp_path / "straight" / "checkpoints" / "final")
-    counters, tensors, arrays = saved_numbers(tmp_path / "resumed" / "checkpoints" / "final")
-    assert counters == straight_counters
-    assert tensors.keys() == straight_tensors.keys()
-    assert all(torch.equal(tensors[key], straight_tensors[key]) for key in tensors)
-    assert arrays.keys() == straight_arrays.keys()
-    assert all(np.array_equal(arrays[key], straight_arrays[key]) for key in arrays)
+    assert_same_checkpoints(tmp_path / "resumed" / "checkpoints" / "final", tmp_path / "straight" / "checkpoints" / "final")
 
 
 def test_checkpoint_every_without_a_run_directory_and_bad_values_are_refused(tmp_path, monkeypatch):
@@ -164,4 +151,4 @@ def test_rlf_resume_after_a_crash_drops_the_logs_of_the_steps_it_trains_again(tm
         assert logged == sorted(set(logged)), f"{name} goes back in time: {logged}"
     assert steps["evaluations.csv"] == steps["eval/mean_return"] == [50, 100, 150, 200, 250, 300, 350, 400]
     assert (crashed / "evaluations.csv").read_text() == (straight / "evaluations.csv").read_text()
-    assert saved_numbers(crashed / "checkpoints" / "final")[0] == saved_numbers(straight / "checkpoints" / "final")[0]
+    assert_same_checkpoints(crashed / "checkpoints" / "final", straight / "checkpoints" / "final")

@@ -2,17 +2,21 @@
 
 A Gymnasium env has no standard way to save its state. For the envs whose state lives in plain
 Python and numpy attributes (toy-text, classic control, rlfoundry's finite MDPs) we copy every
-such attribute of every wrapper layer (TimeLimit's step count included) and every random
-generator. For other envs (MuJoCo, Box2D, Atari keep state in native code) `capture` returns
-None and a resumed run starts fresh episodes, which the checkpoint records.
+such attribute of every wrapper layer (TimeLimit's step count, FrameStackObservation's frames)
+and every random generator. For other envs (MuJoCo, Box2D, Atari keep state in native code), and
+wherever a layer holds state in any other kind of object (Gymnasium's NormalizeObservation keeps
+its statistics in a RunningMeanStd), `capture` returns None and a resumed run starts fresh
+episodes, which the checkpoint records: restoring all but that state would go on in another env.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 
 from rlfoundry.run.seeding import restore_generator
@@ -23,7 +27,14 @@ CAPTURABLE_MODULES = (
     "gymnasium.envs.classic_control",
     "rlfoundry.",
 )
-_SKIPPED_ATTRIBUTES = {"spec", "metadata", "render_mode", "env", "envs", "_env"}
+# Attributes that are not state: how the env was built (its spec and arguments, the toy-text
+# maps `desc` and transition tables `P`, the chain's MDP), links to the layers inside, and scratch
+# space a step writes before it reads it (SyncVectorEnv's `_env_obs`, PassiveEnvChecker's data).
+# Spaces and functions (a transforming wrapper's) are settings too.
+_SETTINGS_ATTRIBUTES = {
+    "spec", "metadata", "_metadata", "render_mode", "env", "envs", "_env", "env_fns", "autoreset_mode",
+    "_saved_kwargs", "_env_obs", "_previous_data", "desc", "P", "mdp",
+}
 
 
 def capture(vector_env: VectorEnv) -> dict[str, Any] | None:
@@ -31,7 +42,13 @@ def capture(vector_env: VectorEnv) -> dict[str, Any] | None:
     layers = _layers(vector_env)
     if layers is None:
         return None
-    return {"layers": [{"class": type(layer).__name__, "attributes": _simple_attributes(layer)} for layer in layers]}
+    snapshot = []
+    for layer in layers:
+        attributes = _state_attributes(layer)
+        if attributes is None:
+            return None
+        snapshot.append({"class": type(layer).__name__, "attributes": attributes})
+    return {"layers": snapshot}
 
 
 def restore(vector_env: VectorEnv, snapshot: dict[str, Any]) -> None:
@@ -74,19 +91,22 @@ def _layers(vector_env: VectorEnv) -> list[Any] | None:
     return layers
 
 
-def _simple_attributes(layer: Any) -> dict[str, Any]:
+def _state_attributes(layer: Any) -> dict[str, Any] | None:
+    """Every state attribute of a layer, encoded; None if one of them cannot be."""
     attributes = {}
     for name, value in vars(layer).items():
-        if name in _SKIPPED_ATTRIBUTES:
+        if name in _SETTINGS_ATTRIBUTES or isinstance(value, spaces.Space) or callable(value):
             continue
         encoded = _encode(value)
-        if encoded is not None:
-            attributes[name] = encoded
+        if encoded is None:
+            return None
+        attributes[name] = encoded
     return attributes
 
 
 def _encode(value: Any) -> dict[str, Any] | None:
-    """JSON for numbers, bools, None, small numeric arrays, tuples of those and generators."""
+    """JSON for numbers, bools, None, small numeric arrays, tuples, lists and deques of those,
+    and generators; None for anything else."""
     if isinstance(value, np.random.Generator):
         return {"kind": "generator", "state": value.bit_generator.state}
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -95,10 +115,13 @@ def _encode(value: Any) -> dict[str, Any] | None:
         return {"kind": "scalar", "dtype": value.dtype.str, "value": value.item()}
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf" and value.size <= 65536:
         return {"kind": "array", "dtype": value.dtype.str, "shape": list(value.shape), "value": value.ravel().tolist()}
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list, deque)):
         items = [_encode(item) for item in value]
         if all(item is not None for item in items):
-            return {"kind": "tuple", "value": items}
+            encoded = {"kind": type(value).__name__, "value": items}
+            if isinstance(value, deque):
+                encoded["maxlen"] = value.maxlen
+            return encoded
     return None
 
 
@@ -112,6 +135,10 @@ def _decode(encoded: dict[str, Any]) -> Any:
         return np.asarray(encoded["value"], dtype=np.dtype(encoded["dtype"])).reshape(encoded["shape"])
     if kind == "tuple":
         return tuple(_decode(item) for item in encoded["value"])
+    if kind == "list":
+        return [_decode(item) for item in encoded["value"]]
+    if kind == "deque":
+        return deque((_decode(item) for item in encoded["value"]), maxlen=encoded["maxlen"])
     if kind == "generator":
         return restore_generator(encoded["state"])
     raise ValueError(f"unknown encoded value kind {kind!r}")
