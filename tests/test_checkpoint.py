@@ -307,6 +307,19 @@ def test_loading_onto_an_env_with_other_spaces_names_both(tmp_path):
     assert rlfoundry.load(tmp_path / "q", env="FrozenLake-v1").learn(10).steps == 310
 
 
+def test_loading_onto_a_vector_env_of_another_size_says_what_to_pass(tmp_path):
+    """The message used to say "pass n_envs=3 with it", which rlfoundry.load does not take: a
+    checkpoint's n_envs is fixed (its env position, replay buffer and rollout are per env)."""
+    trained(n_envs=2).save(tmp_path / "q")
+    with pytest.raises(ValueError) as error:
+        rlfoundry.load(tmp_path / "q", env=rlfoundry.make_env("FrozenLake-v1", 3)).learn(10)
+    assert str(error.value) == (
+        "this vector env runs 3 envs, but the model was trained with n_envs=2: pass a vector env of 2 envs, "
+        "or an env id or a function that makes one env"
+    )
+    assert rlfoundry.load(tmp_path / "q", env=rlfoundry.make_env("FrozenLake-v1", 2), quiet=True).learn(10).steps == 310
+
+
 def test_optimizer_state_round_trip_continues_identically():
     torch.manual_seed(0)
 

@@ -52,8 +52,16 @@ class TrainingEnv:
                     "this model has no environment to train on: pass env=... to rlfoundry.load, or "
                     "create the model with an env"
                 )
+            loaded = self.observation_space is not None
+            if loaded and isinstance(self.source, VectorEnv) and self.source.num_envs != self.n_envs:
+                # make_env would say to pass n_envs, which a checkpoint fixes: its env position,
+                # replay buffer and rollout are per env.
+                raise ValueError(
+                    f"this vector env runs {self.source.num_envs} envs, but the model was trained with "
+                    f"n_envs={self.n_envs}: pass a vector env of {self.n_envs} envs, or an env id or a function that makes one env"
+                )
             env = make_env(self.source, n_envs=self.n_envs)
-            if self.observation_space is not None:
+            if loaded:
                 require_model_spaces(env, self.source, self.observation_space, self.action_space)
             self.env = env
         return self.env
