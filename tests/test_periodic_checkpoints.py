@@ -20,6 +20,10 @@ CASES = {
     "dqn": ("CartPole-v1", dict(hidden_sizes=(16,), batch_size=8, learning_starts=16, buffer_size=500, train_freq=4), 200, 70),
     "ppo": ("CartPole-v1", dict(n_envs=2, n_steps=16, batch_size=16, n_epochs=2, hidden_sizes=(16,)), 96, 64),
     "sac": ("Pendulum-v1", dict(actor_hidden_sizes=(16,), critic_hidden_sizes=(16,), batch_size=16, learning_starts=50), 200, 150),
+    # Batches of whole episodes: `latest` used to record the step target of the learn() call it was
+    # written in, ahead of its steps, so that learning the remaining steps from it went past that target.
+    "reinforce": ("CartPole-v1", dict(n_envs=2, max_episode_steps=40, hidden_sizes=(8,)), 300, 110),
+    "off-policy-pg": ("CartPole-v1", dict(n_envs=2, max_episode_steps=40, hidden_sizes=(8,)), 300, 110),
 }
 
 

@@ -209,7 +209,9 @@ class EpisodeCollector:
 def save_episodic(model: Any, path: str | Path) -> Path:
     """Checkpoint REINFORCE or OffPolicyPG: networks, optimisers, step counts, RNGs, env position."""
     collector = model.collector
-    counters = {"steps": collector.steps, "step_target": collector.step_target}
+    # Saved inside a learn() call (checkpoints/latest, best), the target is that call's, ahead of
+    # the steps: a loaded model's learn(N) trains N more from here, as after a stopped call.
+    counters = {"steps": collector.steps, "step_target": min(collector.step_target, collector.steps)}
     modules, optimizers = collector.networks()
     return save_model(model, path, counters, modules=modules, optimizers=optimizers)
 
