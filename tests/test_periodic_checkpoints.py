@@ -22,8 +22,8 @@ CASES = {
     "sac": ("Pendulum-v1", dict(actor_hidden_sizes=(16,), critic_hidden_sizes=(16,), batch_size=16, learning_starts=50), 200, 150),
     # Batches of whole episodes: `latest` used to record the step target of the learn() call it was
     # written in, ahead of its steps, so that learning the remaining steps from it went past that target.
-    "reinforce": ("CartPole-v1", dict(n_envs=2, max_episode_steps=40, hidden_sizes=(8,)), 300, 110),
-    "off-policy-pg": ("CartPole-v1", dict(n_envs=2, max_episode_steps=40, hidden_sizes=(8,)), 300, 110),
+    "reinforce": ("CartPole-v1", dict(n_envs=2, max_episode_steps=40, hidden_sizes=(8,)), 400, 110),
+    "off-policy-pg": ("CartPole-v1", dict(n_envs=2, max_episode_steps=40, hidden_sizes=(8,)), 400, 110),
 }
 
 

@@ -21,12 +21,12 @@ def test_soft_target_on_a_hand_built_batch_equals_a_per_sample_loop(monkeypatch)
     model = SAC("Pendulum-v1", gamma=0.9, alpha=0.5, **TINY)
     targets = captured_targets(monkeypatch, sac_module, "soft_q_target")
     batch = hand_batch(3, 1, gamma=0.9)
-    torch.manual_seed(5)
+    model.collector.torch_rng.manual_seed(5)  # the model's own generator draws the samples
     before = copy.deepcopy(model)  # the update moves the networks after using them
     model.update(batch, silent_monitor())
-    torch.manual_seed(5)
-    torch.randn(6, 1)  # the first draw samples a ~ pi(.|s) for the actor and temperature losses
-    noise = torch.randn(6, 1).double().numpy()[:, 0]  # the second samples a' ~ pi(.|s')
+    replay = torch.Generator().manual_seed(5)
+    torch.randn(6, 1, generator=replay)  # the first draw samples a ~ pi(.|s) for the actor and temperature losses
+    noise = torch.randn(6, 1, generator=replay).double().numpy()[:, 0]  # the second samples a' ~ pi(.|s')
     with torch.no_grad():
         mean, log_std = (value.double().numpy()[:, 0] for value in before.actor.distribution(batch.next_observations))
     for index in range(6):

@@ -19,10 +19,9 @@ def test_td3_target_on_a_hand_built_batch_equals_a_per_sample_loop(monkeypatch):
     targets = captured_targets(monkeypatch, td3_module, "q_target")
     batch = hand_batch(3, 1, gamma=0.9)
     model.collector.updates = 1
-    torch.manual_seed(11)
+    model.collector.torch_rng.manual_seed(11)  # the model's own generator draws the noise
     model.update(batch, silent_monitor())
-    torch.manual_seed(11)
-    noise = 0.4 * torch.randn(6, 1)  # the first draw of the update: the smoothing noise
+    noise = 0.4 * torch.randn(6, 1, generator=torch.Generator().manual_seed(11))  # the update's first draw: the smoothing noise
     with torch.no_grad():
         target_actions = model.target_actor(batch.next_observations).double().numpy()
     smoothed = np.clip(target_actions + np.clip(noise.double().numpy(), -0.3, 0.3), -1.0, 1.0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,19 +152,22 @@ class SAC:
 
     def predict(self, observations: Any, deterministic: bool = True) -> np.ndarray:
         """Env actions for observations [B, O] (or one observation [O]): tanh(mu(s)), or a sample."""
-        return self.collector.predict(observations, lambda batch: self._act(batch, deterministic))
+        return self.collector.predict(observations, lambda batch: self._act(batch, deterministic, None))
 
-    def _act(self, observations: np.ndarray, deterministic: bool) -> np.ndarray:
-        """tanh(mu(s)), or a sample of the squashed Gaussian when exploring: unit actions [N, A]."""
-        policy = self.actor.mode if deterministic else self.actor.sample
-        return self.collector.actions_of(policy, observations)
+    def _act(self, observations: np.ndarray, deterministic: bool, generator: torch.Generator | None) -> np.ndarray:
+        """tanh(mu(s)), or a sample of the squashed Gaussian drawn with `generator` (None: torch's
+        global one, as predict samples): unit actions [N, A]."""
+        if deterministic:
+            return self.collector.actions_of(self.actor.mode, observations)
+        return self.collector.actions_of(lambda batch: self.actor.sample(batch, generator), observations)
 
     def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "SAC":
         """Train for `total_steps` more env steps (rounded up to a multiple of n_envs): collect with
         the sampling policy and update on every minibatch that falls due.
         callback(status) runs at each point between updates (rlfoundry.TrainingStatus); False ends it."""
         with learning(self, total_steps, callback) as monitor:
-            for batch in self.collector.batches(total_steps, lambda observations: self._act(observations, False), monitor):
+            explore = partial(self._act, deterministic=False, generator=self.collector.torch_rng)
+            for batch in self.collector.batches(total_steps, explore, monitor):
                 self.update(batch, monitor)
         return self
 
@@ -176,9 +180,10 @@ class SAC:
         sum gives each network exactly its own gradient."""
         config = self.config
         alpha = self.temperature()
-        actions, log_probs = self.actor(batch.observations)
+        generator = self.collector.torch_rng
+        actions, log_probs = self.actor(batch.observations, generator)
         with torch.no_grad():
-            next_actions, next_log_probs = self.actor(batch.next_observations)
+            next_actions, next_log_probs = self.actor(batch.next_observations, generator)
             next_q_values = self.target_critics(batch.next_observations, next_actions)
             targets = soft_q_target(batch.rewards, batch.terminated, next_q_values, next_log_probs, alpha, batch.discounts)
         critic_loss_value = critic_loss(self.critics(batch.observations, batch.actions), targets)

@@ -118,7 +118,7 @@ class TD3:
         """One critic update; the actor and the targets update after every policy_delay-th one."""
         config = self.config
         with torch.no_grad():
-            noise = torch.randn_like(batch.actions) * config.target_policy_noise
+            noise = torch.empty_like(batch.actions).normal_(generator=self.collector.torch_rng) * config.target_policy_noise
             next_actions = smoothed_target_actions(
                 self.target_actor(batch.next_observations), noise, config.target_noise_clip
             )

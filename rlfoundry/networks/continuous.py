@@ -53,10 +53,10 @@ def squashed_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_s
     return (gaussian - log_tanh_derivative).sum(dim=-1)
 
 
-def _reparameterised(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """u = mu + sigma * epsilon, epsilon ~ N(0, I): a sample of N(mu, diag sigma^2) through which
-    gradients reach mu and sigma."""
-    return mean + torch.exp(log_std) * torch.randn_like(mean)
+def _reparameterised(mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """u = mu + sigma * epsilon, epsilon ~ N(0, I) drawn with `generator` (None: torch's global one):
+    a sample of N(mu, diag sigma^2) through which gradients reach mu and sigma."""
+    return mean + torch.exp(log_std) * torch.empty_like(mean).normal_(generator=generator)
 
 
 class DeterministicActor(nn.Module):
@@ -87,16 +87,18 @@ class SquashedGaussianActor(nn.Module):
         mean, log_std = self.head(self.torso(observations)).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised sample: (unit actions [B, A], log pi(a|s) [B])."""
+    def forward(
+        self, observations: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised sample drawn with `generator`: (unit actions [B, A], log pi(a|s) [B])."""
         mean, log_std = self.distribution(observations)
-        pre_tanh = _reparameterised(mean, log_std)
+        pre_tanh = _reparameterised(mean, log_std, generator)
         return torch.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
 
-    def sample(self, observations: torch.Tensor) -> torch.Tensor:
+    def sample(self, observations: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The unit actions [B, A] of forward, from the same random draw, without their log-density:
         what acting needs (for one observation the log-density is about a third of the pass)."""
-        return torch.tanh(_reparameterised(*self.distribution(observations)))
+        return torch.tanh(_reparameterised(*self.distribution(observations), generator))
 
     def mode(self, observations: torch.Tensor) -> torch.Tensor:
         """tanh(mu(s)), the deterministic action used for evaluation: [B, A]."""

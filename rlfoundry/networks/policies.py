@@ -57,8 +57,8 @@ class Distribution(Protocol):
     def entropy(self) -> torch.Tensor:
         """H(pi(.|s)): [B]."""
 
-    def sample(self) -> torch.Tensor:
-        """One action per row, drawn with torch's global generator; carries no gradient."""
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One action per row, drawn with `generator` (None: torch's global one); carries no gradient."""
 
     def mode(self) -> torch.Tensor:
         """The most likely action per row (the deterministic action)."""
@@ -87,10 +87,10 @@ class Categorical:
     def entropy(self) -> torch.Tensor:
         return -(self.probabilities * self.log_probabilities).sum(dim=-1)
 
-    def sample(self) -> torch.Tensor:
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         # Gumbel-max: argmax_a (log p_a + G_a) with G_a = -log E_a, E_a ~ Exp(1), is distributed as p;
         # a few elementwise ops, several times faster than torch.multinomial on small batches.
-        exponentials = torch.empty_like(self.log_probabilities).exponential_()
+        exponentials = torch.empty_like(self.log_probabilities).exponential_(generator=generator)
         return (self.log_probabilities - exponentials.log()).argmax(dim=-1)
 
     def mode(self) -> torch.Tensor:
@@ -117,10 +117,10 @@ class DiagonalGaussian:
     def entropy(self) -> torch.Tensor:
         return (self.log_std + 0.5 + LOG_SQRT_2PI).sum(dim=-1)
 
-    def sample(self) -> torch.Tensor:
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         # A sample is data, not a function of the parameters (no reparameterisation gradient).
         with torch.no_grad():
-            return self.mean + torch.randn_like(self.mean) * self.log_std.exp()
+            return self.mean + torch.empty_like(self.mean).normal_(generator=generator) * self.log_std.exp()
 
     def mode(self) -> torch.Tensor:
         return self.mean
@@ -147,8 +147,8 @@ class MultiCategorical:
     def entropy(self) -> torch.Tensor:
         return sum(part.entropy() for part in self.components)
 
-    def sample(self) -> torch.Tensor:
-        return torch.stack([part.sample() for part in self.components], dim=-1)
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.stack([part.sample(generator) for part in self.components], dim=-1)
 
     def mode(self) -> torch.Tensor:
         return torch.stack([part.mode() for part in self.components], dim=-1)

@@ -30,7 +30,8 @@ from rlfoundry.networks.policies import PolicyNetwork, ValueNetwork, env_actions
 from rlfoundry.returns import discounted_returns, trajectory_returns
 from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import require_int
-from rlfoundry.run.lifecycle import attach_env, restore_torch, save_model
+from rlfoundry.run.lifecycle import attach_env, restore_torch, restore_torch_generator, save_model
+from rlfoundry.run.seeding import torch_generator
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.on_policy import adam, gradient_step
 from rlfoundry.run.training_env import TrainingEnv
@@ -64,6 +65,8 @@ class EpisodeCollector:
     def __init__(self, training_env: TrainingEnv, config: Any):
         self.config = config
         self.device = attach_env(self, training_env, uses_images=is_image_space(training_env.observation_space))
+        # The actions' draws; predict(deterministic=False) samples with torch's global generator.
+        self.torch_rng = torch_generator(config.seed, self.device)
         network_options = dict(hidden_sizes=config.hidden_sizes, activation=config.activation, orthogonal=config.orthogonal_init)
         self.policy = PolicyNetwork(
             self.observation_space, self.action_space, log_std_init=config.log_std_init, **network_options
@@ -130,7 +133,7 @@ class EpisodeCollector:
         with torch.inference_mode():
             while running.any() and not rollout.full:
                 distribution = self.policy(self._tensor(observations))
-                actions = distribution.sample()
+                actions = distribution.sample(self.torch_rng)
                 actions_array = actions.cpu().numpy()
                 step, finished_returns, finished_lengths = training_env.step(env_actions(actions_array, self.action_space))
                 mask[rollout.position] = running
@@ -213,7 +216,7 @@ def save_episodic(model: Any, path: str | Path) -> Path:
     # the steps: a loaded model's learn(N) trains N more from here, as after a stopped call.
     counters = {"steps": collector.steps, "step_target": min(collector.step_target, collector.steps)}
     modules, optimizers = collector.networks()
-    return save_model(model, path, counters, modules=modules, optimizers=optimizers)
+    return save_model(model, path, counters, modules=modules, optimizers=optimizers, generator=collector.torch_rng)
 
 
 def restore_episodic(model: Any, checkpoint: Checkpoint) -> None:
@@ -221,3 +224,4 @@ def restore_episodic(model: Any, checkpoint: Checkpoint) -> None:
     collector = model.collector
     collector.steps, collector.step_target = checkpoint.counters["steps"], checkpoint.counters["step_target"]
     restore_torch(checkpoint, *collector.networks())
+    restore_torch_generator(checkpoint, collector.torch_rng)

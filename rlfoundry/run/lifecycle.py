@@ -2,7 +2,7 @@
 
 An algorithm object keeps `config`, `run_dir`, `quiet`, `rng` (its numpy generator) and
 `training_env`; these functions fill and persist them. Torch modules and optimisers are passed
-by name, so a checkpoint holds e.g. `network.*`, `optimizer.*` and the torch RNG state.
+by name, so a checkpoint holds e.g. `network.*`, `optimizer.*` and the model's torch generator.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from rlfoundry.run.seeding import generator_state, restore_generator, seed_every
 from rlfoundry.run.torch_state import (
     load_module,
     load_optimizer,
+    generator_tensors,
     module_tensors,
     optimizer_state,
-    restore_torch_rng,
-    torch_rng_tensors,
+    restore_generator_tensors,
 )
 from rlfoundry.run.training_env import TrainingEnv
 
@@ -132,8 +132,10 @@ def save_model(
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
     state: dict[str, Any] | None = None,
     arrays: dict[str, np.ndarray] | None = None,
+    generator: torch.Generator | None = None,
 ) -> Path:
-    """Checkpoint the model: config, counters, env position, RNGs, modules and optimisers by name."""
+    """Checkpoint the model: config, counters, env position, RNGs (its numpy generator and
+    `generator`, its torch one where it draws from torch), modules and optimisers by name."""
     env_json, env_arrays = model.training_env.checkpoint_state()
     tensors: dict[str, torch.Tensor] = {}
     optimizer_json: dict[str, Any] = {}
@@ -142,8 +144,8 @@ def save_model(
     for name, optimizer in (optimizers or {}).items():
         optimizer_tensors, optimizer_json[name] = optimizer_state(name, optimizer)
         tensors.update(optimizer_tensors)
-    if modules:
-        tensors.update(torch_rng_tensors())
+    if generator is not None:
+        tensors.update(generator_tensors(generator))
     checkpoint = Checkpoint(
         algorithm=model.name,
         config=config_to_dict(model.config),
@@ -182,9 +184,15 @@ def restore_torch(
     modules: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
 ) -> None:
-    """Load modules and optimisers saved under the same names, and the torch RNG."""
+    """Load modules and optimisers saved under the same names."""
     for name, module in modules.items():
         load_module(name, module, checkpoint.tensors)
     for name, optimizer in (optimizers or {}).items():
         load_optimizer(name, optimizer, checkpoint.tensors, checkpoint.state["optimizers"][name])
-    restore_torch_rng(checkpoint.tensors)
+
+
+def restore_torch_generator(checkpoint: Checkpoint, generator: torch.Generator) -> None:
+    """The model's torch generator as saved; from a checkpoint of another device type, reseeded
+    with the config's seed plus the step count (as the env is without a saved position)."""
+    reseed = checkpoint.config["seed"] + checkpoint.counters["steps"]
+    restore_generator_tensors(generator, checkpoint.tensors, reseed)

@@ -41,7 +41,8 @@ from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.evaluation import PeriodicEvaluation
-from rlfoundry.run.lifecycle import initialise, load_model, save_model
+from rlfoundry.run.lifecycle import initialise, load_model, restore_torch_generator, save_model
+from rlfoundry.run.seeding import torch_generator
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.optimizer_step import clear_gradients, step_optimizer
 from rlfoundry.run.training_env import TrainingEnv
@@ -149,6 +150,8 @@ class ReplayCollector:
         self.scale = ActionScale(*require_box_actions(training_env.action_space, algorithm, "DQN or PPO"))
         self.action_size = len(self.scale.low)
         self.device = resolve_device(config.device)
+        # SAC's action and target draws, TD3's smoothing noise (exploration noise is numpy's, `rng`).
+        self.torch_rng = torch_generator(config.seed, self.device)
         unit_box = spaces.Box(-1.0, 1.0, (self.action_size,), np.float32)
         self.replay = ReplayBuffer(config.buffer_size, observation_space, unit_box, config.n_envs, gamma=config.gamma)
         self.steps = 0
@@ -325,6 +328,7 @@ def save_off_policy(model: Any, path: str | Path, parts: dict[str, Part], replay
         optimizers=optimizers,
         state={"replay": replay_json},
         arrays=replay_arrays,
+        generator=collector.torch_rng,
     )
 
 
@@ -337,6 +341,7 @@ def load_off_policy(cls: type, path: str | Path, env: EnvSource | None, options:
     collector = ReplayCollector(model.training_env, model.config, cls.__name__, model.rng)
     collector.steps, collector.updates = checkpoint.counters["steps"], checkpoint.counters["updates"]
     collector.replay.restore(checkpoint.state["replay"], checkpoint.arrays, "replay")
+    restore_torch_generator(checkpoint, collector.torch_rng)
     return model, collector, checkpoint
 
 

@@ -33,7 +33,8 @@ from rlfoundry.returns import generalized_advantages
 from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, resolve_device
-from rlfoundry.run.lifecycle import restore_torch, save_model
+from rlfoundry.run.lifecycle import restore_torch, restore_torch_generator, save_model
+from rlfoundry.run.seeding import torch_generator
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.normalization import Normalization
 from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, step_optimizer
@@ -184,6 +185,8 @@ class RolloutCollector:
         self.observation_space = training_env.observation_space
         self.action_space = training_env.action_space
         self.device = resolve_device(config.device, uses_images=is_image_space(self.observation_space))
+        # The actions' draws; predict(deterministic=False) samples with torch's global generator.
+        self.torch_rng = torch_generator(config.seed, self.device)
         self.network = ActorCritic(
             self.observation_space,
             self.action_space,
@@ -265,7 +268,7 @@ class RolloutCollector:
         with torch.inference_mode():
             for _ in range(self.config.n_steps):
                 distribution = self.distribution(observation_tensor(inputs, self.device))
-                actions = distribution.sample()
+                actions = distribution.sample(self.torch_rng)
                 log_probs = distribution.log_prob(actions)
                 actions = actions.cpu().numpy()
                 step, finished_returns, finished_lengths = training_env.step(env_actions(actions, self.action_space))
@@ -332,6 +335,7 @@ def save_on_policy(model: Any, path: str | Path) -> Path:
         modules={"network": model.network},
         optimizers={"optimizer": model.optimizer},
         arrays=None if normalization is None else normalization.checkpoint_arrays(NORMALIZATION),
+        generator=model.collector.torch_rng,
     )
 
 
@@ -339,5 +343,6 @@ def restore_on_policy(model: Any, checkpoint: Checkpoint) -> None:
     """Put a checkpoint's network, optimiser, step count and normalisation statistics into a freshly built model."""
     model.collector.steps = checkpoint.counters["steps"]
     restore_torch(checkpoint, modules={"network": model.network}, optimizers={"optimizer": model.optimizer})
+    restore_torch_generator(checkpoint, model.collector.torch_rng)
     if model.collector.normalization is not None:
         model.collector.normalization.restore(checkpoint.arrays, NORMALIZATION)

@@ -8,6 +8,11 @@ import numpy as np
 import torch
 
 
+# The SeedSequence key of a model's own torch generator, so that its draws are not the raw stream
+# that initialised the networks from the global generator seeded with the same seed.
+TORCH_STREAM = 1
+
+
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed the global generators (for user code and torch's initialisers) and return the
     algorithm's own numpy generator, which is saved in checkpoints."""
@@ -15,6 +20,15 @@ def seed_everything(seed: int) -> np.random.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+def torch_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A model's own torch generator on its device. Training draws from it (sampled actions, SAC's
+    reparameterisation noise, TD3's target smoothing noise), so its draws depend on nothing else
+    in the process (another model training, the caller's torch.randn), and checkpoints hold it."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(np.random.SeedSequence([seed, TORCH_STREAM]).generate_state(1, np.uint64)[0]))
+    return generator
 
 
 def generator_state(generator: np.random.Generator) -> dict:

@@ -48,10 +48,16 @@ def load_optimizer(
     optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
 
 
-def torch_rng_tensors() -> dict[str, torch.Tensor]:
-    """The global torch CPU generator (used by distributions' sampling) as a tensor."""
-    return {"rng.torch_cpu": torch.get_rng_state()}
+def generator_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A model's torch generator as a tensor, named by its device type ("rng.torch_cpu")."""
+    return {f"rng.torch_{generator.device.type}": generator.get_state()}
 
 
-def restore_torch_rng(tensors: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(tensors["rng.torch_cpu"])
+def restore_generator_tensors(generator: torch.Generator, tensors: dict[str, torch.Tensor], reseed: int) -> None:
+    """Put a saved generator state back. A checkpoint from another device type (a CUDA generator's
+    state does not fit a CPU one) reseeds it with `reseed` instead: its draws go on, not as saved."""
+    saved = tensors.get(f"rng.torch_{generator.device.type}")
+    if saved is None:
+        generator.manual_seed(reseed)
+    else:
+        generator.set_state(saved)
