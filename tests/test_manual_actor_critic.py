@@ -76,6 +76,19 @@ def test_clipped_value_loss_gradient_equals_autograd():
         value_loss_and_gradient(values, returns, None, 0.2)
 
 
+def test_clipped_value_loss_gradient_at_ties_by_hand():
+    # Random data never ties; these rows do (V_old = 0, c = 1, B = 4, all numbers exact):
+    # row 0: V = 3 clipped to 1, R = 2: errors 1 and -1 tie beyond the clip, torch.max halves 2 * 1 / 4;
+    # row 1: V - V_old = c exactly: both errors -2, the clamp still passes its gradient: 2 * -2 / 4;
+    # row 2: the clipped error -2 is the larger: no gradient; row 3: the unclipped error 3 is: 2 * 3 / 4.
+    values, returns = torch.tensor([3.0, 1.0, 2.0, 3.0]), torch.tensor([2.0, 3.0, 3.0, 0.0])
+    old_values = torch.zeros(4)
+    loss, gradient = value_loss_and_gradient(values, returns, old_values, 1.0)
+    assert loss.item() == (1.0 + 4.0 + 4.0 + 9.0) / 4
+    assert gradient.tolist() == [0.25, -1.0, 0.0, 1.5]
+    assert torch.equal(gradient, autograd_gradient(value_loss, values, returns, old_values, 1.0))
+
+
 def network_and_manual(action_space, activation="tanh", **options):
     torch.manual_seed(0)
     network = ActorCritic(VECTOR, action_space, (16, 8), activation, **options)

@@ -100,6 +100,8 @@ def value_loss_and_gradient(
 
     (L^V as value_loss defines it, its gradient with respect to values [B]) from the same errors;
     the gradient is bitwise autograd's, the loss equal to value_loss's up to the rounding of its mean.
+    Where the two squared errors tie beyond the clip range the row gets half, as autograd's
+    torch.max splits a tie's gradient between its arguments.
     """
     if clip_range is None:
         errors = values - returns
@@ -112,8 +114,12 @@ def value_loss_and_gradient(
     squared_errors, clipped_squared_errors = errors.square(), clipped_errors.square()
     unclipped_larger = squared_errors >= clipped_squared_errors
     inside = steps.abs() <= clip_range
+    # A tie beyond the clip range (V and its clipped value on either side of R): torch.max gives each
+    # side half the gradient, and the clipped side's is 0 there, so the row gets half of 2 (V - R) / B.
+    halved = (squared_errors == clipped_squared_errors) & ~inside
     loss = torch.max(squared_errors, clipped_squared_errors).mean()
-    return loss, torch.where(unclipped_larger, errors, clipped_errors * inside).mul_(2.0 / len(values))
+    gradient = torch.where(unclipped_larger, errors, clipped_errors * inside)
+    return loss, torch.where(halved, gradient * 0.5, gradient).mul_(2.0 / len(values))
 
 
 def _mean_weight(rows: torch.Tensor, sign: float) -> torch.Tensor:
