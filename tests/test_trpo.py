@@ -39,6 +39,25 @@ def test_conjugate_gradient_solves_a_known_spd_system():
     torch.testing.assert_close(two_steps, 1.0 / diagonal)
 
 
+def test_conjugate_gradient_stops_on_the_squared_residual():
+    # |b|^2 = 2e-8: above the default tolerance 1e-10, so a small gradient is still solved (two
+    # distinct eigenvalues: two products); a tolerance above |b|^2 returns x = 0 without a product.
+    diagonal = torch.tensor([1.0, 4.0], dtype=torch.float64)
+    right_side = torch.full((2,), 1e-4, dtype=torch.float64)
+    products = []
+
+    def product(vector):
+        products.append(vector)
+        return diagonal * vector
+
+    torch.testing.assert_close(conjugate_gradient(product, right_side, iterations=10), right_side / diagonal)
+    assert len(products) == 2
+    products.clear()
+    solution = conjugate_gradient(product, right_side, iterations=10, residual_tolerance=3e-8)
+    assert torch.equal(solution, torch.zeros(2, dtype=torch.float64))
+    assert products == []
+
+
 @pytest.mark.parametrize("action_space", [spaces.Discrete(3), spaces.Box(-1.0, 1.0, (2,), np.float32)])
 def test_fisher_vector_product_matches_the_explicit_hessian_of_the_kl(action_space):
     torch.manual_seed(0)
@@ -103,6 +122,26 @@ def test_line_search_takes_the_first_step_inside_the_trust_region():
     # A step that never improves the surrogate is never accepted.
     refused = backtracking_line_search(lambda fraction: (0.0, -fraction), max_kl=0.01, max_backtracks=3)
     assert not refused.accepted and refused.fraction == 0.0 and refused.backtracks == 3
+
+
+def test_line_search_bounds_are_inclusive_for_kl_and_strict_for_improvement():
+    # Powers of two, so every KL below is exact. A KL exactly at the limit is accepted (KL <= delta):
+    # 0.25 * 0.5^2 = 0.0625 at k = 1.
+    at_limit = backtracking_line_search(lambda fraction: (0.25 * fraction**2, 1.0), max_kl=0.0625, shrink_factor=0.5)
+    assert at_limit.accepted and at_limit.backtracks == 1 and at_limit.fraction == 0.5
+    # No improvement is no reason to step: an improvement of exactly 0 is refused.
+    flat = backtracking_line_search(lambda fraction: (0.0, 0.0), max_kl=0.01, max_backtracks=3)
+    assert not flat.accepted
+    # The last of max_backtracks tries (k = 3 here) is made and can be accepted.
+    tried = []
+
+    def try_step(fraction):
+        tried.append(fraction)
+        return 0.0, (1.0 if fraction == 0.125 else -1.0)
+
+    last = backtracking_line_search(try_step, max_kl=0.01, shrink_factor=0.5, max_backtracks=4)
+    assert tried == [1.0, 0.5, 0.25, 0.125]
+    assert last.accepted and last.backtracks == 3 and last.fraction == 0.125
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
