@@ -16,6 +16,8 @@ says it would pass for almost every seed.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -210,6 +212,35 @@ def test_truncated_weights_are_capped_and_match_numpy(logits, target_logits, epi
     expected, _ = checked_estimate(target_logits, episodes, capped * weights)
     library = loss_gradient(target_logits, episodes, weights, logits, ratio="trajectory", max_weight=1.5)
     np.testing.assert_allclose(library, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_importance_weights_by_hand_are_zero_on_padding():
+    # Episode 0 has ratios 2, 1/2, 4; episode 1 ends after one step of ratio 2. Its padding rows
+    # carry log-probabilities that would give ratios of 8: they must be ignored and weigh 0.
+    log_two = math.log(2.0)
+    log_probs = torch.tensor([[log_two, log_two], [-log_two, 3 * log_two], [2 * log_two, 3 * log_two]], dtype=torch.float64)
+    mask = torch.tensor([[True, True], [True, False], [True, False]])
+    expected = {
+        "trajectory": [[4.0, 2.0], [4.0, 0.0], [4.0, 0.0]],
+        "prefix": [[2.0, 2.0], [1.0, 0.0], [4.0, 0.0]],
+        "per_step": [[2.0, 2.0], [0.5, 0.0], [4.0, 0.0]],
+    }
+    for ratio, weights in expected.items():
+        library = importance_weights(log_probs, torch.zeros_like(log_probs), mask, ratio)
+        torch.testing.assert_close(library, torch.tensor(weights, dtype=torch.float64), rtol=1e-15, atol=0.0)
+    capped = importance_weights(log_probs, torch.zeros_like(log_probs), mask, "trajectory", max_weight=3.0)
+    torch.testing.assert_close(capped, torch.tensor([[3.0, 2.0], [3.0, 0.0], [3.0, 0.0]], dtype=torch.float64))
+
+
+def test_reinforce_weights_by_hand_are_zero_on_padding():
+    # Episode 1 ends after one step; its padding holds NaN, which must not reach the weights.
+    returns = np.array([[4.0, 2.0], [2.0, np.nan], [1.0, np.nan]])
+    mask = np.array([[True, True], [True, False], [True, False]])
+    baselines = np.array([1.0, 1.0])
+    discounted = reinforce_weights(returns, mask, 0.5, True, baselines)  # gamma^t (G_t - b): 0.5^t
+    np.testing.assert_array_equal(discounted, [[3.0, 1.0], [0.5, 0.0], [0.0, 0.0]])
+    plain = reinforce_weights(returns, mask, 0.5, False, baselines)
+    np.testing.assert_array_equal(plain, [[3.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
 
 
 def test_importance_weights_reject_an_unknown_ratio():
