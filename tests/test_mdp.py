@@ -188,6 +188,17 @@ def test_discounted_visitation_is_power_series_and_sums_to_discounted_length(cas
         assert visitation.sum() == pytest.approx(1.0 / (1.0 - mdp.gamma), rel=1e-12)
 
 
+def test_an_episode_that_starts_in_a_terminal_state_takes_no_step():
+    # mu puts half its mass on the terminal state 1: those episodes end before their first step,
+    # so d(1) = 0 and the discounted length is 1/2 (the other half step once, 0 -> 1, reward 1).
+    transitions = np.zeros((2, 1, 2))
+    transitions[:, 0, 1] = 1.0
+    mdp = FiniteMDP(transitions, np.ones((2, 1)), 0.9, np.array([0.5, 0.5]), np.array([False, True]))
+    policy = np.array([0, 0])
+    np.testing.assert_array_equal(mdp.discounted_visitation(policy), [0.5, 0.0])
+    assert mdp.objective(policy) == 0.5
+
+
 def test_objective_weights_values_by_initial_distribution():
     mdp = random_mdp(RANDOM_CASES[1])
     policy = random_policy(mdp, seed=1)
