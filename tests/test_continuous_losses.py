@@ -203,6 +203,17 @@ def test_squashed_gaussian_actor_samples_by_reparameterisation_and_reports_its_l
     assert torch.equal(actor.sample(observations), actions)  # acting draws exactly what forward draws
 
 
+def test_squashed_gaussian_actor_bounds_log_std():
+    # Head outputs far outside [-20, 2] are clamped: sigma = e^50 would overflow a float32 sample and
+    # sigma = e^-50 the log-density's 1 / sigma.
+    actor = SquashedGaussianActor(3, 2, (4,))
+    with torch.no_grad():
+        actor.head.weight.zero_()
+        actor.head.bias.copy_(torch.tensor([0.5, -0.5, 50.0, -50.0]))  # the means, then the log stds
+    mean, log_std = actor.distribution(torch.zeros(1, 3))
+    assert mean.tolist() == [[0.5, -0.5]] and log_std.tolist() == [[2.0, -20.0]]
+
+
 def test_deterministic_actor_acts_in_the_unit_box():
     actor = DeterministicActor(3, 2, (8, 8))
     actions = actor(100 * torch.randn(50, 3))
