@@ -58,7 +58,9 @@ def test_gaussian_matches_torch_normal():
     generator = torch.Generator().manual_seed(1)
     mean, other_mean, actions = torch.randn(3, 7, 3, generator=generator, dtype=torch.float64)
     log_std = torch.tensor([-0.5, 0.0, 0.7], dtype=torch.float64)
-    other_log_std = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    # Summed over the dimensions, log_std and other_log_std differ (0.2 and 0.5): were they equal, a
+    # sign error in the KL's log-ratio term sum_d (log sigma'_d - log sigma_d) would cancel out.
+    other_log_std = torch.tensor([0.3, -0.2, 0.4], dtype=torch.float64)
     ours = DiagonalGaussian(mean, log_std)
     theirs = torch.distributions.Normal(mean, log_std.exp())
     other = torch.distributions.Normal(other_mean, other_log_std.exp())
