@@ -5,6 +5,7 @@ exact resume."""
 import numpy as np
 import pytest
 import torch
+from gymnasium import spaces
 
 import rlfoundry
 from rlfoundry import A2C, PPO
@@ -54,6 +55,20 @@ def test_rewards_are_scaled_by_the_running_std_of_the_discounted_return():
         np.testing.assert_allclose(scaled, expected, rtol=1e-6)
         assert scaled.dtype == np.float32
         returns = [0.0 if done[env] else returns[env] for env in range(n_envs)]
+
+
+def test_outliers_are_clipped_at_ten():
+    # The brute-force tests above never reach the clip; these inputs are far beyond it.
+    box = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    normalization = Normalization(box, 2, 0.9, observations=True, rewards=True)
+    # Fresh statistics (mean 0, variance 1): 50 standard deviations out is clipped to 10.
+    observations = normalization.observations(np.array([[50.0, -50.0, 3.0]]))
+    assert observations[0, :2].tolist() == [CLIP, -CLIP] and observations[0, 2] == pytest.approx(3.0)
+    for _ in range(1000):  # returns of 0, each episode ending at once
+        normalization.rewards(np.zeros(2, np.float32), np.array([True, True]))
+    # Then rewards of +-1000: the std of all returns seen is about 31.6, so the scaled rewards, +-31.6, are clipped.
+    scaled = normalization.rewards(np.array([1000.0, -1000.0], np.float32), np.array([True, True]))
+    assert scaled.tolist() == [CLIP, -CLIP]
 
 
 def test_off_means_untouched():
