@@ -99,6 +99,18 @@ def test_the_update_is_the_estimator_written_out_by_hand(options):
         torch.testing.assert_close(library_gradient, hand_gradient, rtol=1e-4, atol=1e-6)
 
 
+def test_the_loss_by_hand_ignores_nan_on_padding():
+    # Episode 1 ends after one step; its padding row holds a NaN log-probability (garbage from an
+    # observation past the episode's end), which must not reach the loss or the gradient.
+    log_probs = torch.tensor([[-1.0, -2.0], [-0.5, float("nan")]], requires_grad=True)
+    weights = torch.tensor([[2.0, 4.0], [1.0, 0.0]])
+    mask = torch.tensor([[True, True], [True, False]])
+    loss = reinforce_loss(log_probs, weights, mask)
+    assert loss.item() == -(-1.0 * 2.0 - 2.0 * 4.0 - 0.5 * 1.0) / 2  # -(1/m) sum over the 3 steps, m = 2
+    loss.backward()
+    assert log_probs.grad.tolist() == [[-1.0, -2.0], [-0.5, 0.0]]  # -Psi / m
+
+
 def test_each_update_trains_on_one_whole_fresh_episode_per_env():
     model = REINFORCE("CartPole-v1", quiet=True, seed=1, n_envs=4, baseline="none")
     for _ in range(3):
