@@ -33,6 +33,7 @@ USER_ERRORS = (
     RunDirectoryError,
 )
 DEFAULT_STEPS = 100_000
+DEFAULT_EVALUATION_EPISODES = 20
 
 
 class UsageError(Exception):
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config field (repeatable), e.g. --set learning_rate=0.3")
     train.add_argument("--no-preset", action="store_true", help="ignore the tuned preset for this env")
     train.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
-    train.add_argument("--eval-episodes", type=int, default=20,
+    train.add_argument("--eval-episodes", type=int, default=DEFAULT_EVALUATION_EPISODES,
                        help="evaluation episodes after training (and at each --eval-every)")
     train.add_argument("--eval-every", type=int, metavar="N",
                        help="also evaluate every N env steps, logging to RUN_DIR/evaluations.csv and keeping the best "
@@ -69,13 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--steps", type=int, required=True, help="more environment steps to train")
     resume.add_argument("--runs-dir", default="runs",
                         help="where a new run directory goes when CHECKPOINT is not inside one (default: runs/)")
-    resume.add_argument("--eval-episodes", type=int, default=20,
-                        help="evaluation episodes after training (and at each --eval-every)")
+    resume.add_argument("--eval-episodes", type=int,
+                        help="evaluation episodes after training (and at each --eval-every; default: the run's, else 20)")
     resume.add_argument("--eval-every", type=int, metavar="N",
-                        help="also evaluate every N env steps; a run directory's checkpoints/best is replaced only by a better one")
+                        help="also evaluate every N env steps (default: the run's); a run directory's checkpoints/best "
+                             "is replaced only by a better one")
     resume.add_argument("--stop-at-return", type=float, metavar="R",
                         help="with --eval-every: stop at the first evaluation whose mean return is at least R")
-    resume.add_argument("--checkpoint-every", type=int, metavar="N", help="also write checkpoints/latest every N env steps")
+    resume.add_argument("--checkpoint-every", type=int, metavar="N",
+                        help="also write checkpoints/latest every N env steps (default: the run's)")
     resume.add_argument("--quiet", action="store_true", help="print only the final summary")
 
     evaluate = commands.add_parser("eval", help="evaluate a saved checkpoint")
@@ -171,6 +174,7 @@ def write_run_config(run_dir: Path, model: Any, **details: Any) -> None:
         **details,
         "config": config_to_dict(model.config),
         "periodic_evaluation": None if model.evaluation is None else dataclasses.asdict(model.evaluation),
+        "checkpoint_every": model.checkpoint_every,
         "rlfoundry_version": rlfoundry.__version__,
     }, indent=2))
 
@@ -186,6 +190,37 @@ def periodic_evaluation(arguments: argparse.Namespace) -> PeriodicEvaluation | N
     if arguments.eval_every < 1:
         raise UsageError(f"--eval-every={arguments.eval_every} is out of range: allowed integers >= 1")
     return PeriodicEvaluation(every=arguments.eval_every, episodes=arguments.eval_episodes, stop_at=arguments.stop_at_return)
+
+
+def take_run_options(arguments: argparse.Namespace, source_run: Path | None) -> None:
+    """Fill in the --eval-every, --eval-episodes and --checkpoint-every that `rlf resume` was not
+    given from the config.json of the run the checkpoint comes from, so that a resumed run goes
+    on evaluating and writing `latest` as it did (--stop-at-return is not taken: a run that
+    stopped there would stop again at its first evaluation). Says what it took."""
+    recorded_path = None if source_run is None else source_run / "config.json"
+    recorded: dict[str, Any] = {}
+    if recorded_path is not None and recorded_path.is_file():
+        try:
+            recorded = json.loads(recorded_path.read_text())
+        except json.JSONDecodeError as error:
+            raise UsageError(
+                f"{recorded_path} is not valid JSON ({error}): pass --eval-every, --eval-episodes and --checkpoint-every yourself"
+            ) from None
+    taken = []
+    evaluation = recorded.get("periodic_evaluation")
+    if evaluation and arguments.eval_every is None:
+        arguments.eval_every = evaluation["every"]
+        taken.append(f"--eval-every {arguments.eval_every}")
+        if arguments.eval_episodes is None:
+            arguments.eval_episodes = evaluation["episodes"]
+            taken.append(f"--eval-episodes {arguments.eval_episodes}")
+    if recorded.get("checkpoint_every") and arguments.checkpoint_every is None:
+        arguments.checkpoint_every = recorded["checkpoint_every"]
+        taken.append(f"--checkpoint-every {arguments.checkpoint_every}")
+    if arguments.eval_episodes is None:
+        arguments.eval_episodes = DEFAULT_EVALUATION_EPISODES
+    if taken and not arguments.quiet:
+        print(f"as the run did ({recorded_path}): {' '.join(taken)}")
 
 
 def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) -> int:
@@ -227,11 +262,13 @@ def resume(arguments: argparse.Namespace) -> int:
         raise UsageError(f"--steps={arguments.steps} is out of range: allowed integers >= 1")
     # Resolved, so that "." or "../final" inside a run directory still finds the run around it.
     path = Path(arguments.checkpoint).resolve()
+    source_run = None  # the run directory the checkpoint belongs to
     if run_checkpoints(path):
         # The furthest one: a crashed run has only `latest`, a resumed one that crashed a newer `latest`.
         path, run_dir = max(run_checkpoints(path), key=checkpoint_steps), path
+        source_run = run_dir
     elif path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file():
-        run_dir = path.parent.parent
+        run_dir = source_run = path.parent.parent
         further = max(run_checkpoints(run_dir), key=checkpoint_steps, default=None)
         if further is not None and checkpoint_steps(further) > checkpoint_steps(path):
             # Going on from here in the run directory would replace the run's further final
@@ -244,6 +281,7 @@ def resume(arguments: argparse.Namespace) -> int:
     else:
         run_dir = None
     continues_run = run_dir is not None
+    take_run_options(arguments, source_run)
     if not continues_run:
         manifest = read_manifest(path)
         run_dir = new_run_dir(

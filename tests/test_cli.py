@@ -18,6 +18,11 @@ def run_cli(capsys, *argv):
     return status, captured.out, captured.err
 
 
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def only_run_dir(root: Path) -> Path:
     (run_dir,) = list(root.iterdir())
     return run_dir
@@ -126,6 +131,31 @@ def test_resume_continues_the_run_exactly_in_its_directory(tmp_path, capsys):
     with open(run_dir / "progress.csv") as handle:
         steps = [int(row["step"]) for row in csv.DictReader(handle)]
     assert steps == sorted(steps) and steps[0] <= 300 < steps[-1] == 600
+
+
+def test_resume_goes_on_evaluating_and_checkpointing_as_the_run_did(tmp_path, capsys):
+    """--eval-every, --eval-episodes and --checkpoint-every default to what the run recorded in
+    its config.json; flags given still win."""
+    import rlfoundry
+
+    status, _, err = run_cli(capsys, "train", "q-learning", "FrozenLake-v1", "--steps", "300", "--eval-every", "100",
+                             "--eval-episodes", "3", "--checkpoint-every", "150", "--runs-dir", str(tmp_path), "--quiet")
+    assert status == 0, err
+    run_dir = only_run_dir(tmp_path)
+    recorded = json.loads((run_dir / "config.json").read_text())
+    assert recorded["checkpoint_every"] == 150 and recorded["periodic_evaluation"]["every"] == 100
+    status, out, err = run_cli(capsys, "resume", str(run_dir), "--steps", "200")
+    assert status == 0, err
+    assert f"as the run did ({run_dir / 'config.json'}): --eval-every 100 --eval-episodes 3 --checkpoint-every 150" in out
+    rows = csv_rows(run_dir / "evaluations.csv")
+    assert [int(row["step"]) for row in rows] == [100, 200, 300, 400, 500]
+    assert {int(row["episodes"]) for row in rows} == {3}
+    assert rlfoundry.load(run_dir / "checkpoints" / "latest").steps == 450
+    status, out, err = run_cli(capsys, "resume", str(run_dir), "--steps", "100", "--eval-every", "50")
+    assert status == 0, err
+    assert "--eval-every" not in out and f"as the run did ({run_dir / 'config.json'}): --checkpoint-every 150" in out
+    rows = csv_rows(run_dir / "evaluations.csv")
+    assert [int(row["step"]) for row in rows][-2:] == [550, 600] and int(rows[-1]["episodes"]) == 20
 
 
 def test_eval_of_a_run_directory_plays_its_furthest_checkpoint(tmp_path, capsys):
