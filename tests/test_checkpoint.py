@@ -387,6 +387,18 @@ def test_an_env_with_state_a_checkpoint_cannot_hold_is_not_restored_without_it(t
     assert not rlfoundry.load(tmp_path / "ppo", env=normalised_cartpole).training_env.resumed_exactly
 
 
+def test_a_loaded_model_says_once_that_training_goes_on_from_fresh_episodes(tmp_path, capsys):
+    rlfoundry.PPO(normalised_cartpole, **TINY_PPO).learn(32).save(tmp_path / "ppo")
+    loaded = rlfoundry.load(tmp_path / "ppo", env=normalised_cartpole)
+    capsys.readouterr()
+    loaded.learn(32).learn(32)
+    assert capsys.readouterr().out.count("the checkpoint holds no env position") == 1
+    # A checkpoint with the env's position says nothing.
+    rlfoundry.PPO("CartPole-v1", **TINY_PPO).learn(32).save(tmp_path / "cartpole")
+    rlfoundry.load(tmp_path / "cartpole").learn(32)
+    assert "env position" not in capsys.readouterr().out
+
+
 RESUME_SCRIPT = """
 import sys, numpy as np, rlfoundry
 cls = {"q": rlfoundry.QLearning, "sarsa": rlfoundry.SARSA, "expected": rlfoundry.ExpectedSARSA}[sys.argv[1]]

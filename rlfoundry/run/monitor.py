@@ -221,6 +221,13 @@ class TrainingMonitor:
         )
         if callback is not None:
             monitor.callback = lambda step: callback(TrainingStatus(model, step, monitor.record))
+        training_env = getattr(model, "training_env", None)
+        if training_env is not None and training_env.position_lost:
+            monitor.display.note(
+                "the checkpoint holds no env position (the env keeps its state in native code, as MuJoCo, "
+                "Box2D and Atari do, or in an object a checkpoint cannot hold): training goes on from fresh episodes"
+            )
+            training_env.position_lost = False
         return monitor
 
     def step(self, step: int) -> None:

@@ -36,6 +36,9 @@ class TrainingEnv:
         self.env = None
         self.observations: np.ndarray | None = None
         self.episodes = EpisodeTracker(n_envs)
+        # Set on a model loaded from a checkpoint written mid-episode that holds no env position:
+        # its next learn() says once that training goes on from fresh episodes.
+        self.position_lost = False
         # Given (a loaded model's), they are what the env built later must have.
         self.observation_space = observation_space
         self.action_space = action_space
@@ -122,6 +125,8 @@ class TrainingEnv:
             training_env.observations = arrays["env.observations"].copy()
             training_env.episodes.returns[:] = arrays["env.episode_returns"]
             training_env.episodes.lengths[:] = arrays["env.episode_lengths"]
+        else:
+            training_env.position_lost = "env.observations" in arrays
         return training_env
 
     @property
