@@ -22,9 +22,9 @@ from rlfoundry.run.evaluation import PeriodicEvaluation, checked_evaluation
 from rlfoundry.run.monitor import existing_run_files
 from rlfoundry.run.seeding import generator_state, restore_generator, seed_everything
 from rlfoundry.run.torch_state import (
+    generator_tensors,
     load_module,
     load_optimizer,
-    generator_tensors,
     module_tensors,
     optimizer_state,
     restore_generator_tensors,
