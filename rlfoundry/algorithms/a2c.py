@@ -5,8 +5,12 @@ advantages with a learned V, and takes ONE gradient step on the whole rollout:
 
     L = -mean_t log pi_theta(a_t|s_t) A_t + value_coef mean_t (V(s_t) - y_t)^2 - entropy_coef H[pi_theta]
 
-    n-step (advantage_estimator="n_step"):  y_t = sum_{k<m} gamma^k r_{t+k} + gamma^m V(s_{t+m}),  A_t = y_t - V(s_t)
+    n-step (advantage_estimator="n_step"):  y_t = sum_{k<m} gamma^k r_{t+k} + gamma^m (1 - terminated_{t+m-1}) V(s_{t+m}),
+                                            A_t = y_t - V(s_t)
     GAE    (advantage_estimator="gae"):     A_t = sum_k (gamma lambda)^k delta_{t+k},  y_t = A_t + V(s_t)
+
+(m stops at an episode's end: a terminated step bootstraps nothing, a truncated one from the value
+of its true final observation; returns.n_step_targets.)
 
 With n_step_horizon=None each step looks ahead to the end of the rollout (m <= n_steps - t), the
 original A3C target; GAE with gae_lambda=1 gives exactly the same numbers.
