@@ -266,6 +266,23 @@ def test_cliff_walking_reproduces_sutton_and_barto_example_6_6(cls, path_length)
     assert (len(actions), total) == (path_length, -float(path_length))
 
 
+def test_describe_policy_of_a_model_trained_on_an_env_factory_plays_a_fresh_env():
+    # A factory has no registered id; the greedy path is played in a new env the factory makes.
+    agent = QLearning(
+        lambda: gym.make(CHAIN), gamma=0.9, learning_rate=0.5, epsilon_start=0.0, epsilon_end=0.0,
+        tie_break="first", quiet=True,
+    ).learn(40)
+    assert agent.env_id is None
+    assert agent.describe_policy() == "greedy path (2 steps, return 1): 0 -> 1 -> 2"
+
+
+def test_describe_policy_without_a_way_to_make_a_fresh_env_says_so():
+    # An env object without a registered id cannot be copied, and the model's own stands mid-episode.
+    agent = QLearning(chain_mdp().as_env(max_episode_steps=50), quiet=True).learn(10)
+    with pytest.raises(ValueError, match="no registered id"):
+        agent.describe_policy()
+
+
 def test_a_non_finite_reward_stops_training_before_the_table_changes():
     def nan_at_the_third_step(reward):
         nan_at_the_third_step.calls += 1

@@ -22,7 +22,7 @@ import numpy as np
 from rlfoundry.data.finite import require_finite_rewards
 from rlfoundry.envs.spaces import observation_batch, require_discrete_actions, require_discrete_observations
 from rlfoundry.envs.toytext import path_picture
-from rlfoundry.envs.vector import EnvSource, make_env, step_vector
+from rlfoundry.envs.vector import EnvSource, builds_new_envs, make_env, step_vector
 from rlfoundry.losses.tabular import (
     epsilon_greedy_probabilities,
     expected_sarsa_target,
@@ -264,7 +264,14 @@ class ExpectedSARSA(TabularTD):
 def greedy_path(model: TabularTD, max_steps: int = 200, seed: int = 0) -> tuple[list[int], list[int], float]:
     """Follow the greedy policy from an initial state: (states, actions, return); states has one
     more entry than actions when the episode ended."""
-    env = make_env(model.env_id, n_envs=1)
+    # A new env, never the model's own: that one stands mid-episode in training.
+    source = model.env_id if model.env_id is not None else model.training_env.source
+    if source is None or not builds_new_envs(source):
+        raise ValueError(
+            "this model's env has no registered id and is an env object, which cannot be copied: create the "
+            "model with an env id or a function that makes the env to follow its greedy path"
+        )
+    env = make_env(source, n_envs=1)
     observations, _ = env.reset(seed=seed)
     states, actions, total = [int(observations[0])], [], 0.0
     for _ in range(max_steps):
