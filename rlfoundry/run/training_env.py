@@ -33,21 +33,21 @@ class TrainingEnv:
         self.n_envs = n_envs
         self.seed = seed
         self.env_id = env_id_of(source) if source is not None else None
-        self.env = None
+        self.env: VectorEnv | None = None
         self.observations: np.ndarray | None = None
         self.episodes = EpisodeTracker(n_envs)
         # Set on a model loaded from a checkpoint written mid-episode that holds no env position:
         # its next learn() says once that training goes on from fresh episodes.
         self.position_lost = False
         # Given (a loaded model's), they are what the env built later must have.
-        self.observation_space = observation_space
-        self.action_space = action_space
+        self.model_spaces = None if observation_space is None or action_space is None else (observation_space, action_space)
         if observation_space is None or action_space is None:
-            self.open()
-            self.observation_space = self.env.single_observation_space
-            self.action_space = self.env.single_action_space
+            env = self.open()
+            observation_space, action_space = env.single_observation_space, env.single_action_space
+        self.observation_space: spaces.Space = observation_space
+        self.action_space: spaces.Space = action_space
 
-    def open(self):
+    def open(self) -> VectorEnv:
         """The vector env, built on first use."""
         if self.env is None:
             if self.source is None:
@@ -55,8 +55,7 @@ class TrainingEnv:
                     "this model has no environment to train on: pass env=... to rlfoundry.load, or "
                     "create the model with an env"
                 )
-            loaded = self.observation_space is not None
-            if loaded and isinstance(self.source, VectorEnv) and self.source.num_envs != self.n_envs:
+            if self.model_spaces is not None and isinstance(self.source, VectorEnv) and self.source.num_envs != self.n_envs:
                 # make_env would say to pass n_envs, which a checkpoint fixes: its env position,
                 # replay buffer and rollout are per env.
                 raise ValueError(
@@ -64,8 +63,8 @@ class TrainingEnv:
                     f"n_envs={self.n_envs}: pass a vector env of {self.n_envs} envs, or an env id or a function that makes one env"
                 )
             env = make_env(self.source, n_envs=self.n_envs)
-            if loaded:
-                require_model_spaces(env, self.source, self.observation_space, self.action_space)
+            if self.model_spaces is not None:
+                require_model_spaces(env, self.source, *self.model_spaces)
             self.env = env
         return self.env
 
@@ -80,7 +79,7 @@ class TrainingEnv:
 
     def step(self, actions: np.ndarray) -> tuple[VectorStep, np.ndarray, np.ndarray]:
         """Step every env: (the step, returns and lengths of the episodes that ended)."""
-        step = step_vector(self.env, actions)
+        step = step_vector(self.open(), actions)
         self.observations = step.observations
         finished_returns, finished_lengths = self.episodes.update(step.rewards, step.done)
         return step, finished_returns, finished_lengths
