@@ -119,6 +119,7 @@ class A2C:
         self.collector = RolloutCollector(training_env, self.config)
         self.network = self.collector.network
         config = self.config
+        self.optimizer: torch.optim.Optimizer
         if config.optimizer == "adam":
             self.optimizer = adam(self.network.parameters(), config.learning_rate, config.optimizer_epsilon)
         else:

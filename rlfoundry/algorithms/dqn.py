@@ -304,8 +304,8 @@ class DQN:
         if config.double_q:
             targets = self._double_dqn_targets(batch, next_q_values_target, size)
         else:
-            targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
-            targets = targets.unsqueeze(-1).split(size)
+            all_targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
+            targets = all_targets.unsqueeze(-1).split(size)
         minibatches = zip(batch.observations.split(size), action_index.split(size), weights.split(size), targets)
         errors = torch.stack([self._gradient_step(*minibatch) for minibatch in minibatches])
         self.gradient_steps_done += gradient_steps

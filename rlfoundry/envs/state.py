@@ -118,7 +118,7 @@ def _encode(value: Any) -> dict[str, Any] | None:
     if isinstance(value, (tuple, list, deque)):
         items = [_encode(item) for item in value]
         if all(item is not None for item in items):
-            encoded = {"kind": type(value).__name__, "value": items}
+            encoded: dict[str, Any] = {"kind": type(value).__name__, "value": items}
             if isinstance(value, deque):
                 encoded["maxlen"] = value.maxlen
             return encoded

@@ -7,7 +7,7 @@ next observation. Critic values are [K, B] (the QEnsemble layout).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import torch
 
@@ -98,7 +98,7 @@ def target_entropy_for(action_size: int) -> float:
 
 
 @torch.no_grad()
-def polyak_update(targets: Sequence[torch.Tensor], sources: Sequence[torch.Tensor], tau: float) -> None:
+def polyak_update(targets: Iterable[torch.Tensor], sources: Iterable[torch.Tensor], tau: float) -> None:
     """theta' <- tau theta + (1 - tau) theta'
 
     In place on every target tensor, as one fused lerp (theta' + tau (theta - theta')); tau = 1

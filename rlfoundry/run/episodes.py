@@ -203,7 +203,8 @@ class EpisodeCollector:
 
     def networks(self) -> tuple[dict[str, torch.nn.Module], dict[str, torch.optim.Optimizer]]:
         """The modules and optimisers of a checkpoint, by name."""
-        modules, optimizers = {"policy": self.policy}, {"policy_optimizer": self.policy_optimizer}
+        modules: dict[str, torch.nn.Module] = {"policy": self.policy}
+        optimizers: dict[str, torch.optim.Optimizer] = {"policy_optimizer": self.policy_optimizer}
         if self.value_function is not None:
             modules["value"], optimizers["value_optimizer"] = self.value_function, self.value_optimizer
         return modules, optimizers

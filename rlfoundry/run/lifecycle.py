@@ -157,7 +157,7 @@ def save_model(
     return save_checkpoint(path, checkpoint)
 
 
-def load_model(cls: type, path: str | Path, env: EnvSource | None, options: dict[str, Any]) -> tuple[Any, Checkpoint, TrainingEnv]:
+def load_model(cls: type[Any], path: str | Path, env: EnvSource | None, options: dict[str, Any]) -> tuple[Any, Checkpoint, TrainingEnv]:
     """An un-built instance of cls with config, run_dir, quiet and rng restored, the checkpoint,
     and the training env at its saved position (built from `env` if given, else the saved id)."""
     unknown = set(options) - {"run_dir", "quiet", "checkpoint_every", "evaluation"}

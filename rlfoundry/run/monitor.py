@@ -16,7 +16,7 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -71,7 +71,7 @@ class CsvLog:
     def __init__(self, path: Path, columns: tuple[str, ...] = ("step",), last_step: int | None = None):
         self.path = path
         self.columns: list[str] = list(columns)
-        self.rows: list[dict[str, float | str]] = []
+        self.rows: list[Mapping[str, float | str]] = []
         if path.exists():
             with open(path, newline="") as handle:
                 reader = csv.DictReader(handle)
@@ -83,7 +83,7 @@ class CsvLog:
                     self.rows = kept
                     self._write_all()
 
-    def write(self, row: dict[str, float | str]) -> None:
+    def write(self, row: Mapping[str, float | str]) -> None:
         self.rows.append(row)
         new_columns = [name for name in row if name not in self.columns]
         if new_columns or not self.path.exists():

@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -254,7 +254,10 @@ def deterministic_actor_step(
     return loss.detach()
 
 
-def frozen_copy(module: nn.Module) -> nn.Module:
+ModuleType = TypeVar("ModuleType", bound=nn.Module)
+
+
+def frozen_copy(module: ModuleType) -> ModuleType:
     """A target network: a copy of `module` that takes no gradients (moved by Polyak averaging)."""
     return copy.deepcopy(module).requires_grad_(False)
 
@@ -310,7 +313,7 @@ def learning(model: Any, total_steps: int, callback: TrainingCallback | None = N
 def split_parts(parts: dict[str, Part]) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
     """(modules, optimisers) of a name -> part mapping."""
     optimizers = {name: part for name, part in parts.items() if isinstance(part, torch.optim.Optimizer)}
-    return {name: part for name, part in parts.items() if name not in optimizers}, optimizers
+    return {name: part for name, part in parts.items() if isinstance(part, nn.Module)}, optimizers
 
 
 def save_off_policy(model: Any, path: str | Path, parts: dict[str, Part], replay_buffer: bool = True) -> Path:
@@ -332,7 +335,7 @@ def save_off_policy(model: Any, path: str | Path, parts: dict[str, Part], replay
     )
 
 
-def load_off_policy(cls: type, path: str | Path, env: EnvSource | None, options: dict) -> tuple[Any, ReplayCollector, Checkpoint]:
+def load_off_policy(cls: type[Any], path: str | Path, env: EnvSource | None, options: dict) -> tuple[Any, ReplayCollector, Checkpoint]:
     """A model of `cls` from a checkpoint, without its networks yet, and the ReplayCollector it
     trains with (counters and replay buffer restored). The caller builds its networks and then
     restores them with `restore_torch(checkpoint, *split_parts(parts))`."""
