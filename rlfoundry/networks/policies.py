@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from torch.nn import functional
 
 from rlfoundry.envs.spaces import SpaceError, describe, observation_batch, require_zero_start
 from rlfoundry.networks.torsos import MLP, NATURE_CNN_MIN_SIDE, NatureCNN, orthogonal_init
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 HIDDEN_GAIN = math.sqrt(2)
 POLICY_GAIN = 0.01
@@ -63,10 +66,10 @@ class Distribution(Protocol):
     def mode(self) -> torch.Tensor:
         """The most likely action per row (the deterministic action)."""
 
-    def kl(self, other: "Distribution") -> torch.Tensor:
+    def kl(self, other: Self) -> torch.Tensor:
         """KL(self || other) per row: [B]; `other` is a distribution of the same kind and shape."""
 
-    def detach(self) -> "Distribution":
+    def detach(self) -> Self:
         """The same distribution with its parameters cut from the autograd graph."""
 
 
@@ -253,8 +256,8 @@ def predict_actions(
     with torch.inference_mode():
         distribution = policy(observation_tensor(batch, device))
         actions = distribution.mode() if deterministic else distribution.sample()
-    actions = env_actions(actions.cpu().numpy(), action_space)
-    return actions[0] if single else actions
+    actions_array = env_actions(actions.cpu().numpy(), action_space)
+    return actions_array[0] if single else actions_array
 
 
 # -- torsos over observation spaces ---------------------------------------------------------------
@@ -301,7 +304,7 @@ def is_image_space(observation_space: spaces.Space) -> bool:
     )
 
 
-def make_torso(observation_space: spaces.Space, hidden_sizes: Sequence[int], activation: str) -> nn.Module:
+def make_torso(observation_space: spaces.Space, hidden_sizes: Sequence[int], activation: str) -> VectorTorso | NatureCNN:
     """Feature extractor for an observation space; the result has `.output_size`.
 
     Discrete -> one-hot + MLP; [C, H, W] uint8 Box -> Nature CNN (hidden_sizes unused);

@@ -270,10 +270,10 @@ class RolloutCollector:
                 distribution = self.distribution(observation_tensor(inputs, self.device))
                 actions = distribution.sample(self.torch_rng)
                 log_probs = distribution.log_prob(actions)
-                actions = actions.cpu().numpy()
-                step, finished_returns, finished_lengths = training_env.step(env_actions(actions, self.action_space))
+                actions_array = actions.cpu().numpy()
+                step, finished_returns, finished_lengths = training_env.step(env_actions(actions_array, self.action_space))
                 step = self._normalised(step)
-                rollout.add(inputs, actions, log_probs.cpu().numpy(), None, step)
+                rollout.add(inputs, actions_array, log_probs.cpu().numpy(), None, step)
                 self.steps += n_envs
                 monitor.episodes(self.steps, finished_returns, finished_lengths)
                 inputs = step.observations
