@@ -24,6 +24,7 @@ from rlfoundry.envs.spaces import observation_batch, require_discrete_actions, r
 from rlfoundry.envs.toytext import path_picture
 from rlfoundry.envs.vector import EnvSource, builds_new_envs, make_env, step_vector
 from rlfoundry.losses.tabular import (
+    Values,
     epsilon_greedy_probabilities,
     expected_sarsa_target,
     q_learning_target,
@@ -138,7 +139,7 @@ class TabularTD:
 
     # -- learning -----------------------------------------------------------------------------
 
-    def _target(self, reward: float, next_state: int, next_action: int, terminated: bool, epsilon: float) -> float:
+    def _target(self, reward: float, next_state: int, next_action: int, terminated: bool, epsilon: float) -> Values:
         next_q_values = self.q_table[next_state]
         gamma = self.config.gamma
         if self.target_rule == "q_learning":

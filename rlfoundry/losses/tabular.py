@@ -5,12 +5,15 @@ All functions are vectorised over a leading batch dimension and also accept scal
 
 from __future__ import annotations
 
+from typing import Union
+
 import numpy as np
 
+Values = Union[np.ndarray, float]
+"""A batch [B] or one scalar (a numpy scalar, a float, an int or a bool)."""
 
-def q_learning_target(
-    rewards: np.ndarray, next_q_values: np.ndarray, terminated: np.ndarray, gamma: float
-) -> np.ndarray:
+
+def q_learning_target(rewards: Values, next_q_values: np.ndarray, terminated: Values, gamma: float) -> Values:
     """y = r + gamma (1 - terminated) max_a' Q(s', a')
 
     rewards [B], next_q_values [B, A] (Q(s', .) at the true next states), terminated [B] bool.
@@ -19,12 +22,12 @@ def q_learning_target(
 
 
 def sarsa_target(
-    rewards: np.ndarray,
+    rewards: Values,
     next_q_values: np.ndarray,
-    next_actions: np.ndarray,
-    terminated: np.ndarray,
+    next_actions: Values,
+    terminated: Values,
     gamma: float,
-) -> np.ndarray:
+) -> Values:
     """y = r + gamma (1 - terminated) Q(s', a'),  a' the action the behaviour policy takes at s'
 
     rewards [B], next_q_values [B, A], next_actions [B] int, terminated [B] bool.
@@ -34,12 +37,12 @@ def sarsa_target(
 
 
 def expected_sarsa_target(
-    rewards: np.ndarray,
+    rewards: Values,
     next_q_values: np.ndarray,
     next_action_probabilities: np.ndarray,
-    terminated: np.ndarray,
+    terminated: Values,
     gamma: float,
-) -> np.ndarray:
+) -> Values:
     """y = r + gamma (1 - terminated) sum_a' pi(a'|s') Q(s', a')
 
     rewards [B], next_q_values [B, A], next_action_probabilities [B, A] (the behaviour policy at
@@ -49,7 +52,7 @@ def expected_sarsa_target(
     return rewards + gamma * (1.0 - terminated) * expected
 
 
-def td_update(q_values: np.ndarray, targets: np.ndarray, learning_rates: np.ndarray) -> np.ndarray:
+def td_update(q_values: Values, targets: Values, learning_rates: Values) -> Values:
     """Q(s, a) <- Q(s, a) + alpha [y - Q(s, a)]
 
     The step of gradient descent on L = 1/2 (y - Q(s, a))^2 with y held fixed (seed 003, 4.2).
