@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 
 from rlfoundry.data.rollout import RolloutBuffer
 from rlfoundry.envs.vector import EpisodeTracker
@@ -61,6 +62,11 @@ class EpisodeBatch:
 class EpisodeCollector:
     """What REINFORCE and OffPolicyPG each hold (see the module docstring). `config` is a
     ReinforceConfig or a config with its fields."""
+
+    # Set by attach_env.
+    training_env: TrainingEnv
+    observation_space: spaces.Space
+    action_space: spaces.Space
 
     def __init__(self, training_env: TrainingEnv, config: Any):
         self.config = config
