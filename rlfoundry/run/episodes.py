@@ -32,9 +32,9 @@ from rlfoundry.returns import discounted_returns, trajectory_returns
 from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import require_int
 from rlfoundry.run.lifecycle import attach_env, restore_torch, restore_torch_generator, save_model
-from rlfoundry.run.seeding import torch_generator
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.on_policy import adam, gradient_step
+from rlfoundry.run.seeding import torch_generator
 from rlfoundry.run.training_env import TrainingEnv
 
 

@@ -42,9 +42,9 @@ from rlfoundry.run.config import ConfigError, require_choice, require_int, requi
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.evaluation import PeriodicEvaluation
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch_generator, save_model
-from rlfoundry.run.seeding import torch_generator
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.optimizer_step import clear_gradients, step_optimizer
+from rlfoundry.run.seeding import torch_generator
 from rlfoundry.run.training_env import TrainingEnv
 
 UnitPolicy = Callable[[np.ndarray], np.ndarray]

@@ -34,11 +34,11 @@ from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, resolve_device
 from rlfoundry.run.lifecycle import restore_torch, restore_torch_generator, save_model
-from rlfoundry.run.seeding import torch_generator
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.normalization import Normalization
 from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
+from rlfoundry.run.seeding import torch_generator
 from rlfoundry.run.training_env import TrainingEnv
 
 Schedule = Literal["constant", "linear"]
