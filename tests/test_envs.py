@@ -1,5 +1,7 @@
 """The autoreset / final-observation rule, env ids, and env state capture."""
 
+from typing import NamedTuple
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -182,6 +184,33 @@ def test_env_state_capture_restores_the_future(source, n_envs):
         np.testing.assert_array_equal(original.rewards, repeated.rewards)
         np.testing.assert_array_equal(original.truncated, repeated.truncated)
     del rng
+
+
+class LastStep(NamedTuple):
+    action: int
+    reward: float
+
+
+class RemembersLastStep(gym.Wrapper):
+    """A wrapper whose state is a named tuple: restored as a plain tuple, its fields would be gone."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.last = LastStep(0, 0.0)
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self.last = LastStep(int(action), float(reward))
+        return observation, reward, terminated, truncated, info
+
+
+def test_env_state_held_in_a_tuple_subclass_is_not_captured():
+    env = make_env(lambda: RemembersLastStep(gym.make("CartPole-v1")), n_envs=1, seed=0)
+    step_vector(env, np.array([1]))
+    assert env_state.capture(env) is None
+    plain = make_env(lambda: gym.make("CartPole-v1"), n_envs=1, seed=0)
+    step_vector(plain, np.array([1]))
+    assert env_state.capture(plain) is not None
 
 
 def test_env_state_of_native_code_envs_is_not_captured():

@@ -115,7 +115,8 @@ def _encode(value: Any) -> dict[str, Any] | None:
         return {"kind": "scalar", "dtype": value.dtype.str, "value": value.item()}
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf" and value.size <= 65536:
         return {"kind": "array", "dtype": value.dtype.str, "shape": list(value.shape), "value": value.ravel().tolist()}
-    if isinstance(value, (tuple, list, deque)):
+    # Exactly these types: a subclass (a named tuple) would come back as its base class.
+    if type(value) in (tuple, list, deque):
         items = [_encode(item) for item in value]
         if all(item is not None for item in items):
             encoded: dict[str, Any] = {"kind": type(value).__name__, "value": items}
