@@ -1,7 +1,10 @@
 """Each model draws its training randomness from its own generators (numpy's `rng` and the torch
-generator of its collector): training two models in turn in one process, or drawing from torch's
-global generator between learn() calls, leaves every model's training as it would be alone."""
+generator of its collector): training two models in turn in one process, drawing from torch's
+global generator between learn() calls, or sampling predictions and evaluations there, leaves every
+model's training as it would be alone. Sampled predictions draw from torch's global generator, so
+a seeded evaluation plays the same episodes every time."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +24,31 @@ SMALL_MODELS = {
     "TD3": lambda seed: rlfoundry.TD3("Pendulum-v1", seed=seed, learning_starts=32, batch_size=16,
                                       actor_hidden_sizes=(16,), critic_hidden_sizes=(16,), quiet=True),
 }
+# And those whose stochastic predictions are numpy draws: Gaussian exploration noise, epsilon-greedy.
+SAMPLING_MODELS = {
+    **SMALL_MODELS,
+    "DDPG": lambda seed: rlfoundry.DDPG("Pendulum-v1", seed=seed, learning_starts=32, batch_size=16,
+                                        actor_hidden_sizes=(16,), critic_hidden_sizes=(16,), quiet=True),
+    "DQN": lambda seed: rlfoundry.DQN("CartPole-v1", seed=seed, learning_starts=32, batch_size=16, train_freq=4,
+                                      hidden_sizes=(16,), quiet=True),
+    "QLearning": lambda seed: rlfoundry.QLearning("CliffWalking-v1", seed=seed, quiet=True),
+}
+
+
+def assert_same_training(model, expected, directory):
+    saved = load_checkpoint(model.save(directory / "model")).tensors
+    saved_expected = load_checkpoint(expected.save(directory / "expected")).tensors
+    assert saved.keys() == saved_expected.keys()
+    assert [key for key in saved if not torch.equal(saved[key], saved_expected[key])] == []
+    np.testing.assert_array_equal(model.predict(OBSERVATIONS[type(model).__name__]),
+                                  expected.predict(OBSERVATIONS[type(model).__name__]))
+
+
+OBSERVATIONS = {
+    "PPO": np.zeros((3, 4), np.float32), "REINFORCE": np.zeros((3, 4), np.float32), "DQN": np.zeros((3, 4), np.float32),
+    "SAC": np.zeros((3, 3), np.float32), "TD3": np.zeros((3, 3), np.float32), "DDPG": np.zeros((3, 3), np.float32),
+    "QLearning": np.arange(3),
+}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_MODELS))
@@ -33,10 +61,32 @@ def test_models_trained_in_turn_each_train_as_they_would_alone(name, tmp_path):
         second.learn(64)
         torch.randn(100)  # the caller's own draws from the global generator
     assert first.steps == alone.steps
-    saved_alone = load_checkpoint(alone.save(tmp_path / "alone")).tensors
-    saved_first = load_checkpoint(first.save(tmp_path / "first")).tensors
-    assert saved_first.keys() == saved_alone.keys()
-    assert [key for key in saved_alone if not torch.equal(saved_first[key], saved_alone[key])] == []
+    assert_same_training(first, alone, tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLING_MODELS))
+def test_sampled_predictions_and_evaluations_leave_training_as_it_was(name, tmp_path):
+    """They used to draw from the model's training generator (DQN's and the tabular methods'
+    epsilon-greedy, TD3's and DDPG's noise), so looking at the stochastic policy changed the run."""
+    make = SAMPLING_MODELS[name]
+    straight = make(1).learn(64).learn(64)
+    looked_at = make(1).learn(64)
+    looked_at.predict(OBSERVATIONS[name], deterministic=False)
+    rlfoundry.evaluate(looked_at, n_episodes=2, deterministic=False, seed=0, max_episode_steps=50)
+    assert_same_training(looked_at.learn(64), straight, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["SAC", "TD3", "DQN", "QLearning"])
+def test_a_seeded_sampling_evaluation_plays_the_same_episodes_and_leaves_the_global_stream(name):
+    model = SAMPLING_MODELS[name](1).learn(64)
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    first = rlfoundry.evaluate(model, n_episodes=3, deterministic=False, seed=7, max_episode_steps=50)
+    assert torch.equal(torch.rand(3), expected_draw)  # the caller's stream goes on as if untouched
+    second = rlfoundry.evaluate(model, n_episodes=3, deterministic=False, seed=7, max_episode_steps=50)
+    np.testing.assert_array_equal(first.returns, second.returns)
+    np.testing.assert_array_equal(first.lengths, second.lengths)
 
 
 def test_a_checkpoint_from_another_device_type_reseeds_the_generator(tmp_path):

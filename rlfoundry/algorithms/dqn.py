@@ -57,6 +57,7 @@ from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.off_policy import crossings, require_widths
 from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
+from rlfoundry.run.seeding import prediction_generator
 from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.evaluation import PeriodicEvaluation
 
@@ -219,24 +220,28 @@ class DQN:
         """Q(s, .; theta) [B, n_actions]; call under torch.no_grad()."""
         return self.q_network(observations) if self.manual_mlp is None else self.manual_mlp.forward(observations)[-1]
 
-    def _epsilon_greedy(self, observations: np.ndarray, epsilon: float) -> np.ndarray:
+    def _epsilon_greedy(self, observations: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         """A uniformly random action with probability epsilon, else the greedy one, per observation."""
         count = len(observations)
-        explore = self.rng.random(count) < epsilon
-        random_actions = self.rng.integers(self.n_actions, size=count)
+        explore = rng.random(count) < epsilon
+        random_actions = rng.integers(self.n_actions, size=count)
         if explore.all():  # no forward pass needed: the common case early on
             return random_actions
         return np.where(explore, random_actions, self._greedy(observations))
 
     def _behaviour(self, observations: np.ndarray) -> np.ndarray:
         """Epsilon-greedy actions for the N envs; uniformly random ones before learning_starts."""
-        return self._epsilon_greedy(observations, 1.0 if self.steps < self.config.learning_starts else self.epsilon())
+        return self._epsilon_greedy(observations, 1.0 if self.steps < self.config.learning_starts else self.epsilon(), self.rng)
 
     def predict(self, observations: Any, deterministic: bool = True) -> Any:
         """Greedy actions for observations [B, *obs] (or one unbatched observation); epsilon-greedy
-        ones with the current epsilon when not deterministic."""
+        ones with the current epsilon when not deterministic (drawn from torch's global generator,
+        never from training's)."""
         batch, single = observation_batch(observations, self.observation_space)
-        actions = self._greedy(batch) if deterministic else self._epsilon_greedy(batch, self.epsilon())
+        if deterministic:
+            actions = self._greedy(batch)
+        else:
+            actions = self._epsilon_greedy(batch, self.epsilon(), prediction_generator())
         return actions[0] if single else actions
 
     # -- learning -----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from rlfoundry.run.config import require_choice, require_int, require_range
 from rlfoundry.run.lifecycle import initialise, load_model, save_model
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.schedules import LinearSchedule
+from rlfoundry.run.seeding import prediction_generator
 from rlfoundry.run.evaluation import PeriodicEvaluation
 
 
@@ -112,29 +113,31 @@ class TabularTD:
         schedule = LinearSchedule(self.config.epsilon_start, self.config.epsilon_end, self.config.epsilon_decay_steps)
         return schedule(self.steps)
 
-    def _greedy(self, states: np.ndarray, tie_break: str) -> np.ndarray:
+    def _greedy(self, states: np.ndarray, tie_break: str, rng: np.random.Generator) -> np.ndarray:
         q_values = self.q_table[states]
         if tie_break == "first":
             return q_values.argmax(axis=1)
         is_max = q_values == q_values.max(axis=1, keepdims=True)
         # Uniform noise on the maxima only: argmax then picks one of them uniformly.
-        return (is_max * (1.0 + self.rng.random(q_values.shape))).argmax(axis=1)
+        return (is_max * (1.0 + rng.random(q_values.shape))).argmax(axis=1)
 
-    def _behaviour(self, states: np.ndarray, epsilon: float) -> np.ndarray:
-        """Epsilon-greedy actions for a batch of states."""
-        greedy = self._greedy(states, self.config.tie_break)
-        explore = self.rng.random(states.shape[0]) < epsilon
-        return np.where(explore, self.rng.integers(self.n_actions, size=states.shape[0]), greedy)
+    def _behaviour(self, states: np.ndarray, epsilon: float, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Epsilon-greedy actions for a batch of states, drawn from `rng` (None: training's, self.rng)."""
+        rng = self.rng if rng is None else rng
+        greedy = self._greedy(states, self.config.tie_break, rng)
+        explore = rng.random(states.shape[0]) < epsilon
+        return np.where(explore, rng.integers(self.n_actions, size=states.shape[0]), greedy)
 
     def predict(self, observations: Any, deterministic: bool = True) -> Any:
-        """Greedy actions (lowest index on ties), or epsilon-greedy ones if not deterministic."""
+        """Greedy actions (lowest index on ties), or epsilon-greedy ones if not deterministic (drawn
+        from torch's global generator, never from training's)."""
         batch, single = observation_batch(observations, self.observation_space)
         if batch.min() < 0 or batch.max() >= self.n_states:
             raise ValueError(f"observations must be state indices in [0, {self.n_states}), got {observations!r}")
         if deterministic:
             actions = self.q_table[batch].argmax(axis=1)
         else:
-            actions = self._behaviour(batch, self.epsilon())
+            actions = self._behaviour(batch, self.epsilon(), prediction_generator())
         return int(actions[0]) if single else actions
 
     # -- learning -----------------------------------------------------------------------------

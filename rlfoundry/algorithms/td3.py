@@ -15,6 +15,7 @@ Acting adds Gaussian noise N(0, exploration_noise_std^2) to mu(s) and clips to [
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from rlfoundry.run.config import require_int, require_range
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.lifecycle import restore_torch
 from rlfoundry.run.evaluation import PeriodicEvaluation
+from rlfoundry.run.seeding import prediction_generator
 from rlfoundry.run.off_policy import (
     DeterministicActorCritic,
     DeterministicPolicyConfig,
@@ -99,18 +101,21 @@ class TD3:
 
     def predict(self, observations: Any, deterministic: bool = True) -> np.ndarray:
         """Env actions for observations [B, O] (or one observation [O]): mu(s), or mu(s) plus
-        exploration noise."""
-        return self.collector.predict(observations, lambda batch: self._act(batch, deterministic))
+        exploration noise drawn from torch's global generator (never from training's)."""
+        return self.collector.predict(observations, lambda batch: self._act(batch, deterministic, prediction_generator()))
 
-    def _act(self, observations: np.ndarray, deterministic: bool) -> np.ndarray:
-        return deterministic_actions(self.actor, self.collector, observations, deterministic, self.config.exploration_noise_std)
+    def _act(self, observations: np.ndarray, deterministic: bool, rng: np.random.Generator) -> np.ndarray:
+        return deterministic_actions(
+            self.actor, self.collector, observations, deterministic, self.config.exploration_noise_std, rng
+        )
 
     def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "TD3":
         """Train for `total_steps` more env steps (rounded up to a multiple of n_envs): collect with
         the exploring policy and update on every minibatch that falls due.
         callback(status) runs at each point between updates (rlfoundry.TrainingStatus); False ends it."""
         with learning(self, total_steps, callback) as monitor:
-            for batch in self.collector.batches(total_steps, lambda observations: self._act(observations, False), monitor):
+            explore = partial(self._act, deterministic=False, rng=self.collector.rng)
+            for batch in self.collector.batches(total_steps, explore, monitor):
                 self.update(batch, monitor)
         return self
 

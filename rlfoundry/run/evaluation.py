@@ -13,12 +13,12 @@ from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import VectorEnv
 
 from rlfoundry.envs.vector import EnvSource, EpisodeTracker, builds_new_envs, make_env, step_vector
 from rlfoundry.run.config import ConfigError, require_int, require_range
+from rlfoundry.run.seeding import seeded_sampling
 from rlfoundry.run.training_env import require_model_spaces
 
 # Evaluation envs are seeded apart from the training envs (`rlf train`'s final evaluation too).
@@ -118,6 +118,8 @@ def evaluate(
     limit still applies); None: the env's own time limit, or DEFAULT_MAX_EPISODE_STEPS (10,000)
     for an env without one. A cut episode counts with its return so far and is marked in `cut`;
     the env copy it ran in is reset (options={"reset_mask": ...}, as Gymnasium's vector envs take).
+    With deterministic=False the actions are sampled from torch's global generator, started from
+    `seed` for the evaluation and put back afterwards: the same seed plays the same episodes.
     """
     checked_episode_count(n_episodes)
     require_step_cap("max_episode_steps", max_episode_steps)
@@ -138,19 +140,20 @@ def evaluate(
     # Per env: (return, length, cut) of each of its episodes, in the order they ended.
     episodes: list[list[tuple[float, int, bool]]] = [[] for _ in range(n_envs)]
     try:
-        while any(len(episodes[index]) < quotas[index] for index in range(n_envs)):
-            actions = model.predict(observations, deterministic=deterministic)
-            step = step_vector(vector_env, actions)
-            cut = np.zeros(n_envs, dtype=bool) if cap is None else ~step.done & (tracker.lengths + 1 >= cap)
-            ended = step.done | cut
-            finished_returns, finished_lengths = tracker.update(step.rewards, ended)
-            for position, index in enumerate(np.flatnonzero(ended)):
-                if len(episodes[index]) < quotas[index]:
-                    episodes[index].append((float(finished_returns[position]), int(finished_lengths[position]), bool(cut[index])))
-            observations = step.observations
-            if cut.any():
-                # The env did not end these episodes, so it did not reset them either.
-                observations, _ = vector_env.reset(options={"reset_mask": cut})
+        with seeded_sampling(seed):
+            while any(len(episodes[index]) < quotas[index] for index in range(n_envs)):
+                actions = model.predict(observations, deterministic=deterministic)
+                step = step_vector(vector_env, actions)
+                cut = np.zeros(n_envs, dtype=bool) if cap is None else ~step.done & (tracker.lengths + 1 >= cap)
+                ended = step.done | cut
+                finished_returns, finished_lengths = tracker.update(step.rewards, ended)
+                for position, index in enumerate(np.flatnonzero(ended)):
+                    if len(episodes[index]) < quotas[index]:
+                        episodes[index].append((float(finished_returns[position]), int(finished_lengths[position]), bool(cut[index])))
+                observations = step.observations
+                if cut.any():
+                    # The env did not end these episodes, so it did not reset them either.
+                    observations, _ = vector_env.reset(options={"reset_mask": cut})
     finally:
         if builds_new_envs(env):
             vector_env.close()
@@ -241,14 +244,10 @@ class PeriodicEvaluator:
         return step // self.plan.every > previous_step // self.plan.every
 
     def run(self, step: int) -> EvaluationPoint:
-        """Evaluate the model now, leaving its random states as they were."""
+        """Evaluate the model now. Sampled actions draw only from torch's global generator, which
+        evaluate() puts back: the model's training generators are not touched."""
         model, plan = self.model, self.plan
-        numpy_state = model.rng.bit_generator.state
-        with torch.random.fork_rng():
-            result = evaluate(
-                model, self.env, plan.episodes, plan.deterministic, self.seed, max_episode_steps=plan.max_episode_steps
-            )
-        model.rng.bit_generator.state = numpy_state
+        result = evaluate(model, self.env, plan.episodes, plan.deterministic, self.seed, max_episode_steps=plan.max_episode_steps)
         point = EvaluationPoint(step, result)
         model.evaluations.append(point)
         return point

@@ -387,10 +387,16 @@ class DeterministicActorCritic(NamedTuple):
 
 
 def deterministic_actions(
-    actor: DeterministicActor, collector: ReplayCollector, observations: np.ndarray, deterministic: bool, noise_std: float
+    actor: DeterministicActor,
+    collector: ReplayCollector,
+    observations: np.ndarray,
+    deterministic: bool,
+    noise_std: float,
+    rng: np.random.Generator,
 ) -> np.ndarray:
-    """mu(s), or clip(mu(s) + N(0, noise_std^2), -1, 1) when exploring: unit actions [N, A]."""
+    """mu(s), or clip(mu(s) + N(0, noise_std^2), -1, 1) with the noise drawn from `rng` (training's
+    collector.rng, or predict's prediction_generator()): unit actions [N, A]."""
     actions = collector.actions_of(actor, observations)
     if deterministic:
         return actions
-    return gaussian_exploration(actions, noise_std, collector.rng)
+    return gaussian_exploration(actions, noise_std, rng)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -29,6 +31,23 @@ def torch_generator(seed: int, device: torch.device) -> torch.Generator:
     generator = torch.Generator(device=device)
     generator.manual_seed(int(np.random.SeedSequence([seed, TORCH_STREAM]).generate_state(1, np.uint64)[0]))
     return generator
+
+
+def prediction_generator() -> np.random.Generator:
+    """The numpy generator of one predict(deterministic=False) call (epsilon-greedy, Gaussian
+    exploration noise), seeded from torch's global generator: sampled predictions draw nothing
+    from a model's own generators, and `torch.manual_seed` (or evaluate's seed) repeats them."""
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+
+@contextmanager
+def seeded_sampling(seed: int | None) -> Iterator[None]:
+    """Inside, torch's global generator (all sampled predictions draw from it) starts from `seed`
+    (None: from where it stands); afterwards it is put back, so the caller's stream is unchanged."""
+    with torch.random.fork_rng():
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
 
 
 def generator_state(generator: np.random.Generator) -> dict:

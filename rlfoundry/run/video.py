@@ -20,6 +20,7 @@ from PIL import Image
 from rlfoundry.envs.atari import is_atari_id, make_atari_env
 from rlfoundry.envs.vector import builds_new_envs, check_env_id
 from rlfoundry.run.evaluation import EvaluationResult, checked_episode_count, episode_step_cap, require_step_cap
+from rlfoundry.run.seeding import seeded_sampling
 
 RENDER_MODE = "rgb_array"
 DEFAULT_FPS = 30
@@ -58,19 +59,21 @@ def record_video(
     frames: list[Image.Image] = []
     returns, lengths, cuts = [], [], []
     try:
-        for episode in range(n_episodes):
-            observation, _ = single.reset(seed=seed if episode == 0 else None)
-            frames.append(_palette_frame(single.render()))
-            total, length, done = 0.0, 0, False
-            while not done and length != cap:
-                # A batch of one, as evaluate() passes its vector env's observations.
-                action = model.predict(np.asarray(observation)[None], deterministic=deterministic)[0]
-                observation, reward, terminated, truncated, _ = single.step(action)
+        # Sampled actions (deterministic=False) from torch's global generator, started from the seed.
+        with seeded_sampling(seed):
+            for episode in range(n_episodes):
+                observation, _ = single.reset(seed=seed if episode == 0 else None)
                 frames.append(_palette_frame(single.render()))
-                total, length, done = total + float(reward), length + 1, terminated or truncated
-            returns.append(total)
-            lengths.append(length)
-            cuts.append(not done)
+                total, length, done = 0.0, 0, False
+                while not done and length != cap:
+                    # A batch of one, as evaluate() passes its vector env's observations.
+                    action = model.predict(np.asarray(observation)[None], deterministic=deterministic)[0]
+                    observation, reward, terminated, truncated, _ = single.step(action)
+                    frames.append(_palette_frame(single.render()))
+                    total, length, done = total + float(reward), length + 1, terminated or truncated
+                returns.append(total)
+                lengths.append(length)
+                cuts.append(not done)
         fps = single.metadata.get("render_fps") or DEFAULT_FPS
     finally:
         if builds_new_envs(source):
