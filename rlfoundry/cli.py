@@ -20,7 +20,7 @@ from rlfoundry.presets import all_presets, load_preset
 from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError, checkpoint_steps, read_manifest, run_checkpoints
 from rlfoundry.run.config import ConfigError, check_keys, config_to_dict, parse_overrides, unknown_name_message
 from rlfoundry.run.evaluation import EVALUATION_SEED_OFFSET, PeriodicEvaluation
-from rlfoundry.run.monitor import new_run_dir
+from rlfoundry.run.monitor import CsvLog, new_run_dir
 from rlfoundry.run.plotting import RunDirectoryError, plot_aggregated_curves, plot_learning_curves
 
 USER_ERRORS = (
@@ -223,15 +223,23 @@ def take_run_options(arguments: argparse.Namespace, source_run: Path | None) -> 
         print(f"as the run did ({recorded_path}): {' '.join(taken)}")
 
 
+def best_evaluation_row(run_dir: Path) -> dict[str, str] | None:
+    """The row of the run's evaluations.csv with the highest mean (the first of equal ones): the
+    policy checkpoints/best holds, over every learn() call of the run, resumed ones too."""
+    rows = CsvLog(run_dir / "evaluations.csv").rows if (run_dir / "evaluations.csv").is_file() else []
+    return max(rows, key=lambda row: float(row["mean_return"]), default=None)
+
+
 def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) -> int:
     """Train, then print the evaluation (and the greedy path of tabular models) and the run directory."""
     import rlfoundry
 
     target = model.steps + steps
     model.learn(steps)
+    best = best_evaluation_row(run_dir)
     if model.steps < target and model.evaluations:
-        best = max(point.result.mean for point in model.evaluations)
-        print(f"stopped at step {model.steps} of {target}: an evaluation reached --stop-at-return (best mean {best:.2f})")
+        reached = model.evaluations[-1].result.mean
+        print(f"stopped at step {model.steps} of {target}: the evaluation there reached --stop-at-return (mean {reached:.2f})")
     last = model.evaluations[-1] if model.evaluations else None
     if last is not None and last.step == model.steps and last.result.returns.size == eval_episodes:
         # --eval-every's evaluation at this step played these very episodes (same seed, count and
@@ -243,9 +251,11 @@ def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) 
     if summary is not None:
         print(summary())
     print(f"evaluation: {result}")
-    if model.evaluations:
-        best = max(model.evaluations, key=lambda point: point.result.mean)
-        print(f"best periodic evaluation: {best.result} at step {best.step}")
+    if best is not None:
+        print(
+            f"best periodic evaluation of the run: mean return {float(best['mean_return']):.2f} +/- "
+            f"{float(best['std_return']):.2f} over {best['episodes']} episodes at step {best['step']} (checkpoints/best)"
+        )
     print(f"run directory: {run_dir}")
     return 0
 

@@ -150,6 +150,11 @@ def test_resume_goes_on_evaluating_and_checkpointing_as_the_run_did(tmp_path, ca
     rows = csv_rows(run_dir / "evaluations.csv")
     assert [int(row["step"]) for row in rows] == [100, 200, 300, 400, 500]
     assert {int(row["episodes"]) for row in rows} == {3}
+    # The summary names the run's best, from all its evaluations: the one checkpoints/best holds.
+    best = max(rows, key=lambda row: float(row["mean_return"]))
+    assert f"best periodic evaluation of the run: mean return {float(best['mean_return']):.2f}" in out
+    assert f"at step {best['step']} (checkpoints/best)" in out
+    assert rlfoundry.load(run_dir / "checkpoints" / "best").steps == int(best["step"])
     assert rlfoundry.load(run_dir / "checkpoints" / "latest").steps == 450
     status, out, err = run_cli(capsys, "resume", str(run_dir), "--steps", "100", "--eval-every", "50")
     assert status == 0, err

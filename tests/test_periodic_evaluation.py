@@ -245,7 +245,7 @@ def test_rlf_train_eval_every_writes_evaluations_and_the_best_checkpoint(tmp_pat
     assert recorded == dict(every=100, episodes=3, env=None, deterministic=True, seed=None, stop_at=None, max_episode_steps=None)
     assert [int(row["step"]) for row in evaluation_rows(run_dir)] == [100, 200, 300]
     assert (run_dir / "checkpoints" / "best" / "manifest.json").is_file()
-    assert "best periodic evaluation: mean return" in out
+    assert "best periodic evaluation of the run: mean return" in out
     assert read_evaluations(run_dir)[0] == [100.0, 200.0, 300.0]  # the markers on learning_curve.png
 
     assert main(["resume", str(run_dir), "--steps", "100", "--eval-every", "100", "--eval-episodes", "3", "--quiet"]) == 0
@@ -265,7 +265,7 @@ def test_rlf_train_eval_every_writes_evaluations_and_the_best_checkpoint(tmp_pat
     ]) == 0
     (run_dir,) = list(stop_root.iterdir())
     assert load_checkpoint(run_dir / "checkpoints" / "final").counters["steps"] == 100
-    assert "stopped at step 100 of 300: an evaluation reached --stop-at-return" in capsys.readouterr().out
+    assert "stopped at step 100 of 300: the evaluation there reached --stop-at-return (mean 0.00)" in capsys.readouterr().out
 
 
 def test_rlf_train_does_not_replay_an_evaluation_made_at_its_last_step(tmp_path, capsys, monkeypatch):
