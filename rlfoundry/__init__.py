@@ -40,7 +40,9 @@ def load(path: str | Path, env: EnvSource | None = None, **options: Any):
     """Load any rlfoundry checkpoint as an instance of the algorithm that wrote it.
 
     `env` (optional) replaces the env id recorded in the checkpoint; the options run_dir=...,
-    quiet=..., checkpoint_every=... and evaluation=... are passed on to the algorithm.
+    quiet=..., checkpoint_every=..., evaluation=... and device=... (load onto another device than
+    the one the model trained on, e.g. "cpu" for a model trained on a GPU) are passed on to the
+    algorithm.
     """
     algorithm = read_manifest(path)["algorithm"]
     if algorithm not in ALGORITHMS:

@@ -79,12 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --eval-every: stop at the first evaluation whose mean return is at least R")
     resume.add_argument("--checkpoint-every", type=int, metavar="N",
                         help="also write checkpoints/latest every N env steps (default: the run's)")
+    resume.add_argument("--device", help="load onto this device: cpu, cuda or auto (default: the one the model trained on)")
     resume.add_argument("--quiet", action="store_true", help="print only the final summary")
 
     evaluate = commands.add_parser("eval", help="evaluate a saved checkpoint")
     evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint directory")
     evaluate.add_argument("--episodes", type=int, default=20, help="number of episodes (default 20)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs")
+    evaluate.add_argument("--device", help="load onto this device: cpu, cuda or auto (default: the one the model trained on)")
     evaluate.add_argument("--env", dest="env_id", help="evaluate on this env id instead of the training one")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of acting greedily")
     evaluate.add_argument("--max-episode-steps", type=int, metavar="K",
@@ -299,7 +301,7 @@ def resume(arguments: argparse.Namespace) -> int:
         )
     model = rlfoundry.load(
         path, run_dir=run_dir, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every,
-        evaluation=periodic_evaluation(arguments),
+        evaluation=periodic_evaluation(arguments), device=arguments.device,
     )
     if model.env_id is None:
         raise UsageError(f"{path} was trained on an env without a registered id: resume it from Python with rlfoundry.load(path, env=...)")
@@ -327,7 +329,9 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
         # A run directory: its furthest checkpoint, as `rlf resume` takes.
         checkpoint = max(run_checkpoints(checkpoint), key=checkpoint_steps)
         print(f"checkpoint: {checkpoint}")
-    model = rlfoundry.load(checkpoint, quiet=True)
+    model = rlfoundry.load(checkpoint, quiet=True, device=arguments.device)
+    if arguments.env_id is None and model.env_id is None:
+        raise UsageError(f"{checkpoint} was trained on an env without a registered id: name one with --env ENV_ID")
     deterministic = not arguments.stochastic
     result = rlfoundry.evaluate(
         model, arguments.env_id, n_episodes=arguments.episodes, deterministic=deterministic, seed=arguments.seed,

@@ -430,3 +430,27 @@ def test_train_save_load_in_a_new_process_train_equals_straight_training(tmp_pat
     np.testing.assert_array_equal(halves.q_table, straight.q_table)
     np.testing.assert_array_equal(halves.visits, straight.visits)
     assert halves.rng.bit_generator.state == straight.rng.bit_generator.state
+
+
+def test_a_model_trained_on_a_gpu_loads_onto_the_cpu(tmp_path, capsys):
+    """Its checkpoint's config says device='cuda' (written here by hand, as no GPU is at hand)."""
+    from rlfoundry.cli import main
+
+    model = rlfoundry.PPO("CartPole-v1", **TINY_PPO).learn(32)
+    model.save(tmp_path / "gpu")
+    manifest_path = tmp_path / "gpu" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"]["device"] = "cuda"
+    manifest_path.write_text(json.dumps(manifest))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"rlfoundry.load\(path, device='cpu'\)"):
+            rlfoundry.load(tmp_path / "gpu")
+        assert main(["eval", str(tmp_path / "gpu"), "--episodes", "1"]) == 2
+        assert "--device cpu" in capsys.readouterr().err
+    loaded = rlfoundry.load(tmp_path / "gpu", device="cpu")
+    observations = np.zeros((3, 4), np.float32)
+    np.testing.assert_array_equal(loaded.predict(observations), model.predict(observations))
+    assert main(["eval", str(tmp_path / "gpu"), "--episodes", "1", "--device", "cpu"]) == 0
+    rlfoundry.QLearning("FrozenLake-v1", quiet=True).learn(10).save(tmp_path / "table")
+    with pytest.raises(ConfigError, match="it has no device"):
+        rlfoundry.load(tmp_path / "table", device="cpu")

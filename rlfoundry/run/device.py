@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import torch
 
+from rlfoundry.run.config import ConfigError
+
 DEFAULT_TORCH_THREADS = 1
 
 
@@ -23,10 +25,13 @@ def resolve_device(device: str, uses_images: bool = False) -> torch.device:
     """The torch device for "auto", "cpu" or "cuda"; "cuda" without a GPU is a clear error."""
     if device == "auto":
         return torch.device("cuda" if uses_images and torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch sees no CUDA GPU: use device='cpu' or 'auto'")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={device!r} but torch sees no CUDA GPU: use device='cpu' or 'auto' (a checkpoint trained on a GPU "
+            "loads onto the CPU with rlfoundry.load(path, device='cpu'), or rlf eval/resume --device cpu)"
+        )
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device={device!r} is not allowed: choose 'auto', 'cpu' or 'cuda'")
+        raise ConfigError(f"device={device!r} is not allowed: choose 'auto', 'cpu' or 'cuda'")
     return torch.device(device)
 
 

@@ -7,6 +7,7 @@ by name, so a checkpoint holds e.g. `network.*`, `optimizer.*` and the model's t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -160,14 +161,21 @@ def save_model(
 def load_model(cls: type[Any], path: str | Path, env: EnvSource | None, options: dict[str, Any]) -> tuple[Any, Checkpoint, TrainingEnv]:
     """An un-built instance of cls with config, run_dir, quiet and rng restored, the checkpoint,
     and the training env at its saved position (built from `env` if given, else the saved id)."""
-    unknown = set(options) - {"run_dir", "quiet", "checkpoint_every", "evaluation"}
+    unknown = set(options) - {"run_dir", "quiet", "checkpoint_every", "evaluation", "device"}
     if unknown:
         raise TypeError(
-            f"unknown load option(s) {', '.join(sorted(unknown))}: use run_dir=..., quiet=..., checkpoint_every=... or evaluation=..."
+            f"unknown load option(s) {', '.join(sorted(unknown))}: use run_dir=..., quiet=..., checkpoint_every=..., "
+            "evaluation=... or device=..."
         )
     checkpoint = load_checkpoint(path, algorithm=cls.name)
     model = cls.__new__(cls)
-    model.config = config_from_dict(cls.Config, checkpoint.config)
+    config = config_from_dict(cls.Config, checkpoint.config)
+    if options.get("device") is not None:
+        if not hasattr(config, "device"):
+            raise ConfigError(f"{cls.name} learns a table, not networks: it has no device to load onto, leave device out")
+        # The tensors are saved without a device: a model trained on a GPU loads onto the CPU.
+        config = dataclasses.replace(config, device=options["device"])
+    model.config = config
     set_run_options(
         model, options.get("run_dir"), options.get("quiet", False), options.get("checkpoint_every"), options.get("evaluation"),
         checkpoint=path,
