@@ -208,3 +208,12 @@ def test_an_env_with_other_spaces_than_the_model_is_named_before_playing():
     with pytest.raises(SpaceError, match="pass an env with the same spaces"):
         rlfoundry.evaluate(model, taxi, n_episodes=1)
     taxi.reset(seed=0)  # an env object passed in stays open
+
+
+def test_the_summary_counts_episodes_in_words():
+    from rlfoundry.run.evaluation import EvaluationResult
+
+    one = EvaluationResult(returns=np.array([1.0]), lengths=np.array([3]), cut=np.array([False]))
+    assert str(one) == "mean return 1.00 +/- 0.00 over 1 episode"
+    two = EvaluationResult(returns=np.array([1.0, 2.0]), lengths=np.array([3, 3]), cut=np.array([False, True]))
+    assert str(two) == "mean return 1.50 +/- 0.50 over 2 episodes (1 cut at the step cap, counted with their return so far)"

@@ -47,7 +47,8 @@ class EvaluationResult:
         return float(self.returns.std())
 
     def __str__(self) -> str:
-        summary = f"mean return {self.mean:.2f} +/- {self.std:.2f} over {self.returns.size} episodes"
+        count = self.returns.size
+        summary = f"mean return {self.mean:.2f} +/- {self.std:.2f} over {count} episode{'' if count == 1 else 's'}"
         cut_count = int(self.cut.sum())
         if cut_count:
             summary += f" ({cut_count} cut at the step cap, counted with their return so far)"
