@@ -315,3 +315,26 @@ def test_progress_has_one_row_per_step_when_the_last_step_is_a_report(tmp_path):
     steps = [int(row["step"]) for row in rows]
     assert steps[-1] == 400 and len(steps) == len(set(steps))
     assert rows[-1]["train/epsilon"] != ""
+
+
+class ColourPicture(gym.Env):
+    """A 3-channel 36 x 36 image, channels first: colour, not a stack of frames."""
+
+    observation_space = gym.spaces.Box(0, 255, (3, 36, 36), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.count = 0
+        return self.np_random.integers(0, 256, (3, 36, 36), dtype=np.uint8), {}
+
+    def step(self, action):
+        self.count += 1
+        picture = self.np_random.integers(0, 256, (3, 36, 36), dtype=np.uint8)
+        return picture, 1.0, False, self.count >= 20, {}
+
+
+def test_auto_storage_stores_images_that_are_not_frame_stacks_whole():
+    """`auto` used to pick `frames` for any channels-first image, which failed on its first add."""
+    model = DQN(ColourPicture, buffer_size=100, learning_starts=20, batch_size=4, train_freq=4, quiet=True).learn(40)
+    assert model.replay.storage == "shared" and model.steps == 40

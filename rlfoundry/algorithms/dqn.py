@@ -34,6 +34,7 @@ import torch
 
 from rlfoundry.data.replay import STORAGES, ReplayBatch, ReplayBuffer
 from rlfoundry.envs.spaces import observation_batch, require_discrete_actions
+from rlfoundry.envs.atari import is_atari_id
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import polyak_update
 from rlfoundry.losses.dqn import (
@@ -186,7 +187,10 @@ class DQN:
         self.optimizer = torch.optim.Adam(self.online_parameters, lr=config.learning_rate, fused=True)
         storage = config.replay_storage
         if storage == "auto":
-            storage = "frames" if uses_images and self.observation_space.shape[0] > 1 else "full"
+            # Frame stacks only where rlfoundry stacked them (its Atari preprocessing); another image,
+            # RGB channels say, is not a stack, and `shared` stores any observation once.
+            stacked = training_env.env_id is not None and is_atari_id(training_env.env_id)
+            storage = "frames" if stacked else "shared" if uses_images else "full"
         self.replay = ReplayBuffer(
             config.buffer_size,
             self.observation_space,

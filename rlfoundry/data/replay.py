@@ -282,7 +282,7 @@ class ReplayBuffer:
             raise ValueError(
                 "storage='frames' needs frame stacks [K, ...] whose newest frame is last, that shift by one "
                 "frame per step and start each episode with K copies of its first frame (Gymnasium's "
-                "FrameStackObservation); these observations are not: use storage='shared'"
+                "FrameStackObservation); these observations are not: use storage='shared' (DQN's replay_storage='shared')"
             )
 
     def _store_final_observations(self, row: int, ended: np.ndarray, final_observations: np.ndarray) -> None:
