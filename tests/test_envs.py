@@ -217,3 +217,8 @@ def test_env_state_of_native_code_envs_is_not_captured():
     env = make_env("CartPole-v1", n_envs=2, vectorization="async")
     assert env_state.capture(env) is None
     env.close()
+
+
+def test_a_stable_baselines_atari_id_points_to_the_ale_names():
+    with pytest.raises(UnknownEnvironmentError, match=r"Atari games are named ALE/<Game>-v5 here"):
+        check_env_id("BreakoutNoFrameskip-v9")

@@ -148,3 +148,15 @@ def test_an_env_without_a_time_limit_is_recorded_up_to_the_default_cap(tmp_path)
     assert sum(frame_durations(tmp_path / "endless.gif")) == 20 * 1_001
     shorter = rlfoundry.record_video(ZeroPolicy(), tmp_path / "short.gif", env=EndlessPicture(), seed=0, max_steps=6)
     assert shorter.lengths.tolist() == [6] and shorter.cut.tolist() == [True]
+
+
+class AtariNoop(ZeroPolicy):
+    env_id = "ALE/Pong-v5"
+
+
+def test_an_atari_recording_plays_at_the_agents_fifteen_steps_a_second(tmp_path):
+    """A step is 4 emulator frames at 60 a second; ALE's render_fps of one frame played it twice as fast."""
+    recorded = rlfoundry.record_video(AtariNoop(), tmp_path / "pong.gif", seed=0, max_steps=5)
+    assert recorded.lengths.tolist() == [5]
+    # 6 frames of 1/15 s (equal frames merge; GIF durations are whole centiseconds).
+    assert abs(sum(frame_durations(tmp_path / "pong.gif")) - 6 * 1000 / 15) <= 10

@@ -25,6 +25,8 @@ from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
 ATARI_PREFIX = "ALE/"
 FRAME_SKIP = 4
+# The emulator runs 60 frames a second, so an agent step of FRAME_SKIP frames lasts 1/15 s.
+STEPS_PER_SECOND = 60 / FRAME_SKIP
 FRAME_STACK = 4
 SCREEN_SIZE = 84
 
@@ -42,6 +44,9 @@ def make_atari_env(
     **make_kwargs: Any,
 ) -> gym.Env:
     """One Atari env with the standard DQN preprocessing (see the module docstring)."""
+    import ale_py  # imported (slow) and its ids registered only when an Atari env is made
+
+    gym.register_envs(ale_py)
     # AtariPreprocessing skips (and max-pools) frames itself, so the ALE must not skip any.
     env = gym.make(env_id, frameskip=1, **make_kwargs)
     env = AtariPreprocessing(

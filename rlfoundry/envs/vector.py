@@ -61,6 +61,9 @@ def check_env_id(env_id: str) -> None:
         hint = ""
         if env_id.startswith("ALE/") and importlib.util.find_spec("ale_py") is None:
             hint = " (Atari ids need the extra: pip install 'rlfoundry[atari]')"
+        elif "NoFrameskip" in env_id or "Deterministic" in env_id:
+            # Stable-Baselines3's Atari ids: here the games are ALE/<Game>-v5, preprocessed for DQN.
+            hint = " (Atari games are named ALE/<Game>-v5 here, e.g. ALE/Pong-v5, with DQN's preprocessing)"
         raise UnknownEnvironmentError(unknown_name_message("environment id", env_id, gym.registry.keys()) + hint)
 
 

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image
 
-from rlfoundry.envs.atari import is_atari_id, make_atari_env
+from rlfoundry.envs.atari import STEPS_PER_SECOND, is_atari_id, make_atari_env
 from rlfoundry.envs.vector import builds_new_envs, check_env_id
 from rlfoundry.run.evaluation import EvaluationResult, checked_episode_count, episode_step_cap, require_step_cap
 from rlfoundry.run.seeding import seeded_sampling
@@ -75,6 +75,8 @@ def record_video(
                 lengths.append(length)
                 cuts.append(not done)
         fps = single.metadata.get("render_fps") or DEFAULT_FPS
+        if isinstance(source, str) and is_atari_id(source):
+            fps = STEPS_PER_SECOND  # a step is FRAME_SKIP emulator frames: render_fps would play it 2x fast
     finally:
         if builds_new_envs(source):
             single.close()
