@@ -100,3 +100,21 @@ def test_policy_saver_leaves_out_a_replay_buffer_only_where_there_is_one():
     dqn = rlfoundry.DQN("CartPole-v1", quiet=True, hidden_sizes=(8,))
     saver = policy_saver(dqn)
     assert saver.func == dqn.save and saver.keywords == {"replay_buffer": False}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_call_whose_gradient_steps_wait_says_so(tmp_path, name, capsys):
+    """Before: a preset's learning_starts beyond --steps, or a buffer left out of a checkpoint,
+    trained nothing without a word."""
+    env_id, config = CASES[name]
+    cls = rlfoundry.ALGORITHMS[name]
+    cls(env_id, learning_starts=LEARNING_STARTS, **config).learn(10)
+    assert f"learning_starts={LEARNING_STARTS}: the gradient steps begin after env step {LEARNING_STARTS}; " \
+           "this call's 10 steps are too few for any" in capsys.readouterr().out
+    cls(env_id, learning_starts=LEARNING_STARTS, **config).learn(40).save(tmp_path / "policy", replay_buffer=False)
+    capsys.readouterr()
+    rlfoundry.load(tmp_path / "policy").learn(10)
+    assert "the replay buffer holds 0 transitions (the checkpoint was saved without it): the gradient steps " \
+           f"wait until it holds {LEARNING_STARTS + 1}; this call's 10 steps are too few for any" in capsys.readouterr().out
+    cls(env_id, learning_starts=LEARNING_STARTS, **config).learn(40)
+    assert "gradient steps" not in capsys.readouterr().out  # a run that trains says nothing

@@ -55,7 +55,7 @@ from rlfoundry.run.config import require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
-from rlfoundry.run.off_policy import crossings, require_widths
+from rlfoundry.run.off_policy import crossings, note_warm_up, require_widths
 from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.seeding import prediction_generator
@@ -257,6 +257,7 @@ class DQN:
         config = self.config
         training_env = self.training_env
         monitor = TrainingMonitor.of(self, total_steps, self.steps, callback)
+        note_warm_up(monitor, self.replay, self.steps, total_steps, config.learning_starts)
         if not training_env.resumed_exactly:
             # Fresh episodes begin: the stored ones must not run on into them.
             self.replay.restart_episodes()

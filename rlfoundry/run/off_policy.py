@@ -296,6 +296,23 @@ def open_collector(
     return ReplayCollector(model.training_env, model.config, type(model).__name__, model.rng)
 
 
+def note_warm_up(monitor: TrainingMonitor, replay: ReplayBuffer, steps: int, total_steps: int, learning_starts: int) -> None:
+    """Say so when a learn() call's gradient steps wait: on a buffer left out of a checkpoint,
+    which refills `learning_starts` transitions first, or when the whole call falls before
+    `learning_starts` (a preset's 25,000 against --steps 300, say)."""
+    if replay.warmed_up(learning_starts):
+        return
+    needed = learning_starts + 1 - min(steps, len(replay))
+    too_few = f"; this call's {total_steps} steps are too few for any" if total_steps < needed else ""
+    if steps >= learning_starts:
+        monitor.display.note(
+            f"the replay buffer holds {len(replay)} transitions (the checkpoint was saved without it): "
+            f"the gradient steps wait until it holds {learning_starts + 1}{too_few}"
+        )
+    elif too_few:
+        monitor.display.note(f"learning_starts={learning_starts}: the gradient steps begin after env step {learning_starts}{too_few}")
+
+
 @contextlib.contextmanager
 def learning(model: Any, total_steps: int, callback: TrainingCallback | None = None) -> Iterator[TrainingMonitor]:
     """The frame of an off-policy learn loop: yields the monitor, with denormals flushed inside;
@@ -303,6 +320,7 @@ def learning(model: Any, total_steps: int, callback: TrainingCallback | None = N
     require_int("total_steps", total_steps, 1)
     collector = model.collector
     monitor = TrainingMonitor.of(model, total_steps, collector.steps, callback)
+    note_warm_up(monitor, collector.replay, collector.steps, total_steps, model.config.learning_starts)
     with denormals_flushed():
         yield monitor
     monitor.close(collector.steps)
