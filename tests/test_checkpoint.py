@@ -454,3 +454,33 @@ def test_a_model_trained_on_a_gpu_loads_onto_the_cpu(tmp_path, capsys):
     rlfoundry.QLearning("FrozenLake-v1", quiet=True).learn(10).save(tmp_path / "table")
     with pytest.raises(ConfigError, match="it has no device"):
         rlfoundry.load(tmp_path / "table", device="cpu")
+
+
+def edited_copy(source, target, edit):
+    """A copy of a checkpoint whose manifest.json `edit` changed (the files' hashes do not cover it)."""
+    shutil.copytree(source, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    edit(manifest)
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+def test_a_manifest_edited_to_misfit_its_files_is_a_corrupt_checkpoint(tmp_path, capsys):
+    """It gave a RuntimeError from load_state_dict, a ValueError from the replay buffer or a
+    KeyError, as tracebacks from the CLI."""
+    from rlfoundry.cli import main
+
+    ppo = rlfoundry.PPO("CartPole-v1", **TINY_PPO).learn(16).save(tmp_path / "ppo")
+    dqn = rlfoundry.DQN("CartPole-v1", hidden_sizes=(8,), buffer_size=64, learning_starts=16, quiet=True)
+    dqn = dqn.learn(32).save(tmp_path / "dqn")
+    cases = {
+        "sizes": (ppo, lambda manifest: manifest["config"].update(hidden_sizes=[16]), "does not fit the network"),
+        "buffer": (dqn, lambda manifest: manifest["config"].update(buffer_size=128), "manifest.json edited"),
+        "counters": (ppo, lambda manifest: manifest.pop("counters"), "lacks counters"),
+    }
+    for name, (source, edit, message) in cases.items():
+        edited = edited_copy(source, tmp_path / name, edit)
+        with pytest.raises(CheckpointCorruptError, match=message):
+            rlfoundry.load(edited)
+        assert main(["eval", str(edited), "--episodes", "1"]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1

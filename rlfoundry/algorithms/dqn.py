@@ -55,7 +55,7 @@ from rlfoundry.run.config import require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
-from rlfoundry.run.off_policy import crossings, note_warm_up, require_widths
+from rlfoundry.run.off_policy import crossings, note_warm_up, require_widths, restore_replay
 from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.seeding import prediction_generator
@@ -405,5 +405,5 @@ class DQN:
             {"q_network": model.q_network, "target_network": model.target_network},
             {"optimizer": model.optimizer},
         )
-        model.replay.restore(checkpoint.state["replay"], checkpoint.arrays, "replay")
+        restore_replay(model.replay, checkpoint)
         return model

@@ -146,6 +146,9 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     version = manifest.get("schema_version")
     if not isinstance(version, int):
         raise CheckpointCorruptError(f"{path / MANIFEST} has no schema_version: the checkpoint is corrupt")
+    missing = [key for key in ("algorithm", "config", "counters", "state", "files") if key not in manifest]
+    if missing:
+        raise CheckpointCorruptError(f"{path / MANIFEST} lacks {', '.join(missing)}: the checkpoint is corrupt")
     if version > SCHEMA_VERSION:
         raise CheckpointVersionError(
             f"{path} was written with checkpoint schema {version}, newer than this rlfoundry's "

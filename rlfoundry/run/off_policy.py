@@ -37,7 +37,7 @@ from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import critic_loss, deterministic_actor_loss
 from rlfoundry.networks.continuous import ActionScale, DeterministicActor, QEnsemble
 from rlfoundry.networks.torsos import ACTIVATIONS
-from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
+from rlfoundry.run.checkpoint import Checkpoint, CheckpointCorruptError, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.evaluation import PeriodicEvaluation
@@ -353,6 +353,15 @@ def save_off_policy(model: Any, path: str | Path, parts: dict[str, Part], replay
     )
 
 
+def restore_replay(replay: ReplayBuffer, checkpoint: Checkpoint) -> None:
+    """The checkpoint's replay buffer into `replay`, built from the checkpoint's config; a buffer
+    that does not fit that config (an edited manifest.json) is a CheckpointCorruptError."""
+    try:
+        replay.restore(checkpoint.state["replay"], checkpoint.arrays, "replay")
+    except ValueError as error:
+        raise CheckpointCorruptError(f"{error}: was the checkpoint's manifest.json edited?") from None
+
+
 def load_off_policy(cls: type[Any], path: str | Path, env: EnvSource | None, options: dict) -> tuple[Any, ReplayCollector, Checkpoint]:
     """A model of `cls` from a checkpoint, without its networks yet, and the ReplayCollector it
     trains with (counters and replay buffer restored). The caller builds its networks and then
@@ -361,7 +370,7 @@ def load_off_policy(cls: type[Any], path: str | Path, env: EnvSource | None, opt
     configure_threads(model.config.torch_threads)
     collector = ReplayCollector(model.training_env, model.config, cls.__name__, model.rng)
     collector.steps, collector.updates = checkpoint.counters["steps"], checkpoint.counters["updates"]
-    collector.replay.restore(checkpoint.state["replay"], checkpoint.arrays, "replay")
+    restore_replay(collector.replay, checkpoint)
     restore_torch_generator(checkpoint, collector.torch_rng)
     return model, collector, checkpoint
 

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlfoundry.run.checkpoint import CheckpointCorruptError
+
 
 def module_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
     """A module's state dict with every key prefixed by `prefix.`."""
@@ -16,7 +18,14 @@ def module_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
 def load_module(prefix: str, module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Load the tensors saved by module_tensors(prefix, ...) into module (strict)."""
     start = len(prefix) + 1
-    module.load_state_dict({name[start:]: tensor for name, tensor in tensors.items() if name.startswith(prefix + ".")})
+    try:
+        module.load_state_dict({name[start:]: tensor for name, tensor in tensors.items() if name.startswith(prefix + ".")})
+    except RuntimeError as error:
+        # The manifest's config (the network's sizes) is not covered by the files' hashes.
+        raise CheckpointCorruptError(
+            f"the saved {prefix} does not fit the network its manifest's config describes ("
+            f"{str(error).splitlines()[-1].strip()}): was manifest.json edited, or mixed with another checkpoint's files?"
+        ) from None
 
 
 def optimizer_state(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
