@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        # MuJoCo picks its OpenGL platform when first imported: without a display, rendering a
+        # video needs EGL's off-screen one, chosen before any env is made.
+        os.environ.setdefault("MUJOCO_GL", "egl")
     handlers = {"train": train, "resume": resume, "eval": evaluate_checkpoint, "plot": plot, "list": list_algorithms}
     try:
         return handlers[arguments.command](arguments)

@@ -160,3 +160,18 @@ def test_an_atari_recording_plays_at_the_agents_fifteen_steps_a_second(tmp_path)
     assert recorded.lengths.tolist() == [5]
     # 6 frames of 1/15 s (equal frames merge; GIF durations are whole centiseconds).
     assert abs(sum(frame_durations(tmp_path / "pong.gif")) - 6 * 1000 / 15) <= 10
+
+
+def test_rlf_eval_records_a_mujoco_video_without_a_display_or_mujoco_gl(tmp_path):
+    """MuJoCo picks its OpenGL platform when first imported; without a display it found none and
+    rlf eval --video failed with mujoco.FatalError. rlf now asks for EGL's off-screen one."""
+    model = rlfoundry.SAC("HalfCheetah-v5", learning_starts=20, actor_hidden_sizes=(8,), critic_hidden_sizes=(8,),
+                          batch_size=8, quiet=True)
+    model.learn(30).save(tmp_path / "cheetah")
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    command = (f"from rlfoundry.cli import main; raise SystemExit(main(['eval', {str(tmp_path / 'cheetah')!r}, "
+               f"'--episodes', '1', '--video', {str(tmp_path / 'cheetah.gif')!r}, '--video-steps', '3']))")
+    finished = subprocess.run([sys.executable, "-c", command], env=environment, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert len(frame_durations(tmp_path / "cheetah.gif")) >= 1
