@@ -1,6 +1,7 @@
 """Config validation, CLI value parsing, and documentation of every config field."""
 
 import dataclasses
+import re
 from typing import Literal
 
 import pytest
@@ -90,3 +91,20 @@ def test_every_algorithm_default_config_is_valid_and_frozen(name):
     config = ALGORITHMS[name].Config()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.seed = 5
+
+
+@pytest.mark.parametrize(
+    "algorithm, key, hint",
+    [
+        ("ppo", "verbose", "Stable-Baselines3's verbose is quiet=True"),
+        ("ppo", "ent_coef", "Stable-Baselines3's ent_coef is entropy_coef here"),
+        ("sac", "ent_coef", "Stable-Baselines3's ent_coef is alpha here"),
+        ("sac", "net_arch", "is actor_hidden_sizes or critic_hidden_sizes here"),
+        ("dqn", "exploration_final_eps", "is epsilon_end here"),
+    ],
+)
+def test_a_stable_baselines_name_points_to_rlfoundrys(algorithm, key, hint):
+    from rlfoundry.run.config import check_keys
+
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        check_keys(ALGORITHMS[algorithm].Config, {key: 0})

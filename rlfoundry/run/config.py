@@ -127,12 +127,29 @@ def config_from_dict(config_class: type, values: dict[str, Any]) -> Any:
     return config_class(**converted)
 
 
+# Stable-Baselines3's names for what rlfoundry calls otherwise (the candidates a config may have).
+STABLE_BASELINES_NAMES = {
+    "verbose": ("quiet=True (an option beside the config, not a field)",),
+    "net_arch": ("hidden_sizes", "actor_hidden_sizes", "critic_hidden_sizes"),
+    "policy_kwargs": ("hidden_sizes", "actor_hidden_sizes", "critic_hidden_sizes", "activation"),
+    "ent_coef": ("entropy_coef", "alpha"),
+    "vf_coef": ("value_coef",),
+    "exploration_final_eps": ("epsilon_end",),
+    "exploration_initial_eps": ("epsilon_start",),
+}
+
+
 def check_keys(config_class: type, values: typing.Mapping[str, Any]) -> None:
-    """Raise ConfigError for the first key that is not a field of config_class."""
+    """Raise ConfigError for the first key that is not a field of config_class, with the field
+    a Stable-Baselines3 name corresponds to where there is one."""
     names = [field.name for field in dataclasses.fields(config_class)]
     for key in values:
         if key not in names:
-            raise ConfigError(unknown_name_message(f"{config_class.__qualname__.split('.')[0]} config key", key, names))
+            message = unknown_name_message(f"{config_class.__qualname__.split('.')[0]} config key", key, names)
+            matches = [name for name in STABLE_BASELINES_NAMES.get(key, ()) if name in names or "=" in name]
+            if matches:
+                message += f" (Stable-Baselines3's {key} is {' or '.join(matches)} here)"
+            raise ConfigError(message)
 
 
 def parse_overrides(config_class: type, assignments: typing.Iterable[str]) -> dict[str, Any]:
