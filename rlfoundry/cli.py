@@ -213,6 +213,12 @@ def take_run_options(arguments: argparse.Namespace, source_run: Path | None) -> 
             raise UsageError(
                 f"{recorded_path} is not valid JSON ({error}): pass --eval-every, --eval-episodes and --checkpoint-every yourself"
             ) from None
+    asked = arguments.eval_every is not None or arguments.checkpoint_every is not None
+    if recorded_path is not None and not recorded_path.is_file() and not asked and not arguments.quiet:
+        print(
+            f"{source_run} has no config.json (a run started from Python): any periodic evaluation or "
+            "checkpoint_every it had goes on only with --eval-every or --checkpoint-every"
+        )
     taken = []
     evaluation = recorded.get("periodic_evaluation")
     if evaluation and arguments.eval_every is None:
