@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="environment steps (default: the preset's, else 100000)")
     train.add_argument("--seed", type=int, default=0, help="seed for python, numpy, torch and the envs")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field (repeatable), e.g. --set learning_rate=0.3")
+                       help="override a config field (repeatable), e.g. --set gamma=0.98")
     train.add_argument("--no-preset", action="store_true", help="ignore the tuned preset for this env")
     train.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
     train.add_argument("--eval-episodes", type=int, default=DEFAULT_EVALUATION_EPISODES,
