@@ -187,18 +187,12 @@ class DQN:
         self.optimizer = torch.optim.Adam(self.online_parameters, lr=config.learning_rate, fused=True)
         storage = config.replay_storage
         if storage == "auto":
-            # Frame stacks only where rlfoundry stacked them (its Atari preprocessing); another image,
-            # RGB channels say, is not a stack, and `shared` stores any observation once.
+            # Frame stacks only for the ALE ids rlfoundry stacks; other images (RGB, say) are stored whole.
             stacked = training_env.env_id is not None and is_atari_id(training_env.env_id)
             storage = "frames" if stacked else "shared" if uses_images else "full"
         self.replay = ReplayBuffer(
-            config.buffer_size,
-            self.observation_space,
-            self.action_space,
-            config.n_envs,
-            gamma=config.gamma,
-            n_step=config.n_step,
-            storage=storage,
+            config.buffer_size, self.observation_space, self.action_space, config.n_envs,
+            gamma=config.gamma, n_step=config.n_step, storage=storage,
         )
         self.steps = 0
         self.gradient_steps_done = 0
@@ -238,14 +232,11 @@ class DQN:
         return self._epsilon_greedy(observations, 1.0 if self.steps < self.config.learning_starts else self.epsilon(), self.rng)
 
     def predict(self, observations: Any, deterministic: bool = True) -> Any:
-        """Greedy actions for observations [B, *obs] (or one unbatched observation); epsilon-greedy
-        ones with the current epsilon when not deterministic (drawn from torch's global generator,
-        never from training's)."""
+        """Greedy actions for observations [B, *obs] (or one unbatched observation); epsilon-greedy ones
+        when not deterministic (current epsilon; drawn from torch's global generator, not training's)."""
         batch, single = observation_batch(observations, self.observation_space)
-        if deterministic:
-            actions = self._greedy(batch)
-        else:
-            actions = self._epsilon_greedy(batch, self.epsilon(), prediction_generator())
+        rng = None if deterministic else prediction_generator()  # drawn only when sampling
+        actions = self._greedy(batch) if rng is None else self._epsilon_greedy(batch, self.epsilon(), rng)
         return actions[0] if single else actions
 
     # -- learning -----------------------------------------------------------------------------
