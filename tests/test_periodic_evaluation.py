@@ -51,7 +51,7 @@ def final_numbers(run_dir):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_evaluations_fall_past_each_multiple_and_leave_training_bit_for_bit_unchanged(tmp_path, name):
-    """Stochastic evaluation draws from numpy's and torch's generators; they are put back, so the
+    """Stochastic evaluation draws only from torch's global generator, which is put back, so the
     final checkpoint equals that of a run without evaluation in every counter, tensor and array."""
     env_id, config, total, every, granularity = CASES[name]
     cls = rlfoundry.ALGORITHMS[name]

@@ -169,8 +169,8 @@ class PeriodicEvaluation:
     Pass it as `evaluation=` to an algorithm or to `rlfoundry.load`. Evaluations happen at the
     first point between updates past each multiple of `every` (where periodic checkpoints are
     written too), each on the same seeded episodes, so their means compare like for like. They
-    leave training exactly as it would have been without them: the model's numpy and torch
-    random states are put back afterwards. With a run directory, each one is a row of
+    leave training exactly as it would have been without them: sampled actions draw only from
+    torch's global generator, which is put back afterwards. With a run directory, each one is a row of
     RUN_DIR/evaluations.csv and `eval/*` scalars in TensorBoard, and every new best mean writes
     RUN_DIR/checkpoints/best; `model.evaluations` lists those of the model's learn() calls.
     With `stop_at`, learn() ends early, at the first evaluation that reaches it (the final
