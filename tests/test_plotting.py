@@ -20,8 +20,12 @@ def test_aggregate_curves_interpolates_each_run_on_the_steps_all_of_them_logged(
     np.testing.assert_array_equal(curve.mean, [7.5, 10.0, 12.5, 15.0])
     np.testing.assert_array_equal(curve.low, [5.0, 10.0, 10.0, 10.0])
     np.testing.assert_array_equal(curve.high, [10.0, 10.0, 15.0, 20.0])
-    with pytest.raises(RunDirectoryError, match="do not overlap"):
-        aggregate_curves([([0.0, 10.0], [1.0, 1.0]), ([20.0, 30.0], [1.0, 1.0])])
+    # The error names the run that starts latest and the one that ends earliest.
+    with pytest.raises(RunDirectoryError, match="late starts at step 20, after early ends at step 5;"):
+        aggregate_curves(
+            [([0.0, 5.0], [1.0, 1.0]), ([20.0, 30.0], [1.0, 1.0]), ([0.0, 10.0], [1.0, 1.0])],
+            names=["early", "late", "other"],
+        )
 
 
 def fake_run(root, name, algorithm, env_id, returns, config=True):

@@ -52,17 +52,22 @@ class AggregateCurve(NamedTuple):
     high: np.ndarray
 
 
-def aggregate_curves(curves: list[tuple[list[float], list[float]]], points: int = 200) -> AggregateCurve:
+def aggregate_curves(
+    curves: list[tuple[list[float], list[float]]], points: int = 200, names: list[str] | None = None
+) -> AggregateCurve:
     """mean_k r_k(t), min_k r_k(t), max_k r_k(t) on `points` evenly spaced steps t, each run's
     curve r_k linearly interpolated between its logged steps. The grid spans only the steps every
     run logged (from the latest first step to the earliest last step), so no curve is extended
-    beyond its data."""
-    start = max(steps[0] for steps, _ in curves)
-    end = min(steps[-1] for steps, _ in curves)
+    beyond its data. `names` (one per curve) name the runs in the error for curves that do not
+    overlap."""
+    names = names if names is not None else [f"curve {index}" for index in range(len(curves))]
+    latest = max(range(len(curves)), key=lambda index: curves[index][0][0])
+    earliest = min(range(len(curves)), key=lambda index: curves[index][0][-1])
+    start, end = curves[latest][0][0], curves[earliest][0][-1]
     if start > end:
         raise RunDirectoryError(
-            f"these runs' logged steps do not overlap (the latest starts at {start:g}, the earliest ends "
-            f"at {end:g}): aggregate runs trained for comparable numbers of steps"
+            f"these runs' logged steps do not overlap: {names[latest]} starts at step {start:g}, after "
+            f"{names[earliest]} ends at step {end:g}; aggregate runs trained for comparable numbers of steps"
         )
     grid = np.linspace(start, end, points)
     values = np.stack([np.interp(grid, steps, returns) for steps, returns in curves])
@@ -93,7 +98,7 @@ def plot_aggregated_curves(run_dirs: list[Path], output: Path) -> Path:
         for run, (steps, _) in zip(runs, curves):
             if not steps:
                 raise RunDirectoryError(f"{run} has no finished episode in its progress.csv: nothing to aggregate")
-        curve = aggregate_curves(curves)
+        curve = aggregate_curves(curves, names=[str(run) for run in runs])
         (line,) = axes.plot(curve.steps, curve.mean, label=f"{label} (mean of {len(runs)}, band: min to max)", linewidth=1.5)
         axes.fill_between(curve.steps, curve.low, curve.high, color=line.get_color(), alpha=0.2, linewidth=0)
     return _finish(figure, axes, output)
