@@ -113,6 +113,27 @@ def test_infinite_action_bounds_are_refused_naming_the_space():
         SAC(UnboundedActions())
 
 
+class ObservationShape(gym.ObservationWrapper):
+    """Pendulum whose observations are zeros of another shape and dtype (never stepped)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: type):
+        super().__init__(gym.make("Pendulum-v1"))
+        self.observation_space = gym.spaces.Box(0, 255, shape, dtype)
+
+    def observation(self, observation):
+        return np.zeros(self.observation_space.shape, self.observation_space.dtype)
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_observations_that_are_not_vectors_are_refused_with_the_remedy_for_their_kind(cls):
+    # Flattening suits a small array; frames need an image encoder, which PPO and A2C have.
+    with pytest.raises(SpaceError, match=r"\(2, 3\).*FlattenObservation"):
+        cls(ObservationShape((2, 3), np.float32))
+    with pytest.raises(SpaceError, match=r"\(3, 84, 84\).*no image encoder; PPO and A2C read") as refused:
+        cls(ObservationShape((3, 84, 84), np.uint8))
+    assert "FlattenObservation" not in str(refused.value)
+
+
 @pytest.mark.parametrize(
     "cls, settings, field",
     [

@@ -36,6 +36,7 @@ from rlfoundry.envs.spaces import SpaceError, describe, observation_batch, requi
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import critic_loss, deterministic_actor_loss
 from rlfoundry.networks.continuous import ActionScale, DeterministicActor, QEnsemble
+from rlfoundry.networks.policies import is_image_space
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.run.checkpoint import Checkpoint, CheckpointCorruptError, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
@@ -142,9 +143,16 @@ class ReplayCollector:
         self.rng = rng
         observation_space = training_env.observation_space
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
+            # Flattening is the fix for a small array, not for frames: a 84x84x3 image would make a
+            # 21,168-input first layer.
+            remedy = (
+                "its networks have no image encoder; PPO and A2C read [C, H, W] uint8 frames with the Nature CNN "
+                "(Box actions too)"
+                if is_image_space(observation_space)
+                else "wrap it with gymnasium.wrappers.FlattenObservation"
+            )
             raise SpaceError(
-                f"{algorithm} takes vector observations (a 1-D Box), but this env observes {describe(observation_space)}: "
-                "wrap it with gymnasium.wrappers.FlattenObservation"
+                f"{algorithm} takes vector observations (a 1-D Box), but this env observes {describe(observation_space)}: {remedy}"
             )
         self.observation_size = int(observation_space.shape[0])
         self.scale = ActionScale(*require_box_actions(training_env.action_space, algorithm, "DQN or PPO"))
