@@ -8,7 +8,7 @@ import torch
 from gymnasium import spaces
 
 from rlfoundry.envs.spaces import SpaceError
-from rlfoundry.networks.torsos import MLP
+from rlfoundry.networks.torsos import MLP, orthogonal_init
 from rlfoundry.networks.policies import (
     ActorCritic,
     Categorical,
@@ -135,6 +135,16 @@ def test_orthogonal_initialisation_gains():
     assert all(bool((module.bias == 0).all()) for module in network.modules() if isinstance(module, torch.nn.Linear))
     default = ActorCritic(BOX4, spaces.Discrete(3), hidden_sizes=(64, 64), orthogonal=False)
     assert default.policy_head.logits.weight.abs().max().item() > 0.05  # PyTorch's default is much larger
+
+
+def test_orthogonal_init_leaves_layers_without_a_bias_alone():
+    """A layer made with bias=False (a caller's own network) has bias None: it used to raise."""
+    network = torch.nn.Sequential(torch.nn.Linear(4, 8, bias=False), torch.nn.Conv2d(1, 2, 3, bias=False), torch.nn.Linear(8, 2))
+    orthogonal_init(network, gain=2.0)
+    weight = network[0].weight  # [8, 4]: orthonormal columns times 2
+    torch.testing.assert_close(weight.T @ weight, 4.0 * torch.eye(4), atol=1e-5, rtol=0)
+    assert network[0].bias is None and network[1].bias is None
+    assert network[2].bias.tolist() == [0.0, 0.0]
 
 
 def _value_gradient_reaches_policy(shared: bool) -> bool:

@@ -28,11 +28,13 @@ def activation_layer(name: str) -> nn.Module:
 
 
 def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2)) -> None:
-    """Orthogonal weights with `gain` and zero biases for every Linear and Conv2d layer inside."""
+    """Orthogonal weights with `gain` and zero biases for every Linear and Conv2d layer inside
+    (a layer made with bias=False has none to zero)."""
     for layer in module.modules():
         if isinstance(layer, (nn.Linear, nn.Conv2d)):
             nn.init.orthogonal_(layer.weight, gain=gain)
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 class MLP(nn.Sequential):
