@@ -19,7 +19,7 @@ from rlfoundry.envs.spaces import SpaceError
 from rlfoundry.envs.vector import AutoresetModeError, UnknownEnvironmentError, check_env_id
 from rlfoundry.presets import all_presets, load_preset
 from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError, checkpoint_steps, read_manifest, run_checkpoints
-from rlfoundry.run.config import ConfigError, check_keys, config_to_dict, parse_overrides, unknown_name_message
+from rlfoundry.run.config import ConfigError, check_keys, class_summary, config_to_dict, parse_overrides, unknown_name_message
 from rlfoundry.run.evaluation import EVALUATION_SEED_OFFSET, PeriodicEvaluation
 from rlfoundry.run.monitor import CsvLog, new_run_dir
 from rlfoundry.run.plotting import RunDirectoryError, plot_aggregated_curves, plot_learning_curves
@@ -385,7 +385,7 @@ def plot(arguments: argparse.Namespace) -> int:
 def list_algorithms(arguments: argparse.Namespace) -> int:
     for name, cls in ALGORITHMS.items():
         presets = ", ".join(all_presets(name)) or "none"
-        print(f"{name:16s} {cls.__doc__.splitlines()[0]}")
+        print(f"{name:16s} {class_summary(cls)}")
         print(f"{'':16s} presets: {presets}")
     return 0
 

@@ -221,6 +221,17 @@ def test_list_shows_algorithms_and_presets(capsys):
     assert all(line.rstrip().endswith(".") for line in descriptions), "each description is a whole sentence"
 
 
+def test_list_reads_its_descriptions_from_the_source_under_python_OO(capsys):
+    """python -OO strips docstrings, which `rlf list` printed (it raised AttributeError on None)."""
+    _, out, _ = run_cli(capsys, "list")
+    repository = Path(__file__).resolve().parents[1]  # -m runs this checkout's package
+    stripped = subprocess.run(
+        [sys.executable, "-OO", "-m", "rlfoundry.cli", "list"], capture_output=True, text=True, cwd=repository
+    )
+    assert stripped.returncode == 0, stripped.stderr
+    assert stripped.stdout == out
+
+
 def test_console_script_runs_without_a_traceback(tmp_path):
     executable = Path(sys.executable).with_name("rlf")
     result = subprocess.run([str(executable), "train", "nope", "CartPole-v1"], capture_output=True, text=True)

@@ -83,13 +83,28 @@ def field_docs(config_class: type) -> dict[str, str]:
     return docs
 
 
-def _own_field_docs(config_class: type) -> dict[str, str]:
+def class_summary(klass: type) -> str:
+    """The first line of a class's docstring, read from its source: `python -OO` drops docstrings
+    from the classes themselves ("" for a class without one, or without readable source)."""
+    class_node = _class_node(klass)
+    docstring = ast.get_docstring(class_node) if class_node is not None else None
+    return docstring.splitlines()[0] if docstring else ""
+
+
+def _class_node(klass: type) -> ast.ClassDef | None:
+    """The class statement of `klass` in its source; None where the source cannot be read."""
     try:
-        source = inspect.getsource(config_class)
+        source = inspect.getsource(klass)
     except (OSError, TypeError):
-        return {}
+        return None
     tree = ast.parse(inspect.cleandoc("\n" + source) if source.startswith((" ", "\t")) else source)
-    class_node = next(node for node in ast.walk(tree) if isinstance(node, ast.ClassDef))
+    return next(node for node in ast.walk(tree) if isinstance(node, ast.ClassDef))
+
+
+def _own_field_docs(config_class: type) -> dict[str, str]:
+    class_node = _class_node(config_class)
+    if class_node is None:
+        return {}
     docs: dict[str, str] = {}
     body = class_node.body
     for statement, following in zip(body, body[1:]):
