@@ -109,6 +109,8 @@ class A2C:
 
     name = "a2c"
     Config = A2CConfig
+    # Set by initialise or load_model (run/lifecycle.py).
+    config: A2CConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
                  checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):

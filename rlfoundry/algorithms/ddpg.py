@@ -68,6 +68,8 @@ class DDPG:
 
     name = "ddpg"
     Config = DDPGConfig
+    # Set by initialise or load_model (run/lifecycle.py).
+    config: DDPGConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
                  checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):

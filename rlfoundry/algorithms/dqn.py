@@ -37,15 +37,8 @@ from rlfoundry.envs.spaces import observation_batch, require_discrete_actions
 from rlfoundry.envs.atari import is_atari_id
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import polyak_update
-from rlfoundry.losses.dqn import (
-    LOSSES,
-    chosen_action_weights,
-    double_dqn_targets,
-    dqn_targets,
-    q_value_loss_gradient,
-    td_error_loss,
-    td_errors,
-)
+from rlfoundry.losses.dqn import LOSSES, chosen_action_weights, double_dqn_targets, dqn_targets
+from rlfoundry.losses.dqn import q_value_loss_gradient, td_error_loss, td_errors
 from rlfoundry.networks.manual_mlp import ManualMLP, gradient_views
 from rlfoundry.networks.policies import is_image_space
 from rlfoundry.networks.q_networks import QNetwork
@@ -154,6 +147,10 @@ class DQN:
 
     name = "dqn"
     Config = DQNConfig
+    # Set by initialise or load_model (run/lifecycle.py).
+    config: DQNConfig
+    rng: np.random.Generator
+    run_dir: Path | None
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
                  checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):

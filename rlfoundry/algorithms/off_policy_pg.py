@@ -63,6 +63,8 @@ class OffPolicyPG:
 
     name = "off-policy-pg"
     Config = OffPolicyPGConfig
+    # Set by initialise or load_model (run/lifecycle.py).
+    config: OffPolicyPGConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
                  checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):

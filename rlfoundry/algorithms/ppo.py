@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 
 from rlfoundry.run.on_policy import ActorCriticConfig, Schedule
@@ -121,6 +122,9 @@ class PPO:
 
     name = "ppo"
     Config = PPOConfig
+    # Set by initialise or load_model (run/lifecycle.py).
+    config: PPOConfig
+    rng: np.random.Generator
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
                  checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):

@@ -131,6 +131,8 @@ class REINFORCE:
 
     name = "reinforce"
     Config = ReinforceConfig
+    # Set by initialise or load_model (run/lifecycle.py).
+    config: ReinforceConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
                  checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):

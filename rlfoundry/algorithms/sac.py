@@ -103,6 +103,8 @@ class SAC:
 
     name = "sac"
     Config = SACConfig
+    # Set by initialise or load_model (run/lifecycle.py).
+    config: SACConfig
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
                  checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):

@@ -86,6 +86,10 @@ class TabularTD:
     name = "tabular"
     target_rule: Literal["q_learning", "sarsa", "expected_sarsa"] = "q_learning"
     Config = TabularConfig
+    # Set by initialise or load_model (run/lifecycle.py).
+    config: TabularConfig
+    rng: np.random.Generator
+    run_dir: Path | None
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
                  checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):

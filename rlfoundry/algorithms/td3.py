@@ -76,6 +76,8 @@ class TD3:
 
     name = "td3"
     Config = TD3Config
+    # Set by initialise or load_model (run/lifecycle.py).
+    config: TD3Config
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
                  checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):

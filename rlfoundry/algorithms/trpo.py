@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector
 
@@ -103,6 +104,9 @@ class TRPO:
 
     name = "trpo"
     Config = TRPOConfig
+    # Set by initialise or load_model (run/lifecycle.py).
+    config: TRPOConfig
+    rng: np.random.Generator
 
     def __init__(self, env: EnvSource | None, *, run_dir: str | Path | None = None, quiet: bool = False,
                  checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):
