@@ -11,6 +11,7 @@ from gymnasium import spaces
 from gymnasium.wrappers import FrameStackObservation
 
 from rlfoundry.data.replay import ReplayBatch, ReplayBuffer
+from rlfoundry.envs.spaces import SpaceError
 from rlfoundry.envs.vector import make_env, step_vector
 from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError, load_checkpoint, save_checkpoint
 
@@ -244,6 +245,15 @@ def test_clear_errors():
         ReplayBuffer(3, spaces.Box(0, 255, (4, 8, 8), np.uint8), space.action_space, storage="frames")
     with pytest.raises(ValueError, match="storage='compact' is not allowed"):
         ReplayBuffer(10, space.observation_space, space.action_space, storage="compact")
+
+
+def test_spaces_whose_values_are_not_arrays_are_clear_errors():
+    """A Dict space has no shape (None): the buffer raised a TypeError about iterating None."""
+    observations = spaces.Dict({"position": spaces.Box(-1, 1, (2,))})
+    with pytest.raises(SpaceError, match=r"ReplayBuffer's observation_space takes arrays of one shape.*Dict\("):
+        ReplayBuffer(10, observations, spaces.Discrete(2))
+    with pytest.raises(SpaceError, match=r"ReplayBuffer's action_space takes arrays of one shape.*Tuple\("):
+        ReplayBuffer.bytes_needed(10, spaces.Box(-1, 1, (2,)), spaces.Tuple((spaces.Discrete(2),)))
 
 
 @pytest.mark.parametrize("storage", ["full", "shared", "frames"])

@@ -41,6 +41,7 @@ import torch
 from gymnasium import spaces
 
 from rlfoundry.data.finite import require_finite_observations, require_finite_rewards
+from rlfoundry.envs.spaces import array_layout
 
 Storage = Literal["full", "shared", "frames"]
 STORAGES = ("full", "shared", "frames")
@@ -120,9 +121,8 @@ class ReplayBuffer:
         self.n_step = n_step
         self.storage = storage
         self.rows = math.ceil(capacity / n_envs)
-        self.observation_shape = tuple(observation_space.shape)
+        self.observation_shape, self.action_shape = _shapes(observation_space, action_space)
         self.observation_dtype = stored_dtype(observation_space)
-        self.action_shape = tuple(action_space.shape)
         self.action_dtype = stored_dtype(action_space)
         self.stack = self.observation_shape[0] if storage == "frames" else 1
         if storage == "frames" and (len(self.observation_shape) < 2 or self.stack < 2):
@@ -140,9 +140,8 @@ class ReplayBuffer:
         # "frames" keeps only the newest frame of each stack; the others keep whole observations.
         self.piece_shape = self.observation_shape[1:] if storage == "frames" else self.observation_shape
         self.observations = np.zeros(rows_envs + self.piece_shape, dtype=self.observation_dtype)
-        self.next_observations = (
-            np.zeros(rows_envs + self.observation_shape, dtype=self.observation_dtype) if storage == "full" else None
-        )
+        if storage == "full":
+            self.next_observations = np.zeros(rows_envs + self.observation_shape, dtype=self.observation_dtype)
         self.actions = np.zeros(rows_envs + self.action_shape, dtype=self.action_dtype)
         self.rewards = np.zeros(rows_envs, dtype=np.float32)
         self.terminated = np.zeros(rows_envs, dtype=bool)
@@ -203,12 +202,13 @@ class ReplayBuffer:
         capacity: int, observation_space: spaces.Space, action_space: spaces.Space, storage: Storage = "full"
     ) -> int:
         """Bytes a buffer of `capacity` transitions needs, side store for ended episodes excluded."""
-        observation_bytes = int(np.prod(observation_space.shape)) * stored_dtype(observation_space).itemsize
-        action_bytes = int(np.prod(action_space.shape)) * stored_dtype(action_space).itemsize
+        observation_shape, action_shape = _shapes(observation_space, action_space)
+        observation_bytes = int(np.prod(observation_shape)) * stored_dtype(observation_space).itemsize
+        action_bytes = int(np.prod(action_shape)) * stored_dtype(action_space).itemsize
         per_transition = {
             "full": 2 * observation_bytes + action_bytes + 4 + 1 + 1,
             "shared": observation_bytes + action_bytes + 4 + 1 + 1 + 8,
-            "frames": observation_bytes // max(observation_space.shape[0], 1) + action_bytes + 4 + 1 + 1 + 8 + 1,
+            "frames": observation_bytes // max(observation_shape[0], 1) + action_bytes + 4 + 1 + 1 + 8 + 1,
         }[storage]
         return capacity * per_transition
 
@@ -477,6 +477,13 @@ def stored_dtype(space: spaces.Space) -> np.dtype:
         return np.dtype(np.int64)
     dtype = np.dtype(space.dtype)
     return np.dtype(np.float32) if dtype.kind == "f" else dtype
+
+
+def _shapes(observation_space: spaces.Space, action_space: spaces.Space) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The shapes of one observation and one action; SpaceError for a space of other values (a Dict, say)."""
+    observation_shape, _ = array_layout(observation_space, "ReplayBuffer's observation_space")
+    action_shape, _ = array_layout(action_space, "ReplayBuffer's action_space")
+    return observation_shape, action_shape
 
 
 def _require_positive_int(name: str, value: Any) -> None:

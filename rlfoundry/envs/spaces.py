@@ -19,6 +19,18 @@ def describe(space: spaces.Space) -> str:
     return repr(space)
 
 
+def array_layout(space: spaces.Space, user: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of a space's values; SpaceError naming `user` for a space whose values are not
+    arrays of one shape (Dict, Tuple, Text, Sequence, Graph)."""
+    if space.shape is None or space.dtype is None:
+        raise SpaceError(
+            f"{user} takes arrays of one shape, which the values of {describe(space)} are not: use a Box, "
+            "Discrete, MultiDiscrete or MultiBinary space (gymnasium.wrappers.FlattenObservation turns Dict "
+            "and Tuple observations into a Box)"
+        )
+    return space.shape, space.dtype
+
+
 def require_discrete_observations(space: spaces.Space, algorithm: str) -> int:
     """The number of states of a Discrete observation space; SpaceError otherwise."""
     if not isinstance(space, spaces.Discrete):
@@ -82,32 +94,33 @@ def observation_batch(observations: Any, space: spaces.Space) -> tuple[np.ndarra
     infinite value NonFiniteError, instead of a torch error about matrix shapes or a meaningless action."""
     if isinstance(observations, tuple) and len(observations) == 2 and isinstance(observations[1], dict):
         raise SpaceError("pass the observation alone, not the (observation, info) pair that env.reset() returns")
+    shape, dtype = array_layout(space, "predict()")
     try:
         batch = np.asarray(observations)
     except ValueError as error:  # ragged nested sequences
         raise SpaceError(
-            f"observations must be one array of shape {space.shape} or (B, {', '.join(map(str, space.shape))}) "
+            f"observations must be one array of shape {shape} or (B, {', '.join(map(str, shape))}) "
             f"({describe(space)}): {error}"
         ) from None
-    single = batch.shape == space.shape
+    single = batch.shape == shape
     if single:
         batch = batch[None]
-    elif batch.shape[1:] != space.shape:
+    elif batch.shape[1:] != shape:
         raise SpaceError(
-            f"observations of shape {batch.shape} do not fit this model, which observes shape {space.shape} "
-            f"({describe(space)}): pass one observation of shape {space.shape} or a batch of shape "
-            f"(B, {', '.join(map(str, space.shape))})"
+            f"observations of shape {batch.shape} do not fit this model, which observes shape {shape} "
+            f"({describe(space)}): pass one observation of shape {shape} or a batch of shape "
+            f"(B, {', '.join(map(str, shape))})"
         )
-    if batch.dtype != space.dtype:
+    if batch.dtype != dtype:
         fits = batch.dtype.kind in "biuf"
-        if fits and space.dtype.kind in "iu":
-            fits = np.array_equal(batch.astype(space.dtype), batch)
+        if fits and dtype.kind in "iu":
+            fits = np.array_equal(batch.astype(dtype), batch)
         if not fits:
             raise SpaceError(
-                f"observations of dtype {batch.dtype} do not fit this model, which observes {space.dtype} "
-                f"({describe(space)}): pass numbers that {space.dtype} holds exactly"
+                f"observations of dtype {batch.dtype} do not fit this model, which observes {dtype} "
+                f"({describe(space)}): pass numbers that {dtype} holds exactly"
             )
-        batch = batch.astype(space.dtype)
+        batch = batch.astype(dtype)
     if batch.dtype.kind == "f" and not np.isfinite(batch).all():
         raise NonFiniteError("observations hold NaN or infinity: a policy's action for them means nothing")
     return batch, single
