@@ -150,6 +150,23 @@ def test_an_env_without_a_time_limit_is_recorded_up_to_the_default_cap(tmp_path)
     assert shorter.lengths.tolist() == [6] and shorter.cut.tolist() == [True]
 
 
+class EndlessBlank(Endless):
+    """Says it renders RGB frames, but render() returns nothing."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+    render_mode = "rgb_array"
+
+    def render(self):
+        return None
+
+
+def test_an_env_that_renders_no_frame_is_a_clear_error(tmp_path):
+    """PIL raised an AttributeError about None's __array_interface__."""
+    with pytest.raises(ValueError, match=r"render\(\) returned NoneType, not an RGB frame.*render_mode is 'rgb_array'"):
+        rlfoundry.record_video(ZeroPolicy(), tmp_path / "blank.gif", env=EndlessBlank(), seed=0)
+    assert not any(tmp_path.iterdir())
+
+
 class AtariNoop(ZeroPolicy):
     env_id = "ALE/Pong-v5"
 
