@@ -163,20 +163,19 @@ class A2C:
     def update(self, batch: RolloutBatch, learning_rate: float, monitor: TrainingMonitor) -> None:
         """One gradient step on the whole rollout."""
         config = self.config
-        distribution, values, forward = training_forward(self.collector, batch.observations)
-        with torch.set_grad_enabled(forward is None):
+        distribution, values, backward = training_forward(self.collector, batch.observations)
+        with torch.set_grad_enabled(backward is None):
             advantages = normalize_advantages(batch.advantages) if config.normalize_advantage else batch.advantages
             policy_loss = policy_gradient_loss(distribution.log_prob(batch.actions), advantages)
             entropy = distribution.entropy().mean()
-            if forward is None:
+            if backward is None:
                 critic_loss = value_loss(values, batch.returns)
                 loss = policy_loss + config.value_coef * critic_loss - config.entropy_coef * entropy
             else:
                 # The same loss's gradient, written into .grad without autograd.
                 loss = None
                 critic_loss, value_weights = value_loss_and_gradient(values, batch.returns)
-                self.collector.manual.backward(
-                    forward,
+                backward(
                     batch.actions,
                     policy_gradient_loss_gradient(advantages),
                     value_weights.mul_(config.value_coef),

@@ -180,8 +180,8 @@ class PPO:
         for _ in range(config.n_epochs):
             epoch_kls = []
             for minibatch in batch.minibatches(config.batch_size, self.rng):
-                distribution, values, forward = training_forward(self.collector, minibatch.observations)
-                with torch.set_grad_enabled(forward is None):
+                distribution, values, backward = training_forward(self.collector, minibatch.observations)
+                with torch.set_grad_enabled(backward is None):
                     log_probs = distribution.log_prob(minibatch.actions)
                     if config.target_kl is not None:
                         kl = approximate_kl(log_probs.detach(), minibatch.old_log_probs)
@@ -192,7 +192,7 @@ class PPO:
                     advantages = minibatch.advantages
                     if normalize_each_minibatch:
                         advantages = normalize_advantages(advantages)
-                    if forward is None:
+                    if backward is None:
                         policy_loss = clipped_surrogate_loss(log_probs, minibatch.old_log_probs, advantages, clip_range)
                         critic_loss = value_loss(values, minibatch.returns, minibatch.old_values, config.value_clip_range)
                         loss = policy_loss + config.value_coef * critic_loss
@@ -208,8 +208,7 @@ class PPO:
                         critic_loss, value_weights = value_loss_and_gradient(
                             values, minibatch.returns, minibatch.old_values, config.value_clip_range
                         )
-                        self.collector.manual.backward(
-                            forward,
+                        backward(
                             minibatch.actions,
                             log_prob_weights,
                             value_weights.mul_(config.value_coef),
@@ -218,7 +217,7 @@ class PPO:
                 gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate, self.collector.flat_gradient)
                 policy_losses.append(policy_loss.detach())
                 value_losses.append(critic_loss.detach())
-            if config.target_kl_check == "epoch" and epoch_kls:
+            if config.target_kl_check == "epoch" and config.target_kl is not None:
                 stopped = stopped or torch.stack(epoch_kls).mean().item() > config.target_kl
             if stopped:
                 break
@@ -250,7 +249,8 @@ class PPO:
                 approximate_kl(log_probs, batch.old_log_probs),
                 ((ratios - 1.0).abs() > clip_range).float().mean(),
             ]
-        return PPOUpdate(*torch.stack(numbers).tolist(), gradient_steps=len(policy_losses), stopped_by_target_kl=stopped)
+        policy_loss, critic_loss, entropy, kl, clip_fraction = torch.stack(numbers).tolist()
+        return PPOUpdate(policy_loss, critic_loss, entropy, kl, clip_fraction, len(policy_losses), stopped)
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint directory that `rlfoundry.load` reads back exactly."""

@@ -16,7 +16,9 @@ rollout size (and schedules use `schedule_steps`, see below).
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +28,7 @@ import torch
 
 from rlfoundry.data.rollout import RolloutBatch, RolloutBuffer
 from rlfoundry.envs.vector import VectorStep
-from rlfoundry.networks.manual_actor_critic import ActorCriticPass, ManualActorCritic
+from rlfoundry.networks.manual_actor_critic import ManualActorCritic
 from rlfoundry.networks.policies import ActorCritic, Distribution, env_actions, is_image_space, observation_tensor, predict_actions
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.returns import generalized_advantages
@@ -144,18 +146,23 @@ def gradient_step(
     step_optimizer(optimizer)
 
 
+ManualBackward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], None]
+"""backward(actions, log_prob_weights, value_weights, entropy_weight): ManualActorCritic.backward of one pass."""
+
+
 def training_forward(
     collector: "RolloutCollector", observations: torch.Tensor
-) -> tuple[Distribution, torch.Tensor, ActorCriticPass | None]:
-    """(pi(.|s), V(s) [B], the hand-written pass) for a gradient step's observations: through the
-    collector's ManualActorCritic when it has one (no graph is recorded; the caller's
-    ManualActorCritic.backward takes the pass), else through the network with autograd (pass None)."""
-    if collector.manual is None:
+) -> tuple[Distribution, torch.Tensor, ManualBackward | None]:
+    """(pi(.|s), V(s) [B], the pass's hand-written backward) for a gradient step's observations:
+    through the collector's ManualActorCritic when it has one (no graph is recorded; the caller
+    writes the loss's gradient with backward), else through the network with autograd (backward None)."""
+    manual = collector.manual
+    if manual is None:
         distribution, values = collector.network(observations)
         return distribution, values, None
     with torch.no_grad():
-        forward = collector.manual.forward(observations)
-    return forward.distribution, forward.values, forward
+        forward = manual.forward(observations)
+    return forward.distribution, forward.values, functools.partial(manual.backward, forward)
 
 
 def require_finite(statistics: dict[str, float], algorithm: str, step: int) -> None:
