@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +237,7 @@ def take_run_options(arguments: argparse.Namespace, source_run: Path | None) -> 
         print(f"as the run did ({recorded_path}): {' '.join(taken)}")
 
 
-def best_evaluation_row(run_dir: Path) -> dict[str, str] | None:
+def best_evaluation_row(run_dir: Path) -> Mapping[str, float | str] | None:
     """The row of the run's evaluations.csv with the highest mean (the first of equal ones): the
     policy checkpoints/best holds, over every learn() call of the run, resumed ones too."""
     rows = CsvLog(run_dir / "evaluations.csv").rows if (run_dir / "evaluations.csv").is_file() else []
@@ -305,7 +306,7 @@ def resume(arguments: argparse.Namespace) -> int:
         run_dir = None
     continues_run = run_dir is not None
     take_run_options(arguments, source_run)
-    if not continues_run:
+    if run_dir is None:
         manifest = read_manifest(path)
         run_dir = new_run_dir(
             manifest["algorithm"], manifest["state"]["env"]["env_id"], manifest["config"]["seed"], arguments.runs_dir

@@ -270,10 +270,10 @@ class FiniteMDP:
         flag = np.full(n_states, -1, dtype=np.int64)
         witness: dict[int, str] = {}
         queue: deque[int] = deque()
-        for state in np.flatnonzero(initial_distribution > 0):
-            flag[state] = 0
-            witness[int(state)] = "starting an episode there (initial_state_distrib > 0)"
-            queue.append(int(state))
+        for start in np.flatnonzero(initial_distribution > 0).tolist():
+            flag[start] = 0
+            witness[start] = "starting an episode there (initial_state_distrib > 0)"
+            queue.append(start)
         # Breadth-first over states an episode can be in; terminating entries are not expanded.
         while queue:
             state = queue.popleft()

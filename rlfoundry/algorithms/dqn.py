@@ -177,7 +177,7 @@ class DQN:
         # None (autograd) for the CNN and for activations without a written-out derivative.
         self.manual_mlp = ManualMLP.of(self.q_network.torso, self.q_network.head)
         self.target_mlp = ManualMLP.of(self.target_network.torso, self.target_network.head)
-        self.target_workspace = None if self.target_mlp is None else self.target_mlp.workspace(TARGET_BLOCK_ROWS)
+        self.target_workspace = [] if self.target_mlp is None else self.target_mlp.workspace(TARGET_BLOCK_ROWS)
         # The written-out gradients as views of one tensor: clipping measures and scales it in one operation.
         self.flat_gradient = None if self.manual_mlp is None else gradient_views(self.online_parameters)
         # fused: one kernel for the whole update instead of a handful per parameter tensor.

@@ -102,12 +102,12 @@ class OffPolicyPG:
     def update_policy(self, batch: EpisodeBatch, monitor: TrainingMonitor) -> None:
         """`epochs` gradient steps on L(theta'); theta is the policy that sampled the batch."""
         config = self.config
-        behaviour_log_probs = None
-        for _ in range(config.epochs):
-            log_probs = self.collector.log_probs(batch)
-            if behaviour_log_probs is None:
-                # Before the first step theta' is theta: the same forward pass gives log pi_theta.
-                behaviour_log_probs = log_probs.detach()
+        log_probs = self.collector.log_probs(batch)
+        # Before the first step theta' is theta: the same forward pass gives log pi_theta.
+        behaviour_log_probs = log_probs.detach()
+        for epoch in range(config.epochs):
+            if epoch > 0:
+                log_probs = self.collector.log_probs(batch)
             policy_loss = off_policy_pg_loss(
                 log_probs, behaviour_log_probs, batch.weights, batch.mask, config.ratio, config.max_weight
             )

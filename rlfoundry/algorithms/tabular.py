@@ -167,13 +167,14 @@ class TabularTD:
         require_int("total_steps", total_steps, 1)
         training_env = self.training_env
         monitor = TrainingMonitor.of(self, total_steps, self.steps, callback)
+        states = training_env.start()
         if not training_env.resumed_exactly or self._actions is None:
-            self._actions = self._behaviour(training_env.start(), self.epsilon())
+            self._actions = self._behaviour(states, self.epsilon())
         n_envs = self.config.n_envs
         # SARSA's target needs the next action before the update; the others choose after it.
         chooses_next_action_first = self.target_rule == "sarsa"
         for _ in range(math.ceil(total_steps / n_envs)):
-            states, actions = training_env.observations, self._actions
+            actions = self._actions
             step, finished_returns, finished_lengths = training_env.step(actions)
             epsilon = self.epsilon()
             next_states = step.next_observations
@@ -196,7 +197,7 @@ class TabularTD:
                     next_actions[step.done] = self._behaviour(step.observations[step.done], epsilon)
             else:
                 next_actions = self._behaviour(step.observations, self.epsilon())
-            self._actions = next_actions
+            states, self._actions = step.observations, next_actions
             monitor.episodes(self.steps, finished_returns, finished_lengths)
             if monitor.due(self.steps):
                 monitor.record("train/epsilon", epsilon)
@@ -225,13 +226,10 @@ class TabularTD:
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint directory that `rlfoundry.load` reads back exactly."""
-        in_progress = self._actions is not None and self.training_env.observations is not None
-        return save_model(
-            self,
-            path,
-            counters={"steps": self.steps},
-            arrays={"q_table": self.q_table, "visits": self.visits, **({"actions": self._actions} if in_progress else {})},
-        )
+        arrays = {"q_table": self.q_table, "visits": self.visits}
+        if self._actions is not None and self.training_env.observations is not None:  # a run in progress
+            arrays["actions"] = self._actions
+        return save_model(self, path, counters={"steps": self.steps}, arrays=arrays)
 
     @classmethod
     def load(cls, path: str | Path, env: EnvSource | None = None, **options: Any) -> "TabularTD":

@@ -169,8 +169,7 @@ class CartPoleSameStep(VectorWrapper):
     """
 
     def __init__(self, env: VectorEnv):
-        if not isinstance(env.unwrapped, CartPoleVectorEnv):
-            raise TypeError(f"CartPoleSameStep wraps CartPoleVectorEnv, got {type(env.unwrapped).__name__}")
+        _native_cartpole(env)
         super().__init__(env)
         self.metadata = {**env.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
 
@@ -182,7 +181,7 @@ class CartPoleSameStep(VectorWrapper):
         if seed is not None:
             raise ValueError("CartPoleSameStep resets some copies from the env's own generator: pass seed=None with a reset_mask")
         self._reset_copies(options["reset_mask"])
-        return self.env.unwrapped.state.T.astype(np.float32), {}
+        return _cartpole_state(_native_cartpole(self.env)).T.astype(np.float32), {}
 
     def step(self, actions: np.ndarray):
         observations, rewards, terminated, truncated, infos = self.env.step(actions)
@@ -198,12 +197,27 @@ class CartPoleSameStep(VectorWrapper):
     def _reset_copies(self, mask: np.ndarray) -> np.ndarray:
         """Reset the copies where mask [N] is True with the env's own generator and reset bounds;
         returns their new observations [count, 4]."""
-        cartpole = self.env.unwrapped
-        cartpole.state[:, mask] = cartpole.np_random.uniform(low=cartpole.low, high=cartpole.high, size=(4, int(mask.sum())))
+        cartpole = _native_cartpole(self.env)
+        state = _cartpole_state(cartpole)
+        state[:, mask] = cartpole.np_random.uniform(low=cartpole.low, high=cartpole.high, size=(4, int(mask.sum())))
         cartpole.steps[mask] = 0
         # The native env would reset finished copies on the next step; they are reset already.
         cartpole.prev_done[:] = False
-        return cartpole.state[:, mask].T.astype(np.float32)
+        return state[:, mask].T.astype(np.float32)
+
+
+def _native_cartpole(env: VectorEnv) -> CartPoleVectorEnv:
+    """The CartPoleVectorEnv inside `env`; TypeError for another env."""
+    cartpole = env.unwrapped
+    if not isinstance(cartpole, CartPoleVectorEnv):
+        raise TypeError(f"CartPoleSameStep wraps CartPoleVectorEnv, got {type(cartpole).__name__}")
+    return cartpole
+
+
+def _cartpole_state(cartpole: CartPoleVectorEnv) -> np.ndarray:
+    """The copies' states [4, N], once reset."""
+    # gymnasium's __init__ sets state to None without an annotation, so mypy takes it for always None.
+    return cartpole.state  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ class ManualActorCritic(NamedTuple):
         if isinstance(distribution, Categorical):
             output_gradient = categorical_gradient(distribution, actions, log_prob_weights, entropy_weight)
         else:
+            assert self.log_std is not None  # a Gaussian pass comes from a Gaussian head's log_std (_distribution)
             output_gradient, log_std_gradient = gaussian_gradient(distribution, actions, log_prob_weights, entropy_weight)
             gradient_buffer(self.log_std).copy_(log_std_gradient)
         self.policy.backward(forward.policy_outputs, output_gradient)

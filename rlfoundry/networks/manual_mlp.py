@@ -34,8 +34,8 @@ class ManualMLP(NamedTuple):
     (optimisers update them in place), which spares a module attribute lookup per use."""
 
     encoder: nn.Module | None
-    weights: tuple[nn.Parameter, ...]
-    biases: tuple[nn.Parameter, ...]
+    weights: tuple[torch.Tensor, ...]
+    biases: tuple[torch.Tensor, ...]
     activation: str
 
     @classmethod
@@ -92,7 +92,7 @@ class ManualMLP(NamedTuple):
                     gradient = torch.ops.aten.tanh_backward(gradient, below)
 
 
-def gradient_buffer(parameter: nn.Parameter) -> torch.Tensor:
+def gradient_buffer(parameter: torch.Tensor) -> torch.Tensor:
     """The parameter's .grad, allocated on first use; backward overwrites it in place after that (so
     that a .grad made a view by gradient_views stays one)."""
     if parameter.grad is None:

@@ -26,9 +26,11 @@ PyTorch's default (Kaiming-uniform) initialisation.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 import numpy as np
 import torch
@@ -142,13 +144,13 @@ class MultiCategorical:
 
     def __init__(self, logits: torch.Tensor, nvec: Sequence[int]):
         self.nvec = tuple(int(n) for n in nvec)
-        self.components = [Categorical(piece) for piece in torch.split(logits, self.nvec, dim=-1)]
+        self.components = [Categorical(piece) for piece in torch.split(logits, list(self.nvec), dim=-1)]
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
-        return sum(part.log_prob(actions[..., k]) for k, part in enumerate(self.components))
+        return _added(part.log_prob(actions[..., k]) for k, part in enumerate(self.components))
 
     def entropy(self) -> torch.Tensor:
-        return sum(part.entropy() for part in self.components)
+        return _added(part.entropy() for part in self.components)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.stack([part.sample(generator) for part in self.components], dim=-1)
@@ -157,10 +159,15 @@ class MultiCategorical:
         return torch.stack([part.mode() for part in self.components], dim=-1)
 
     def kl(self, other: "MultiCategorical") -> torch.Tensor:
-        return sum(part.kl(other_part) for part, other_part in zip(self.components, other.components))
+        return _added(part.kl(other_part) for part, other_part in zip(self.components, other.components))
 
     def detach(self) -> "MultiCategorical":
         return MultiCategorical(torch.cat([part.log_probabilities.detach() for part in self.components], -1), self.nvec)
+
+
+def _added(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """terms[0] + terms[1] + ... (one per component, of which there is at least one): sum() without its start 0."""
+    return functools.reduce(operator.add, terms)
 
 
 # -- heads --------------------------------------------------------------------------------------
@@ -201,7 +208,10 @@ class MultiCategoricalHead(nn.Module):
         return MultiCategorical(self.logits(features), self.nvec)
 
 
-def make_head(action_space: spaces.Space, input_size: int, log_std_init: float = 0.0) -> nn.Module:
+PolicyHead = CategoricalHead | GaussianHead | MultiCategoricalHead
+
+
+def make_head(action_space: spaces.Space, input_size: int, log_std_init: float = 0.0) -> PolicyHead:
     """The distribution head for an action space; SpaceError for a space without one."""
     if isinstance(action_space, spaces.Discrete):
         require_zero_start(action_space, "Discrete actions")
@@ -295,7 +305,7 @@ class FlattenFloat(nn.Module):
         return observations.reshape(observations.shape[0], -1).float()
 
 
-def is_image_space(observation_space: spaces.Space) -> bool:
+def is_image_space(observation_space: spaces.Space) -> TypeGuard[spaces.Box]:
     """A [C, H, W] uint8 Box: read by the Nature CNN."""
     return (
         isinstance(observation_space, spaces.Box)
@@ -345,7 +355,7 @@ def _initialise(torso: nn.Module, output: nn.Module, output_gain: float) -> None
     orthogonal_init(output, output_gain)
 
 
-def _policy_output(head: nn.Module) -> nn.Module:
+def _policy_output(head: PolicyHead) -> nn.Linear:
     # The Linear layer inside a head; a Gaussian head's log_std is a plain parameter, left as set.
     return head.mean if isinstance(head, GaussianHead) else head.logits
 
@@ -419,7 +429,7 @@ class ActorCritic(nn.Module):
         self.shared_torso = shared_torso
         self.policy_torso = make_torso(observation_space, hidden_sizes, activation)
         self.value_torso = None if shared_torso else make_torso(observation_space, hidden_sizes, activation)
-        value_features = self.policy_torso if shared_torso else self.value_torso
+        value_features = self.policy_torso if self.value_torso is None else self.value_torso
         self.policy_head = make_head(action_space, self.policy_torso.output_size, log_std_init)
         self.value_head = nn.Linear(value_features.output_size, 1)
         if orthogonal:

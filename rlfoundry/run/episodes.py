@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from rlfoundry.data.rollout import RolloutBuffer
+from rlfoundry.data.rollout import RolloutBuffer, ValueFunction
 from rlfoundry.envs.vector import EpisodeTracker
 from rlfoundry.losses.policy_gradient import value_loss
 from rlfoundry.losses.reinforce import leave_one_out_baseline, reinforce_weights
@@ -90,10 +90,17 @@ class EpisodeCollector:
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return observation_tensor(array, self.device)
 
-    def _values(self, observations: np.ndarray) -> np.ndarray:
-        """V(s) for a numpy batch, without gradients."""
-        with torch.inference_mode():
-            return self.value_function(self._tensor(observations)).cpu().numpy()
+    def _value_function(self) -> ValueFunction | None:
+        """V(s) for numpy batches, without gradients; None without a learned baseline."""
+        value_function = self.value_function
+        if value_function is None:
+            return None
+
+        def values(observations: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return value_function(self._tensor(observations)).cpu().numpy()
+
+        return values
 
     # -- the learn loop -------------------------------------------------------------------------
 
@@ -149,10 +156,11 @@ class EpisodeCollector:
                 monitor.episodes(self.steps, finished_returns, finished_lengths)
                 observations = step.observations
         rows = rollout.position
-        if self.value_function is not None:
+        values = self._value_function()
+        if values is not None:
             # V(s_t) after the episodes, in one batched call: the value net does not change meanwhile.
-            rollout.fill_values(self._values)
-        rollout.finish(observations, None if self.value_function is None else self._values, stopped_early=True)
+            rollout.fill_values(values)
+        rollout.finish(observations, values, stopped_early=True)
         return mask[:rows]
 
     def batch(self, mask: np.ndarray) -> EpisodeBatch:
@@ -197,7 +205,7 @@ class EpisodeCollector:
 
     def fit_value(self, batch: EpisodeBatch, monitor: TrainingMonitor) -> None:
         """The value regression L(phi) = mean_t (V_phi(s_t) - G_t)^2, when there is a learned baseline."""
-        if self.value_function is not None:
+        if self.value_function is not None and self.value_optimizer is not None:  # both or neither
             for _ in range(self.config.value_gradient_steps):
                 critic_loss = value_loss(self.value_function(batch.observations), batch.returns)
                 gradient_step(self.value_optimizer, critic_loss, self.config.max_grad_norm)
@@ -211,7 +219,7 @@ class EpisodeCollector:
         """The modules and optimisers of a checkpoint, by name."""
         modules: dict[str, torch.nn.Module] = {"policy": self.policy}
         optimizers: dict[str, torch.optim.Optimizer] = {"policy_optimizer": self.policy_optimizer}
-        if self.value_function is not None:
+        if self.value_function is not None and self.value_optimizer is not None:  # both or neither
             modules["value"], optimizers["value_optimizer"] = self.value_function, self.value_optimizer
         return modules, optimizers
 

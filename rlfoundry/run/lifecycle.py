@@ -168,7 +168,7 @@ def load_model(cls: type[Any], path: str | Path, env: EnvSource | None, options:
             "evaluation=... or device=..."
         )
     checkpoint = load_checkpoint(path, algorithm=cls.name)
-    model = cls.__new__(cls)
+    model = object.__new__(cls)  # no __init__: the model is built from the checkpoint
     config = config_from_dict(cls.Config, checkpoint.config)
     if options.get("device") is not None:
         if not hasattr(config, "device"):

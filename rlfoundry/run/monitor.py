@@ -132,8 +132,7 @@ class TrainingMonitor:
         save_best: Callable[[Path], object] | None = None,
     ):
         self.run_dir = run_dir
-        # Periodic checkpoints need somewhere to go and something to write.
-        self.checkpoint_every = checkpoint_every if run_dir is not None and save is not None else None
+        self.checkpoint_every = checkpoint_every
         self.save = save
         self.save_best = save_best or save
         self.evaluator = evaluator
@@ -241,19 +240,20 @@ class TrainingMonitor:
             while self.next_dump <= step:
                 self.next_dump += self.log_interval
         if self.evaluator is not None and self.evaluator.due(self.last_step, step):
-            self.evaluation(self.evaluator.run(step))
+            self.evaluation(self.evaluator.run(step), self.evaluator.plan.stop_at)
         if self.callback is not None and self.callback(step) is False:
             self.stop_requested = True
             self.display.note(f"stopping: the callback returned False at step {step}")
-        if self.checkpoint_every is not None and step // self.checkpoint_every > self.last_step // self.checkpoint_every:
+        every = self.checkpoint_every
+        # Periodic checkpoints need somewhere to go and something to write.
+        if every is not None and self.run_dir is not None and self.save is not None and step // every > self.last_step // every:
             self.save(self.run_dir / "checkpoints" / "latest")
         self.last_step = step
 
-    def evaluation(self, point: EvaluationPoint) -> None:
+    def evaluation(self, point: EvaluationPoint, stop_at: float | None) -> None:
         """Report a periodic evaluation, with a run directory keep a new best as checkpoints/best,
-        and ask the learn loop to stop if the evaluation reached its stop_at."""
+        and ask the learn loop to stop if the evaluation reached stop_at (None: never)."""
         result = point.result
-        stop_at = self.evaluator.plan.stop_at
         self.stop_requested = stop_at is not None and result.mean >= stop_at
         is_best = result.mean > self.best_mean_return
         if is_best:

@@ -54,13 +54,15 @@ class Normalization:
     returns (normalize_rewards), plus each env's running return R."""
 
     def __init__(self, observation_space: spaces.Space, n_envs: int, gamma: float, observations: bool, rewards: bool):
-        if observations and not (isinstance(observation_space, spaces.Box) and np.issubdtype(observation_space.dtype, np.floating)):
-            raise SpaceError(
-                f"normalize_observations=True needs float Box observations, not {describe(observation_space)}: "
-                "set normalize_observations=False (one-hot and image observations are already on a fixed scale)"
-            )
+        self.observation_statistics = None
+        if observations:
+            if not (isinstance(observation_space, spaces.Box) and np.issubdtype(observation_space.dtype, np.floating)):
+                raise SpaceError(
+                    f"normalize_observations=True needs float Box observations, not {describe(observation_space)}: "
+                    "set normalize_observations=False (one-hot and image observations are already on a fixed scale)"
+                )
+            self.observation_statistics = RunningMeanStd.of_shape(observation_space.shape)
         self.gamma = gamma
-        self.observation_statistics = RunningMeanStd.of_shape(observation_space.shape) if observations else None
         self.return_statistics = RunningMeanStd.of_shape(()) if rewards else None
         self.returns = np.zeros(n_envs, np.float64)
 

@@ -374,7 +374,8 @@ def load_off_policy(cls: type[Any], path: str | Path, env: EnvSource | None, opt
     """A model of `cls` from a checkpoint, without its networks yet, and the ReplayCollector it
     trains with (counters and replay buffer restored). The caller builds its networks and then
     restores them with `restore_torch(checkpoint, *split_parts(parts))`."""
-    model, checkpoint, model.training_env = load_model(cls, path, env, options)
+    model, checkpoint, training_env = load_model(cls, path, env, options)
+    model.training_env = training_env
     configure_threads(model.config.torch_threads)
     collector = ReplayCollector(model.training_env, model.config, cls.__name__, model.rng)
     collector.steps, collector.updates = checkpoint.counters["steps"], checkpoint.counters["updates"]

@@ -16,6 +16,7 @@ tensor (12 for PPO's actor-critic, 95 us of a 760 us gradient step).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +81,8 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
     updates = []
     for group in optimizer.param_groups:
         parameters = [parameter for parameter in group["params"] if parameter.grad is not None]
-        states = [optimizer.state.get(parameter) for parameter in parameters]
+        # No state yet (None, or {} once looked up): the parameter's first step, which optimizer.step() takes.
+        states: list[dict[str, Any]] = [optimizer.state.get(parameter) or {} for parameter in parameters]
         if group["amsgrad"] or not all(states):
             optimizer.step()
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,9 +51,9 @@ def seeded_sampling(seed: int | None) -> Iterator[None]:
         yield
 
 
-def generator_state(generator: np.random.Generator) -> dict:
+def generator_state(generator: np.random.Generator) -> dict[str, Any]:
     """A JSON-ready copy of a numpy generator's state."""
-    return generator.bit_generator.state
+    return dict(generator.bit_generator.state)
 
 
 def restore_generator(state: dict) -> np.random.Generator:

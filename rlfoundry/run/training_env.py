@@ -86,16 +86,17 @@ class TrainingEnv:
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(JSON, arrays) for a checkpoint: env id, spaces, env snapshot and current position."""
-        in_progress = self.observations is not None and self.env is not None
+        # The env with a position to save; None before its first reset.
+        env = self.env if self.observations is not None else None
         state = {
             "env_id": self.env_id,
             "n_envs": self.n_envs,
             "observation_space": space_to_dict(self.observation_space),
             "action_space": space_to_dict(self.action_space),
-            "env_snapshot": env_state.capture(self.env) if in_progress else None,
+            "env_snapshot": env_state.capture(env) if env is not None else None,
         }
         arrays = {}
-        if in_progress:
+        if env is not None:
             arrays = {
                 "env.observations": np.asarray(self.observations),
                 "env.episode_returns": self.episodes.returns,
