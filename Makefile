@@ -22,14 +22,16 @@ $(INSTALLED): pyproject.toml
 train: $(INSTALLED)
 	$(BIN)/rlf train ppo CartPole-v1
 
+# The type check first (mypy: about 20 s from a cold .mypy_cache on two idle cores, 1-2 s warm), then the tests.
 test: $(INSTALLED)
+	$(BIN)/python -m mypy rlfoundry
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: $(INSTALLED)
 	$(BIN)/python -m pytest -m slow -q
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache
 
 # Side-by-side benchmarks against Stable-Baselines3 (not part of `make test`).
 bench-setup: $(INSTALLED)
