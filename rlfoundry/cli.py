@@ -126,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rlf {arguments.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout left (`rlf list | head -1`): stop quietly as other command-line tools
+        # do, with stdout pointed at /dev/null so the interpreter's last flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as error:
         # A path that cannot be made or written (a read-only or missing place): say which, in one line.
         print(f"rlf {arguments.command}: error: {error}", file=sys.stderr)

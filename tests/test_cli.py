@@ -232,6 +232,19 @@ def test_list_reads_its_descriptions_from_the_source_under_python_OO(capsys):
     assert stripped.stdout == out
 
 
+def test_a_reader_that_leaves_stops_rlf_quietly():
+    """`rlf list | head -1`: the pipe's reader is gone before rlf writes (here: before it has
+    imported torch). It printed `rlf list: error: [Errno 32] Broken pipe`."""
+    repository = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlfoundry.cli", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=repository
+    )
+    process.stdout.close()
+    error = process.stderr.read()
+    assert process.wait() == 141
+    assert error == b""
+
+
 def test_console_script_runs_without_a_traceback(tmp_path):
     executable = Path(sys.executable).with_name("rlf")
     result = subprocess.run([str(executable), "train", "nope", "CartPole-v1"], capture_output=True, text=True)
