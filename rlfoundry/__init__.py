@@ -30,8 +30,7 @@ from rlfoundry.run.checkpoint import CheckpointAlgorithmError, read_manifest
 from rlfoundry.run.evaluation import EvaluationPoint, EvaluationResult, PeriodicEvaluation, evaluate
 from rlfoundry.run.monitor import TrainingStatus
 from rlfoundry.run.video import record_video
-
-__version__ = "0.1.0"
+from rlfoundry.version import __version__
 
 register_optional_envs()
 
@@ -71,6 +70,7 @@ __all__ = [
     "TD3",
     "TRPO",
     "TrainingStatus",
+    "__version__",
     "evaluate",
     "load",
     "make_env",

@@ -7,7 +7,6 @@ corrupt checkpoint) print one line naming what was wrong and exit with status 2,
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -20,10 +19,11 @@ from rlfoundry.envs.spaces import SpaceError
 from rlfoundry.envs.vector import AutoresetModeError, UnknownEnvironmentError, check_env_id
 from rlfoundry.presets import all_presets, load_preset
 from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError, checkpoint_steps, read_manifest, run_checkpoints
-from rlfoundry.run.config import ConfigError, check_keys, class_summary, config_to_dict, parse_overrides, unknown_name_message
+from rlfoundry.run.config import ConfigError, check_keys, class_summary, parse_overrides, unknown_name_message
 from rlfoundry.run.evaluation import EVALUATION_SEED_OFFSET, PeriodicEvaluation
 from rlfoundry.run.monitor import CsvLog, new_run_dir
 from rlfoundry.run.plotting import RunDirectoryError, plot_aggregated_curves, plot_learning_curves
+from rlfoundry.run.record import write_run_record
 
 USER_ERRORS = (
     ConfigError,
@@ -172,24 +172,14 @@ def train(arguments: argparse.Namespace) -> int:
 
 
 def write_run_config(run_dir: Path, model: Any, **details: Any) -> None:
-    """Create the new run directory (from new_run_dir) with its config.json: the algorithm, env
-    id, `details` (how the run came about), the config, any periodic evaluation and the rlfoundry
-    version (`rlf plot --aggregate` groups runs by the first two)."""
-    import rlfoundry
-
+    """Create the new run directory (from new_run_dir) with its config.json (rlfoundry.run.record),
+    `details` saying how the command made the run: total_steps (--steps), and preset_source or
+    resumed_from and resumed_at_step."""
     try:
         run_dir.mkdir(parents=True)
     except FileExistsError:
         raise UsageError(f"{run_dir} was created by another command meanwhile: run this one again") from None
-    (run_dir / "config.json").write_text(json.dumps({
-        "algorithm": model.name,
-        "env_id": model.env_id,
-        **details,
-        "config": config_to_dict(model.config),
-        "periodic_evaluation": None if model.evaluation is None else dataclasses.asdict(model.evaluation),
-        "checkpoint_every": model.checkpoint_every,
-        "rlfoundry_version": rlfoundry.__version__,
-    }, indent=2))
+    write_run_record(run_dir, model, **details)
 
 
 def periodic_evaluation(arguments: argparse.Namespace) -> PeriodicEvaluation | None:
@@ -222,8 +212,8 @@ def take_run_options(arguments: argparse.Namespace, source_run: Path | None) -> 
     asked = arguments.eval_every is not None or arguments.checkpoint_every is not None
     if recorded_path is not None and not recorded_path.is_file() and not asked and not arguments.quiet:
         print(
-            f"{source_run} has no config.json (a run started from Python): any periodic evaluation or "
-            "checkpoint_every it had goes on only with --eval-every or --checkpoint-every"
+            f"{source_run} has no config.json (a Python run of an rlfoundry that wrote none, or it was removed): "
+            "any periodic evaluation or checkpoint_every it had goes on only with --eval-every or --checkpoint-every"
         )
     taken = []
     evaluation = recorded.get("periodic_evaluation")

@@ -231,7 +231,7 @@ def test_a_new_model_refuses_a_run_directory_that_holds_a_run_before_writing_any
     config = dict(n_envs=2, n_steps=16, batch_size=16, n_epochs=1, hidden_sizes=(16,))
     rlfoundry.PPO("CartPole-v1", run_dir=run_dir, quiet=True, evaluation=evaluation, **config).learn(64)
     before = files_under(run_dir)
-    found = "checkpoints, evaluations.csv, events.out.tfevents.*, learning_curve.png, progress.csv"
+    found = "checkpoints, config.json, evaluations.csv, events.out.tfevents.*, learning_curve.png, progress.csv"
     for make in (
         lambda: rlfoundry.PPO("CartPole-v1", run_dir=run_dir, seed=1, evaluation=evaluation, **config),
         lambda: rlfoundry.DQN("CartPole-v1", run_dir=str(run_dir), evaluation=evaluation),
@@ -291,7 +291,7 @@ def test_a_loaded_model_continues_only_its_own_run(tmp_path):
     assert load_checkpoint(final).counters["steps"] == 180
     trained().save(tmp_path / "elsewhere")
     before = files_under(run_dir)
-    found = "checkpoints, events.out.tfevents.*, learning_curve.png, progress.csv"
+    found = "checkpoints, config.json, events.out.tfevents.*, learning_curve.png, progress.csv"
     newcomer = f"a model loaded from {tmp_path / 'elsewhere'}, not one of its checkpoints,"
     with pytest.raises(ConfigError) as error:
         rlfoundry.load(tmp_path / "elsewhere", run_dir=run_dir)

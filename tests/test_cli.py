@@ -274,14 +274,16 @@ def test_train_and_eval_end_on_an_env_without_a_time_limit(tmp_path, capsys):
         assert status == 2 and f"--max-episode-steps={wrong} is out of range" in err
 
 
-def test_resume_of_a_run_started_from_python_says_its_options_need_flags(tmp_path, capsys):
-    """A Python run writes no config.json, so nothing can be taken from it."""
+def test_resume_of_a_run_without_config_json_says_its_options_need_flags(tmp_path, capsys):
+    """A run directory without config.json (a Python run of an older rlfoundry) has nothing to take
+    its options from."""
     import rlfoundry
 
     rlfoundry.QLearning("FrozenLake-v1", run_dir=tmp_path / "run", quiet=True).learn(50)
+    (tmp_path / "run" / "config.json").unlink()
     status, out, err = run_cli(capsys, "resume", str(tmp_path / "run"), "--steps", "50")
     assert status == 0, err
-    assert f"{tmp_path / 'run'} has no config.json (a run started from Python)" in out
+    assert f"{tmp_path / 'run'} has no config.json (a Python run of an rlfoundry that wrote none" in out
     status, out, err = run_cli(capsys, "resume", str(tmp_path / "run"), "--steps", "50", "--eval-every", "25")
     assert status == 0, err
     assert "has no config.json" not in out

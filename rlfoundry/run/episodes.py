@@ -107,7 +107,9 @@ class EpisodeCollector:
     def start(self, model: Any, total_steps: int, callback: TrainingCallback | None = None) -> TrainingMonitor:
         """Begin a learn(total_steps, callback) call: the step target moves on by total_steps."""
         require_int("total_steps", total_steps, 1)
-        monitor = TrainingMonitor.of(model, max(self.step_target + total_steps - self.steps, 1), self.steps, callback)
+        monitor = TrainingMonitor.of(
+            model, max(self.step_target + total_steps - self.steps, 1), self.steps, callback, asked_steps=total_steps
+        )
         self.step_target += total_steps
         return monitor
 

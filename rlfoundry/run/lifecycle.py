@@ -65,8 +65,8 @@ def set_run_options(
     checkpoint: str | Path | None = None,
 ) -> None:
     """The options of a run that are not config (not saved in a checkpoint): a new model's and a
-    loaded one's (`checkpoint`: the path it was loaded from) alike, with no evaluations made yet.
-    Checked before anything is trained or written."""
+    loaded one's (`checkpoint`: the path it was loaded from, kept as `loaded_from`) alike, with no
+    evaluations made yet. Checked before anything is trained or written."""
     if run_dir is not None:
         require_run_dir_for(Path(run_dir), checkpoint)
     if checked_checkpoint_every(checkpoint_every) is not None and run_dir is None:
@@ -79,6 +79,7 @@ def set_run_options(
     model.checkpoint_every = checkpoint_every
     model.evaluation = checked_evaluation(evaluation)
     model.evaluations = []
+    model.loaded_from = None if checkpoint is None else str(checkpoint)
 
 
 def require_run_dir_for(run_dir: Path, checkpoint: str | Path | None) -> None:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rlfoundry.run.evaluation import EvaluationPoint, PeriodicEvaluator
+from rlfoundry.run.record import record_learn_call
 
 RETURN_METRIC = "rollout/episode_return"
 LENGTH_METRIC = "rollout/episode_length"
@@ -201,18 +202,22 @@ class TrainingMonitor:
 
     @classmethod
     def of(
-        cls, model: Any, total_steps: int, start_step: int, callback: TrainingCallback | None = None
+        cls, model: Any, total_steps: int, start_step: int, callback: TrainingCallback | None = None,
+        asked_steps: int | None = None,
     ) -> "TrainingMonitor":
         """The monitor of one learn() call of `model`: its run directory, quietness, name,
         periodic checkpoints (`model.checkpoint_every` env steps, written with `model.save`),
         periodic evaluations (`model.evaluation`) and the call's callback. Nothing of the model
-        changes here, so a refused callback or evaluation loses nothing."""
+        changes before the callback and the evaluation are accepted, so a refused one loses
+        nothing; then the run directory's record is written or brought up to date
+        (run/record.py; `asked_steps`: the steps the call was asked for, default total_steps)."""
         if callback is not None and not callable(callback):
             raise TypeError(
                 f"callback must be a function taking a rlfoundry.TrainingStatus (return False to stop), "
                 f"got {type(callback).__name__}"
             )
         evaluator = PeriodicEvaluator(model, model.evaluation) if model.evaluation is not None else None
+        record_learn_call(model, total_steps if asked_steps is None else asked_steps)
         monitor = cls(
             model.run_dir, total_steps, start_step, model.quiet, title=model.name,
             checkpoint_every=model.checkpoint_every, save=model.save, evaluator=evaluator,

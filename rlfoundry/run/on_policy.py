@@ -320,7 +320,7 @@ def start_learning(
     config, steps = model.config, model.collector.steps
     iterations = math.ceil(total_steps / config.rollout_size)
     end = steps + iterations * config.rollout_size
-    monitor = TrainingMonitor.of(model, end - steps, steps, callback)
+    monitor = TrainingMonitor.of(model, end - steps, steps, callback, asked_steps=total_steps)
     return iterations, config.schedule_steps or end, monitor
 
 

@@ -75,14 +75,14 @@ def aggregate_curves(
 
 
 def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
-    """Runs grouped by "<algorithm> <env id>" as `rlf train` recorded them in config.json."""
+    """Runs grouped by "<algorithm> <env id>" as their config.json records them (run/record.py)."""
     groups: dict[str, list[Path]] = {}
     for run_dir in run_dirs:
         path = Path(run_dir) / "config.json"
         if not path.is_file():
             raise RunDirectoryError(
                 f"{run_dir} has no config.json: aggregated curves group runs by the algorithm and env that "
-                "`rlf train` records there (plot Python runs without --aggregate)"
+                "runs record there (a Python run of an rlfoundry that wrote none: plot it without --aggregate)"
             )
         recorded = json.loads(path.read_text())
         groups.setdefault(f"{recorded['algorithm']} {recorded['env_id']}", []).append(Path(run_dir))

@@ -1,0 +1,68 @@
+"""A run directory's record, RUN_DIR/config.json: what was trained (algorithm, env id, config) and
+how the run came about. `rlf plot --aggregate` groups runs by its algorithm and env id, and
+`rlf resume` goes on with its periodic evaluation and checkpoint_every.
+
+The record is written once, when the run directory is made: by `rlf train` (details: the
+--steps asked and the preset's source), by `rlf resume` into a new directory (the steps asked,
+the checkpoint resumed from and its step), and by the first learn() call of a Python model with a
+run_dir, with the same keys: total_steps is the steps that call asked for (learn() rounds it up,
+later calls train more: progress.csv and the checkpoints count what was trained), and
+preset_source is None, or for a loaded model resumed_from and resumed_at_step. Later learn()
+calls and resumed runs that go on in the directory leave it as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rlfoundry.run.config import config_to_dict
+from rlfoundry.version import __version__
+
+RECORD = "config.json"
+
+
+def write_run_record(run_dir: Path, model: Any, **details: Any) -> None:
+    """Write RUN_DIR/config.json (making the directory if missing): the algorithm, env id,
+    `details` (how the run came about), the config, any periodic evaluation, checkpoint_every and
+    the rlfoundry version."""
+    evaluation = None if model.evaluation is None else dataclasses.asdict(model.evaluation)
+    if evaluation is not None and not (evaluation["env"] is None or isinstance(evaluation["env"], str)):
+        # An env object or a function that makes one: JSON holds its kind, not the object.
+        evaluation["env"] = f"a {type(model.evaluation.env).__name__} (not an env id)"
+    record = {
+        "algorithm": model.name,
+        "env_id": model.env_id,
+        **details,
+        "config": config_to_dict(model.config),
+        "periodic_evaluation": evaluation,
+        "checkpoint_every": model.checkpoint_every,
+        "rlfoundry_version": __version__,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomically(run_dir / RECORD, record)
+
+
+def record_learn_call(model: Any, asked_steps: int) -> None:
+    """At the start of a learn() call with a run directory: write the run's record if it has none
+    yet (the first call of a Python run)."""
+    if model.run_dir is None or (model.run_dir / RECORD).is_file():
+        return
+    origin = (
+        {"preset_source": None} if model.loaded_from is None
+        else {"resumed_from": model.loaded_from, "resumed_at_step": model.steps}
+    )
+    write_run_record(model.run_dir, model, total_steps=asked_steps, **origin)
+
+
+def _write_atomically(path: Path, record: dict[str, Any]) -> None:
+    """Write the JSON to a temporary sibling, then rename it over `path`: a reader never sees half a record."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "w") as handle:
+        handle.write(json.dumps(record, indent=2))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
