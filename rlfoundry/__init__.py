@@ -42,6 +42,19 @@ def load(path: str | Path, env: EnvSource | None = None, **options: Any):
     quiet=..., checkpoint_every=..., evaluation=... and device=... (load onto another device than
     the one the model trained on, e.g. "cpu" for a model trained on a GPU) are passed on to the
     algorithm.
+
+    Any other keyword changes a config field for the training that follows, e.g.
+    `load(path, learning_rate=1e-4)` to fine-tune. It is checked as the constructor checks it (an
+    unknown name, a value out of range), printed once unless quiet ("learning_rate 0.0003 ->
+    0.0001"), kept in `model.config` (the next save records it) and, with a run directory, written
+    into its config.json at the next learn(). Only fields that leave the saved state's shapes and
+    meaning as they are can change: one in the algorithm's `Config.fixed_by_checkpoint` (network
+    sizes, n_envs, buffer_size, observation normalisation, the seed, ...) raises a ConfigError
+    that names it and says why, before anything is written. Schedules count the run's steps from
+    its start, so a new start value applies from where the schedule stands: learning_rate=1e-4
+    with learning_rate_schedule="linear" trains at step N at 1e-4 * (1 - N / schedule_steps), not
+    at 1e-4, and epsilon_start changed after epsilon_decay_steps changes nothing (raise
+    epsilon_end to explore more).
     """
     algorithm = read_manifest(path)["algorithm"]
     if algorithm not in ALGORITHMS:

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --eval-every: stop at the first evaluation whose mean return is at least R")
     resume.add_argument("--checkpoint-every", type=int, metavar="N",
                         help="also write checkpoints/latest every N env steps (default: the run's)")
+    resume.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a config field that leaves the saved state as it is (repeatable), e.g. --set "
+                             "learning_rate=1e-4; recorded in the run's config.json")
     resume.add_argument("--device", help="load onto this device: cpu, cuda or auto (default: the one the model trained on)")
     resume.add_argument("--quiet", action="store_true", help="print only the final summary")
 
@@ -274,7 +277,7 @@ def resume(arguments: argparse.Namespace) -> int:
     there (progress.csv and TensorBoard go on, the final checkpoint is replaced); a checkpoint
     elsewhere, or one behind its run's final or latest (best, say), gets a new run directory.
     Training continues exactly where it stopped when the env position was saved (see
-    rlfoundry.envs.state)."""
+    rlfoundry.envs.state); --set changes config fields that leave the saved state as it is."""
     import rlfoundry
 
     if arguments.steps < 1:
@@ -300,15 +303,22 @@ def resume(arguments: argparse.Namespace) -> int:
     else:
         run_dir = None
     continues_run = run_dir is not None
+    manifest = read_manifest(path)
+    overrides = {}
+    if arguments.overrides:
+        overrides = parse_overrides(algorithm_class(manifest["algorithm"]).Config, arguments.overrides)
+    if "device" in overrides:
+        raise UsageError(f"load onto a device with --device {overrides['device']}, not with --set device=...")
     take_run_options(arguments, source_run)
     if run_dir is None:
-        manifest = read_manifest(path)
         run_dir = new_run_dir(
             manifest["algorithm"], manifest["state"]["env"]["env_id"], manifest["config"]["seed"], arguments.runs_dir
         )
+    # Config changes are checked by load before anything is written, and recorded in the run's
+    # config.json: by write_run_config below for a new run directory, else at learn().
     model = rlfoundry.load(
         path, run_dir=run_dir, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every,
-        evaluation=periodic_evaluation(arguments), device=arguments.device,
+        evaluation=periodic_evaluation(arguments), device=arguments.device, **overrides,
     )
     if model.env_id is None:
         raise UsageError(f"{path} was trained on an env without a registered id: resume it from Python with rlfoundry.load(path, env=...)")

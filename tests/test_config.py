@@ -8,6 +8,7 @@ import pytest
 
 from rlfoundry.algorithms import ALGORITHMS
 from rlfoundry.run.config import (
+    FIXED_FIELD_REASONS,
     ConfigError,
     config_from_dict,
     config_to_dict,
@@ -84,6 +85,14 @@ def test_every_config_field_of_every_algorithm_is_documented(name):
     docs = field_docs(config_class)
     missing = [field.name for field in dataclasses.fields(config_class) if not docs.get(field.name)]
     assert not missing, f"{config_class.__name__} fields without a docstring line: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_every_field_fixed_by_a_checkpoint_is_a_field_with_a_reason(name):
+    config_class = ALGORITHMS[name].Config
+    fields = {field.name for field in dataclasses.fields(config_class)}
+    assert config_class.fixed_by_checkpoint - fields == set()
+    assert config_class.fixed_by_checkpoint - set(FIXED_FIELD_REASONS) == set()
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))

@@ -187,7 +187,7 @@ def test_bad_evaluations_are_refused_before_anything_is_trained(tmp_path):
     with pytest.raises(ConfigError, match=r"pass rlfoundry.PeriodicEvaluation\(every=...\)"):
         rlfoundry.PPO("CartPole-v1", evaluation=10_000)
     rlfoundry.QLearning("FrozenLake-v1", quiet=True).save(tmp_path / "saved")
-    with pytest.raises(TypeError, match="evaluation=..."):
+    with pytest.raises(ConfigError, match="unknown TabularConfig config key 'evaluate_every'"):
         rlfoundry.load(tmp_path / "saved", evaluate_every=10)
 
     # An env object made without gym.make has no id to evaluate on: said at learn(), before the first step.

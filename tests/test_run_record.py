@@ -5,10 +5,11 @@ import csv
 import json
 
 import gymnasium as gym
+import pytest
 
 import rlfoundry
 from rlfoundry.cli import main
-from rlfoundry.run.config import config_to_dict
+from rlfoundry.run.config import ConfigError, config_to_dict
 
 EVALUATION = dict(every=50, episodes=2)
 
@@ -83,3 +84,12 @@ def test_an_evaluation_env_object_is_named_not_written(tmp_path):
         "FrozenLake-v1", run_dir=tmp_path, quiet=True, evaluation=rlfoundry.PeriodicEvaluation(every=50, episodes=1, env=env)
     ).learn(50)
     assert record_of(tmp_path)["periodic_evaluation"]["env"] == f"a {type(env).__name__} (not an env id)"
+
+
+def test_a_record_that_is_not_json_stops_a_change_before_training(tmp_path):
+    rlfoundry.QLearning("FrozenLake-v1", run_dir=tmp_path, quiet=True).learn(50)
+    (tmp_path / "config.json").write_text("{")
+    model = rlfoundry.load(tmp_path / "checkpoints" / "final", run_dir=tmp_path, quiet=True, learning_rate=0.2)
+    with pytest.raises(ConfigError, match="config.json is not valid JSON"):
+        model.learn(50)
+    assert model.steps == 50 and (tmp_path / "config.json").read_text() == "{"

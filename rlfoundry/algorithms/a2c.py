@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -73,6 +73,8 @@ class A2CConfig(ActorCriticConfig):
     """Weight of the value loss (the loss has no 1/2 factor)."""
     max_grad_norm: float | None = 0.5
     """Clip the global gradient norm to this before each step; None: no clipping."""
+
+    fixed_by_checkpoint: ClassVar[frozenset[str]] = ActorCriticConfig.fixed_by_checkpoint | {"optimizer"}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ from rlfoundry.run.config import require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
-from rlfoundry.run.off_policy import crossings, note_warm_up, require_widths, restore_replay
+from rlfoundry.run.off_policy import FIXED_WITH_REPLAY, crossings, note_warm_up, require_widths, restore_replay
 from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, step_optimizer
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.seeding import prediction_generator
@@ -113,6 +113,11 @@ class DQNConfig:
     torch_threads: int | None = None
     """torch intra-op threads; None uses rlfoundry's measured default (1)."""
 
+    # Fields that shape or give meaning to saved state: a loaded model keeps the checkpoint's (run/config.py).
+    fixed_by_checkpoint: ClassVar[frozenset[str]] = FIXED_WITH_REPLAY | {
+        "replay_storage", "n_step", "clip_rewards", "hidden_sizes", "activation",
+    }
+
     def __post_init__(self) -> None:
         require_int("seed", self.seed, 0)
         require_int("n_envs", self.n_envs, 1)
@@ -167,8 +172,7 @@ class DQN:
         )
         uses_images = is_image_space(self.observation_space)
         self.device = resolve_device(config.device, uses_images=uses_images)
-        self.q_network = QNetwork(self.observation_space, self.n_actions, config.hidden_sizes, config.activation)
-        self.q_network.to(self.device)
+        self.q_network = QNetwork(self.observation_space, self.n_actions, config.hidden_sizes, config.activation).to(self.device)
         self.target_network = QNetwork(self.observation_space, self.n_actions, config.hidden_sizes, config.activation)
         self.target_network.to(self.device).load_state_dict(self.q_network.state_dict())
         self.target_network.requires_grad_(False)
@@ -242,8 +246,7 @@ class DQN:
         """Train for `total_steps` more env steps (rounded up to a multiple of n_envs).
         callback(status) runs at each point between updates (rlfoundry.TrainingStatus); False ends it."""
         require_int("total_steps", total_steps, 1)
-        config = self.config
-        training_env = self.training_env
+        config, training_env = self.config, self.training_env
         monitor = TrainingMonitor.of(self, total_steps, self.steps, callback)
         note_warm_up(monitor, self.replay, self.steps, total_steps, config.learning_starts)
         if not training_env.resumed_exactly:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.reinforce import reinforce_loss
@@ -77,6 +77,11 @@ class ReinforceConfig:
     """'auto' (CPU for MLPs, CUDA for images when present), 'cpu' or 'cuda'."""
     torch_threads: int | None = None
     """torch intra-op threads; None uses rlfoundry's measured default (1)."""
+
+    # Fields that shape or give meaning to saved state: a loaded model keeps the checkpoint's (run/config.py).
+    fixed_by_checkpoint: ClassVar[frozenset[str]] = frozenset(
+        {"seed", "n_envs", "baseline", "hidden_sizes", "activation", "orthogonal_init", "log_std_init"}
+    )
 
     def __post_init__(self) -> None:
         require_int("seed", self.seed, 0)

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -73,6 +73,8 @@ class SACConfig(OffPolicyConfig):
     """'simultaneous': all three gradients from the same parameters, one backward pass and one Adam step
     (rlkit's SACTrainer); 'sequential': the critics step first and the actor and
     temperature see the stepped critics (Stable-Baselines3, CleanRL)."""
+
+    fixed_by_checkpoint: ClassVar[frozenset[str]] = OffPolicyConfig.fixed_by_checkpoint | {"alpha"}
 
     def __post_init__(self) -> None:
         super().__post_init__()

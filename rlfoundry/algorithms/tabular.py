@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -65,6 +65,9 @@ class TabularConfig:
     """How greedy choices break ties while training: uniformly at random, or the lowest action index."""
     initial_q: float = 0.0
     """Initial value of every Q(s, a); optimistic values encourage exploration."""
+
+    # Fields that shape or give meaning to saved state: a loaded model keeps the checkpoint's (run/config.py).
+    fixed_by_checkpoint: ClassVar[frozenset[str]] = frozenset({"seed", "n_envs", "initial_q"})
 
     def __post_init__(self) -> None:
         require_int("seed", self.seed, 0)

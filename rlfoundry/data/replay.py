@@ -414,7 +414,6 @@ class ReplayBuffer:
             "n_envs": self.n_envs,
             "storage": self.storage,
             "n_step": self.n_step,
-            "gamma": self.gamma,
             "position": self.position,
             "filled_rows": self.filled_rows,
         }
@@ -441,7 +440,9 @@ class ReplayBuffer:
 
     def restore(self, state: dict[str, Any] | None, arrays: dict[str, np.ndarray], prefix: str = "replay") -> None:
         """Load what checkpoint_state wrote into this (empty, identically configured) buffer; a
-        checkpoint saved without its transitions (state None) leaves it empty."""
+        checkpoint saved without its transitions (state None) leaves it empty. gamma stays this
+        buffer's own: the rewards are stored raw and discounted when sampled, so a model loaded
+        with another gamma discounts the saved transitions with it."""
         if state is None:
             return
         for name in ("capacity", "n_envs", "storage", "n_step"):
@@ -450,7 +451,6 @@ class ReplayBuffer:
                     f"the saved replay buffer has {name}={state[name]!r} but this one has {getattr(self, name)!r}: "
                     "build the buffer with the saved settings before restoring it"
                 )
-        self.gamma = state["gamma"]
         self.position = state["position"]
         self.filled_rows = state["filled_rows"]
         filled = slice(0, self.filled_rows)

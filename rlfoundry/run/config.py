@@ -20,6 +20,69 @@ class ConfigError(ValueError):
     """A config value or key that cannot be used; the message says what to do instead."""
 
 
+# Why a field stays as the checkpoint has it when a model is loaded: each Config names its own
+# in `fixed_by_checkpoint` (a class attribute, not a field), and every name there has a reason here.
+FIXED_FIELD_REASONS = {
+    "seed": "seeded the generators and envs whose states the checkpoint holds",
+    "n_envs": "is the number of envs whose positions and statistics the checkpoint holds",
+    "hidden_sizes": "shapes the saved networks",
+    "actor_hidden_sizes": "shapes the saved actor",
+    "critic_hidden_sizes": "shapes the saved critics",
+    "activation": "is part of the function the saved networks compute",
+    "shared_torso": "shapes the saved network",
+    "orthogonal_init": "only sets the initial weights, which the checkpoint's replace",
+    "log_std_init": "only sets the initial log standard deviation, which the checkpoint's replaces",
+    "initial_q": "only sets the initial Q table, which the checkpoint's replaces",
+    "alpha": "only sets the initial entropy temperature, which the checkpoint's replaces",
+    "normalize_observations": "decides whether the checkpoint holds observation statistics",
+    "normalize_rewards": "decides whether the checkpoint holds return statistics",
+    "buffer_size": "sets the layout of the saved replay buffer",
+    "replay_storage": "sets the layout of the saved replay buffer",
+    "n_step": "sets the layout of the saved replay buffer",
+    "clip_rewards": "decides whether the saved replay buffer's rewards are clipped",
+    "optimizer": "chooses the optimiser whose state the checkpoint holds",
+    "baseline": "decides whether the checkpoint holds a value network",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigChange:
+    """A config field given a new value when a checkpoint was loaded."""
+
+    name: str
+    before: Any
+    after: Any
+
+    def __str__(self) -> str:
+        return f"{self.name} {_shown(self.before)} -> {_shown(self.after)}"
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def override_config(config: Any, overrides: typing.Mapping[str, Any]) -> tuple[Any, list[ConfigChange]]:
+    """`config` with `overrides` applied, checked as a new config is (unknown keys, the dataclass's
+    own validation), and the fields whose values changed. A field in the config's
+    `fixed_by_checkpoint` may only be given the value it has: ConfigError saying why otherwise."""
+    config_class = type(config)
+    check_keys(config_class, overrides)
+    overridden = dataclasses.replace(config, **overrides)
+    changes = [
+        ConfigChange(name, getattr(config, name), getattr(overridden, name))
+        for name in overrides
+        if getattr(overridden, name) != getattr(config, name)
+    ]
+    for change in changes:
+        if change.name in config_class.fixed_by_checkpoint:
+            raise ConfigError(
+                f"{change.name} cannot change when a checkpoint is loaded (it has {_shown(change.before)}): it "
+                f"{FIXED_FIELD_REASONS[change.name]}; leave {change.name} out, or train a new model with "
+                f"{change.name}={_shown(change.after)}"
+            )
+    return overridden, changes
+
+
 def require_range(
     name: str,
     value: float,
@@ -121,12 +184,13 @@ def _own_field_docs(config_class: type) -> dict[str, str]:
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass (tuples become lists)."""
-    return {field.name: _jsonable(getattr(config, field.name)) for field in dataclasses.fields(config)}
+    return {field.name: jsonable(getattr(config, field.name)) for field in dataclasses.fields(config)}
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """A config value as JSON holds it (tuples become lists)."""
     if isinstance(value, tuple):
-        return [_jsonable(item) for item in value]
+        return [jsonable(item) for item in value]
     return value
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.run.checkpoint import Checkpoint, checkpoint_steps, load_checkpoint, run_checkpoints, save_checkpoint
-from rlfoundry.run.config import ConfigError, check_keys, config_from_dict, config_to_dict, require_int
+from rlfoundry.run.config import ConfigError, check_keys, config_from_dict, config_to_dict, override_config, require_int
 from rlfoundry.run.device import configure_threads, resolve_device
 from rlfoundry.run.evaluation import PeriodicEvaluation, checked_evaluation
 from rlfoundry.run.monitor import existing_run_files
@@ -31,6 +31,9 @@ from rlfoundry.run.torch_state import (
     restore_generator_tensors,
 )
 from rlfoundry.run.training_env import TrainingEnv
+
+# What rlfoundry.load takes besides the checkpoint's config fields (which it takes as overrides).
+LOAD_OPTIONS = ("run_dir", "quiet", "checkpoint_every", "evaluation", "device")
 
 
 def initialise(
@@ -66,7 +69,7 @@ def set_run_options(
 ) -> None:
     """The options of a run that are not config (not saved in a checkpoint): a new model's and a
     loaded one's (`checkpoint`: the path it was loaded from, kept as `loaded_from`) alike, with no
-    evaluations made yet. Checked before anything is trained or written."""
+    evaluations made and no config changes to record yet. Checked before anything is trained or written."""
     if run_dir is not None:
         require_run_dir_for(Path(run_dir), checkpoint)
     if checked_checkpoint_every(checkpoint_every) is not None and run_dir is None:
@@ -80,6 +83,8 @@ def set_run_options(
     model.evaluation = checked_evaluation(evaluation)
     model.evaluations = []
     model.loaded_from = None if checkpoint is None else str(checkpoint)
+    # Config changes made at load that the run directory's record does not list yet (run/record.py).
+    model.config_changes = []
 
 
 def require_run_dir_for(run_dir: Path, checkpoint: str | Path | None) -> None:
@@ -161,13 +166,9 @@ def save_model(
 
 def load_model(cls: type[Any], path: str | Path, env: EnvSource | None, options: dict[str, Any]) -> tuple[Any, Checkpoint, TrainingEnv]:
     """An un-built instance of cls with config, run_dir, quiet and rng restored, the checkpoint,
-    and the training env at its saved position (built from `env` if given, else the saved id)."""
-    unknown = set(options) - {"run_dir", "quiet", "checkpoint_every", "evaluation", "device"}
-    if unknown:
-        raise TypeError(
-            f"unknown load option(s) {', '.join(sorted(unknown))}: use run_dir=..., quiet=..., checkpoint_every=..., "
-            "evaluation=... or device=..."
-        )
+    and the training env at its saved position (built from `env` if given, else the saved id).
+    `options` are LOAD_OPTIONS and config fields to change (override_config: only those that
+    leave the saved state's shapes and meaning as they are), printed once unless quiet."""
     checkpoint = load_checkpoint(path, algorithm=cls.name)
     model = object.__new__(cls)  # no __init__: the model is built from the checkpoint
     config = config_from_dict(cls.Config, checkpoint.config)
@@ -176,11 +177,14 @@ def load_model(cls: type[Any], path: str | Path, env: EnvSource | None, options:
             raise ConfigError(f"{cls.name} learns a table, not networks: it has no device to load onto, leave device out")
         # The tensors are saved without a device: a model trained on a GPU loads onto the CPU.
         config = dataclasses.replace(config, device=options["device"])
-    model.config = config
+    model.config, changes = override_config(config, {name: value for name, value in options.items() if name not in LOAD_OPTIONS})
     set_run_options(
         model, options.get("run_dir"), options.get("quiet", False), options.get("checkpoint_every"), options.get("evaluation"),
         checkpoint=path,
     )
+    model.config_changes = changes
+    if changes and not model.quiet:
+        print(f"{cls.name}: {path} loaded with {', '.join(map(str, changes))}")
     model.rng = restore_generator(checkpoint.state["rng"])
     # Without a saved env position, fresh episodes start from a seed that differs from step 0's.
     seed = model.config.seed + checkpoint.counters["steps"]
@@ -193,7 +197,8 @@ def restore_torch(
     modules: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
 ) -> None:
-    """Load modules and optimisers saved under the same names."""
+    """Load modules and optimisers saved under the same names (the optimisers' step sizes and
+    other settings stay those they were built with from the model's config: see load_optimizer)."""
     for name, module in modules.items():
         load_module(name, module, checkpoint.tensors)
     for name, optimizer in (optimizers or {}).items():

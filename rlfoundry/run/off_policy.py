@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar, Union
+from typing import Any, ClassVar, NamedTuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -51,6 +51,10 @@ from rlfoundry.run.training_env import TrainingEnv
 UnitPolicy = Callable[[np.ndarray], np.ndarray]
 """Observations [N, O] (numpy) -> unit actions [N, A] in [-1, 1] (numpy float32)."""
 Part = Union[nn.Module, torch.optim.Optimizer]
+
+
+# What every checkpoint with a replay buffer keeps (DQN's and OffPolicyConfig's fixed_by_checkpoint).
+FIXED_WITH_REPLAY = frozenset({"seed", "n_envs", "buffer_size"})
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,11 @@ class OffPolicyConfig:
     """'auto' (the CPU: these MLPs are faster there), 'cpu' or 'cuda'."""
     torch_threads: int | None = None
     """torch intra-op threads; None uses rlfoundry's measured default (1)."""
+
+    # Fields that shape or give meaning to saved state: a loaded model keeps the checkpoint's (run/config.py).
+    fixed_by_checkpoint: ClassVar[frozenset[str]] = FIXED_WITH_REPLAY | {
+        "actor_hidden_sizes", "critic_hidden_sizes", "activation",
+    }
 
     def __post_init__(self) -> None:
         require_int("seed", self.seed, 0)

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -83,6 +83,12 @@ class ActorCriticConfig:
     """'auto' (CPU for MLPs, CUDA for images when present), 'cpu' or 'cuda'."""
     torch_threads: int | None = None
     """torch intra-op threads; None uses rlfoundry's measured default (1)."""
+
+    # Fields that shape or give meaning to saved state: a loaded model keeps the checkpoint's (run/config.py).
+    fixed_by_checkpoint: ClassVar[frozenset[str]] = frozenset({
+        "seed", "n_envs", "hidden_sizes", "activation", "shared_torso", "orthogonal_init", "log_std_init",
+        "normalize_observations", "normalize_rewards",
+    })
 
     def __post_init__(self) -> None:
         require_int("seed", self.seed, 0)

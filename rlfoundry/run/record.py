@@ -8,7 +8,9 @@ the checkpoint resumed from and its step), and by the first learn() call of a Py
 run_dir, with the same keys: total_steps is the steps that call asked for (learn() rounds it up,
 later calls train more: progress.csv and the checkpoints count what was trained), and
 preset_source is None, or for a loaded model resumed_from and resumed_at_step. Later learn()
-calls and resumed runs that go on in the directory leave it as it is.
+calls and resumed runs that go on in the directory leave it as it is, except for config changes
+made at load (rlfoundry.load(path, learning_rate=...), `rlf resume --set`): `config` becomes the
+config in force, and `config_changes` lists each change with the step from which it applies.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rlfoundry.run.config import config_to_dict
+from rlfoundry.run.config import ConfigError, config_to_dict, jsonable
 from rlfoundry.version import __version__
 
 RECORD = "config.json"
@@ -27,8 +29,8 @@ RECORD = "config.json"
 
 def write_run_record(run_dir: Path, model: Any, **details: Any) -> None:
     """Write RUN_DIR/config.json (making the directory if missing): the algorithm, env id,
-    `details` (how the run came about), the config, any periodic evaluation, checkpoint_every and
-    the rlfoundry version."""
+    `details` (how the run came about), the config, the config changes made at load, any periodic
+    evaluation, checkpoint_every and the rlfoundry version."""
     evaluation = None if model.evaluation is None else dataclasses.asdict(model.evaluation)
     if evaluation is not None and not (evaluation["env"] is None or isinstance(evaluation["env"], str)):
         # An env object or a function that makes one: JSON holds its kind, not the object.
@@ -38,6 +40,7 @@ def write_run_record(run_dir: Path, model: Any, **details: Any) -> None:
         "env_id": model.env_id,
         **details,
         "config": config_to_dict(model.config),
+        "config_changes": _take_changes(model),
         "periodic_evaluation": evaluation,
         "checkpoint_every": model.checkpoint_every,
         "rlfoundry_version": __version__,
@@ -48,14 +51,40 @@ def write_run_record(run_dir: Path, model: Any, **details: Any) -> None:
 
 def record_learn_call(model: Any, asked_steps: int) -> None:
     """At the start of a learn() call with a run directory: write the run's record if it has none
-    yet (the first call of a Python run)."""
-    if model.run_dir is None or (model.run_dir / RECORD).is_file():
+    yet (the first call of a Python run), else add the config changes made at load to it."""
+    if model.run_dir is None:
         return
-    origin = (
-        {"preset_source": None} if model.loaded_from is None
-        else {"resumed_from": model.loaded_from, "resumed_at_step": model.steps}
-    )
-    write_run_record(model.run_dir, model, total_steps=asked_steps, **origin)
+    path = model.run_dir / RECORD
+    if not path.is_file():
+        origin = (
+            {"preset_source": None} if model.loaded_from is None
+            else {"resumed_from": model.loaded_from, "resumed_at_step": model.steps}
+        )
+        write_run_record(model.run_dir, model, total_steps=asked_steps, **origin)
+    elif model.config_changes:
+        record = read_run_record(model.run_dir)
+        record["config"] = config_to_dict(model.config)
+        record["config_changes"] = record.get("config_changes", []) + _take_changes(model)
+        _write_atomically(path, record)
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    """RUN_DIR/config.json as written by write_run_record; ConfigError if it is not valid JSON."""
+    path = run_dir / RECORD
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} is not valid JSON ({error}): repair it or move it away") from None
+
+
+def _take_changes(model: Any) -> list[dict[str, Any]]:
+    """The model's config changes not yet recorded, as record entries; afterwards there are none."""
+    entries = [
+        {"step": model.steps, "field": change.name, "from": jsonable(change.before), "to": jsonable(change.after)}
+        for change in model.config_changes
+    ]
+    model.config_changes = []
+    return entries
 
 
 def _write_atomically(path: Path, record: dict[str, Any]) -> None:

@@ -45,7 +45,12 @@ def optimizer_state(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict
 def load_optimizer(
     prefix: str, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], saved: dict[str, Any]
 ) -> None:
-    """Restore an optimiser saved by optimizer_state(prefix, ...)."""
+    """Restore the state of an optimiser saved by optimizer_state(prefix, ...): its moments and
+    step counts. Its settings (learning rate, epsilon, ...) stay those it was built with, from the
+    loading model's config: the saved ones came from the same config (a scheduled rate is set
+    anew before each step), unless the config was changed at load (rlfoundry.load(path,
+    learning_rate=...)), whose new values must not be put back."""
+    settings = [{name: value for name, value in group.items() if name != "params"} for group in optimizer.param_groups]
     state: dict[int, dict[str, Any]] = {}
     start = len(prefix) + 1
     for key, tensor in tensors.items():
@@ -55,6 +60,8 @@ def load_optimizer(
     for parameter_index, values in saved["scalars"].items():
         state.setdefault(int(parameter_index), {}).update(values)
     optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+    for group, built_with in zip(optimizer.param_groups, settings):
+        group.update(built_with)
 
 
 def generator_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
