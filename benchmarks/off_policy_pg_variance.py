@@ -50,6 +50,7 @@ def measure(termination_probability: float, sigma: float) -> list[str]:
     weights = estimator_weights(episodes, GAMMA, "reward_to_go", True, "none")
     ratios = trajectory_ratios(target_logits, logits, episodes)
     products = np.prod(ratios, axis=0)
+    step_ratios = ratios[episodes.mask]  # one per step taken; each has mean 1 under theta
     rows = []
     for ratio, max_weight in VARIANTS:
         importance = numpy_importance_weights(ratios, ratio)
@@ -71,7 +72,8 @@ def measure(termination_probability: float, sigma: float) -> list[str]:
         )
     effective = products.sum() ** 2 / (products**2).sum() / EPISODES
     summary = (
-        f"| {1 / termination_probability:.1f} | {sigma:g} | {np.median(products):.3f} | {(products < 0.1).mean():.3f} | "
+        f"| {1 / termination_probability:.1f} | {sigma:g} | {(step_ratios < 1).mean():.3f} | {np.log(step_ratios).mean():.3f} | "
+        f"{np.median(products):.3f} | {(products < 0.1).mean():.3f} | "
         f"{(products > 10).mean():.4f} | {products.max():.3g} | {effective:.3f} |"
     )
     return rows, summary
@@ -91,8 +93,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     print("\n".join(estimator_rows))
     print()
-    print("| mean episode length | sigma | median prod rho | P(prod < 0.1) | P(prod > 10) | max prod | effective sample fraction |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| mean episode length | sigma | P(rho_t < 1) per step | mean log rho_t per step | median prod rho | "
+        "P(prod < 0.1) | P(prod > 10) | max prod | effective sample fraction |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(product_rows))
 
 
