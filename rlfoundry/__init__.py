@@ -52,8 +52,8 @@ def load(path: str | Path, env: EnvSource | None = None, **options: Any):
     sizes, n_envs, buffer_size, observation normalisation, the seed, ...) raises a ConfigError
     that names it and says why, before anything is written. Schedules count the run's steps from
     its start, so a new start value applies from where the schedule stands: learning_rate=1e-4
-    with learning_rate_schedule="linear" trains at step N at 1e-4 * (1 - N / schedule_steps), not
-    at 1e-4, and epsilon_start changed after epsilon_decay_steps changes nothing (raise
+    with learning_rate_schedule="linear" trains at step N at 1e-4 * (1 - N / H), H being
+    schedule_steps or, without it, the step the learn() call ends at, not at 1e-4, and epsilon_start changed after epsilon_decay_steps changes nothing (raise
     epsilon_end to explore more).
     """
     algorithm = read_manifest(path)["algorithm"]
