@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="change a config field that leaves the saved state as it is (repeatable), e.g. --set "
                              "learning_rate=1e-4; recorded in the run's config.json")
     resume.add_argument("--device", help="load onto this device: cpu, cuda or auto (default: the one the model trained on)")
+    resume.add_argument("--no-memory-check", dest="check_replay_memory", action="store_const", const=False,
+                        help="load a replay buffer that the memory check would refuse (check_replay_memory=False)")
     resume.add_argument("--quiet", action="store_true", help="print only the final summary")
 
     evaluate = commands.add_parser("eval", help="evaluate a saved checkpoint")
@@ -92,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=20, help="number of episodes (default 20)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs")
     evaluate.add_argument("--device", help="load onto this device: cpu, cuda or auto (default: the one the model trained on)")
+    evaluate.add_argument("--no-memory-check", dest="check_replay_memory", action="store_const", const=False,
+                          help="load a replay buffer that the memory check would refuse (check_replay_memory=False)")
     evaluate.add_argument("--env", dest="env_id", help="evaluate on this env id instead of the training one")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of acting greedily")
     evaluate.add_argument("--max-episode-steps", type=int, metavar="K",
@@ -318,7 +322,8 @@ def resume(arguments: argparse.Namespace) -> int:
     # config.json: by write_run_config below for a new run directory, else at learn().
     model = rlfoundry.load(
         path, run_dir=run_dir, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every,
-        evaluation=periodic_evaluation(arguments), device=arguments.device, **overrides,
+        evaluation=periodic_evaluation(arguments), device=arguments.device,
+        check_replay_memory=arguments.check_replay_memory, **overrides,
     )
     if model.env_id is None:
         raise UsageError(f"{path} was trained on an env without a registered id: resume it from Python with rlfoundry.load(path, env=...)")
@@ -346,7 +351,7 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
         # A run directory: its furthest checkpoint, as `rlf resume` takes.
         checkpoint = max(run_checkpoints(checkpoint), key=checkpoint_steps)
         print(f"checkpoint: {checkpoint}")
-    model = rlfoundry.load(checkpoint, quiet=True, device=arguments.device)
+    model = rlfoundry.load(checkpoint, quiet=True, device=arguments.device, check_replay_memory=arguments.check_replay_memory)
     if arguments.env_id is None and model.env_id is None:
         raise UsageError(f"{checkpoint} was trained on an env without a registered id: name one with --env ENV_ID")
     deterministic = not arguments.stochastic

@@ -10,7 +10,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.wrappers import FrameStackObservation
 
-from rlfoundry.data.replay import ReplayBatch, ReplayBuffer
+from rlfoundry.data.replay import ESTIMATED_EPISODE_STEPS, INITIAL_FINAL_ENTRIES, ReplayBatch, ReplayBuffer
 from rlfoundry.envs.spaces import SpaceError
 from rlfoundry.envs.vector import make_env, step_vector
 from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError, load_checkpoint, save_checkpoint
@@ -199,8 +199,21 @@ def test_byte_budget_of_one_million_atari_transitions():
     assert ReplayBuffer.bytes_needed(million, frames, actions, "shared") == million * (28224 + 8 + 14)
     assert ReplayBuffer.bytes_needed(million, frames, actions, "frames") == million * (7056 + 8 + 15)
     small = ReplayBuffer(1000, frames, actions, n_envs=4, storage="frames")
-    # nbytes also counts the side store of final frames, which starts at 64 frames and grows.
-    assert small.nbytes == ReplayBuffer.bytes_needed(1000, frames, actions, "frames") + 64 * 7056
+    # nbytes also counts the side store of final frames (64 to start with, it grows), the newest
+    # step's next observations and each env's steps since its episode started.
+    assert small.nbytes == ReplayBuffer.bytes_needed(1000, frames, actions, "frames") + 64 * 7056 + 4 * 28224 + 4
+
+
+@pytest.mark.parametrize("storage", ["full", "shared", "frames"])
+def test_bytes_when_full_are_the_arrays_of_a_new_buffer_plus_the_side_stores_growth(storage):
+    frames, actions = spaces.Box(0, 255, (4, 6, 6), np.uint8), spaces.Box(-1, 1, (2,), np.float32)
+    small = ReplayBuffer(1000, frames, actions, n_envs=3, storage=storage)  # 10 episodes: the first 64 entries hold them
+    assert ReplayBuffer.bytes_when_full(1000, frames, actions, 3, storage) == small.nbytes
+    grown = 4 * INITIAL_FINAL_ENTRIES * ESTIMATED_EPISODE_STEPS  # 256 episodes: 3 doublings of the side store
+    side_entry = {"full": 0, "shared": 144, "frames": 36}[storage]
+    assert ReplayBuffer.bytes_when_full(grown, frames, actions, 3, storage) == (
+        ReplayBuffer(grown, frames, actions, n_envs=3, storage=storage).nbytes + 3 * INITIAL_FINAL_ENTRIES * side_entry
+    )
 
 
 @pytest.mark.parametrize("storage", ["full", "shared", "frames"])

@@ -55,7 +55,6 @@ from rlfoundry.run.seeding import prediction_generator
 from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.evaluation import PeriodicEvaluation
 
-
 TARGET_BLOCK_ROWS = 1024
 """Rows per forward pass of the target network over a burst's next observations."""
 
@@ -72,6 +71,8 @@ class DQNConfig:
     """Adam's step size."""
     buffer_size: int = 1_000_000
     """Transitions the replay buffer keeps (rounded up to a multiple of n_envs)."""
+    check_replay_memory: bool = True
+    """Refuse a replay buffer that would not fit in the memory available (rlfoundry.run.memory); False skips the check."""
     replay_storage: Literal["auto", "full", "shared", "frames"] = "auto"
     """How the buffer stores observations (rlfoundry.data.replay); 'auto': 'frames' for image stacks, else 'full'."""
     learning_starts: int = 100
@@ -123,6 +124,7 @@ class DQNConfig:
         require_int("n_envs", self.n_envs, 1)
         require_range("learning_rate", self.learning_rate, 0.0, low_inclusive=False)
         require_int("buffer_size", self.buffer_size, 1)
+        require_choice("check_replay_memory", self.check_replay_memory, (True, False))
         require_choice("replay_storage", self.replay_storage, ("auto",) + STORAGES)
         require_int("learning_starts", self.learning_starts, 0)
         require_int("batch_size", self.batch_size, 1)
@@ -193,7 +195,7 @@ class DQN:
             storage = "frames" if stacked else "shared" if uses_images else "full"
         self.replay = ReplayBuffer(
             config.buffer_size, self.observation_space, self.action_space, config.n_envs,
-            gamma=config.gamma, n_step=config.n_step, storage=storage,
+            gamma=config.gamma, n_step=config.n_step, storage=storage, check_memory=config.check_replay_memory,
         )
         self.steps = 0
         self.gradient_steps_done = 0
@@ -330,9 +332,8 @@ class DQN:
             return torch.cat([self.target_network(rows) for rows in blocks])
         return torch.cat([self.target_mlp.forward(rows, self.target_workspace)[-1] for rows in blocks])
 
-    def _double_dqn_targets(
-        self, batch: ReplayBatch, next_q_values_target: torch.Tensor, size: int
-    ) -> Iterator[torch.Tensor]:
+    def _double_dqn_targets(self, batch: ReplayBatch, next_q_values_target: torch.Tensor,
+                            size: int) -> Iterator[torch.Tensor]:
         """Double DQN's targets [B, 1] minibatch by minibatch, each made just before its step: the
         online network that picks the next actions changes with every step."""
         columns = (batch.rewards, batch.discounts, batch.terminated, batch.next_observations, next_q_values_target)
@@ -342,9 +343,8 @@ class DQN:
                 targets = double_dqn_targets(rewards, discounts, terminated, next_q_values_online, next_target)
             yield targets.unsqueeze(-1)
 
-    def _gradient_step(
-        self, observations: torch.Tensor, action_index: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor
-    ) -> torch.Tensor:
+    def _gradient_step(self, observations: torch.Tensor, action_index: torch.Tensor, weights: torch.Tensor,
+                       targets: torch.Tensor) -> torch.Tensor:
         """One Adam step on the loss of a minibatch (action_index and targets [B, 1], weights the
         chosen_action_weights [B, A]); returns its TD errors [B, 1] before the step."""
         config = self.config

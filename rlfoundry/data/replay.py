@@ -17,7 +17,11 @@ Three ways to store observations (`storage`), from simplest to leanest, in bytes
               the K last frames of the episode
 
 For 1M Atari transitions (4 x 84 x 84 uint8 stacks, Discrete actions stored as int64) that is
-56.5 GB "full", 28.2 GB "shared" and 7.1 GB "frames" (`ReplayBuffer.bytes_needed` computes it). "shared" and
+56.5 GB "full", 28.2 GB "shared" and 7.1 GB "frames" (`ReplayBuffer.bytes_needed` computes it;
+`bytes_when_full` adds the side store and the newest step's next observations). The arrays are
+committed page by page as they fill, so a buffer that would not fit in the memory available
+(rlfoundry.run.memory) is refused at construction with an InsufficientMemoryError, before a run
+is killed by the kernel hours in; `check_memory=False` skips that check. "shared" and
 "frames" need consecutive `add` calls to be consecutive steps of the same vector env (what every
 training loop does); "frames" also needs the stacking of Gymnasium's FrameStackObservation with
 padding_type="reset" (the first stack of an episode repeats its first frame).
@@ -42,11 +46,15 @@ from gymnasium import spaces
 
 from rlfoundry.data.finite import require_finite_observations, require_finite_rewards
 from rlfoundry.envs.spaces import array_layout
+from rlfoundry.run.memory import USABLE_FRACTION, InsufficientMemoryError, available_memory
 
 Storage = Literal["full", "shared", "frames"]
 STORAGES = ("full", "shared", "frames")
 # Side-store entries allocated up front for "shared" / "frames"; doubled whenever full.
 INITIAL_FINAL_ENTRIES = 64
+ESTIMATED_EPISODE_STEPS = 100
+"""Mean episode length that `bytes_when_full` assumes for the side store's growth (one final
+observation per episode inside the buffer): Atari's episodes run hundreds to thousands of steps."""
 
 
 class ReplayBatch(NamedTuple):
@@ -94,6 +102,8 @@ class ReplayBuffer:
     gamma:             discount used for n-step sums and the `discounts` of sampled batches
     n_step:            rewards summed per sample (1: one-step transitions)
     storage:           "full", "shared" or "frames" (see the module docstring)
+    check_memory:      refuse (InsufficientMemoryError) a buffer whose `bytes_when_full` exceeds
+                       USABLE_FRACTION of the memory available; False skips the check
     """
 
     def __init__(
@@ -106,6 +116,7 @@ class ReplayBuffer:
         gamma: float = 0.99,
         n_step: int = 1,
         storage: Storage = "full",
+        check_memory: bool = True,
     ):
         _require_positive_int("capacity", capacity)
         _require_positive_int("n_envs", n_envs)
@@ -136,6 +147,8 @@ class ReplayBuffer:
                 f"capacity={capacity} gives {self.rows} rows of {n_envs} envs; this buffer needs at least "
                 f"{minimum_rows} rows: raise capacity to {minimum_rows * n_envs} or more"
             )
+        if check_memory:
+            self._require_memory(minimum_rows)
         rows_envs = (self.rows, n_envs)
         # "frames" keeps only the newest frame of each stack; the others keep whole observations.
         self.piece_shape = self.observation_shape[1:] if storage == "frames" else self.observation_shape
@@ -187,14 +200,14 @@ class ReplayBuffer:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the preallocated arrays now (the side store grows with ended episodes)."""
+        """Bytes held by the buffer's arrays now (the side store grows with ended episodes)."""
         arrays = [self.observations, self.actions, self.rewards, self.terminated, self.truncated]
         if self.storage == "full":
             arrays.append(self.next_observations)
         else:
-            arrays += [self.final_ids, self.final_store]
+            arrays += [self.final_ids, self.final_store, self.pending_next_observations]
         if self.storage == "frames":
-            arrays.append(self.steps_since_start)
+            arrays += [self.steps_since_start, self.running_steps_since_start]
         return sum(array.nbytes for array in arrays)
 
     @staticmethod
@@ -202,15 +215,70 @@ class ReplayBuffer:
         capacity: int, observation_space: spaces.Space, action_space: spaces.Space, storage: Storage = "full"
     ) -> int:
         """Bytes a buffer of `capacity` transitions needs, side store for ended episodes excluded."""
-        observation_shape, action_shape = _shapes(observation_space, action_space)
-        observation_bytes = int(np.prod(observation_shape)) * stored_dtype(observation_space).itemsize
+        _, action_shape = _shapes(observation_space, action_space)
+        observation_bytes, piece_bytes = _observation_bytes(observation_space, storage)
         action_bytes = int(np.prod(action_shape)) * stored_dtype(action_space).itemsize
         per_transition = {
             "full": 2 * observation_bytes + action_bytes + 4 + 1 + 1,
             "shared": observation_bytes + action_bytes + 4 + 1 + 1 + 8,
-            "frames": observation_bytes // max(observation_shape[0], 1) + action_bytes + 4 + 1 + 1 + 8 + 1,
+            "frames": piece_bytes + action_bytes + 4 + 1 + 1 + 8 + 1,
         }[storage]
         return capacity * per_transition
+
+    @staticmethod
+    def bytes_when_full(
+        capacity: int, observation_space: spaces.Space, action_space: spaces.Space, n_envs: int = 1, storage: Storage = "full"
+    ) -> int:
+        """Bytes a buffer takes once full: `bytes_needed` of its capacity (rounded up to a multiple
+        of n_envs), and for "shared" and "frames" the newest step's next observations and the side
+        store as episodes of ESTIMATED_EPISODE_STEPS steps grow it (what `nbytes` then reaches)."""
+        capacity = math.ceil(capacity / n_envs) * n_envs
+        total = ReplayBuffer.bytes_needed(capacity, observation_space, action_space, storage)
+        if storage != "full":
+            observation_bytes, piece_bytes = _observation_bytes(observation_space, storage)
+            entries = grown_size(INITIAL_FINAL_ENTRIES, capacity // ESTIMATED_EPISODE_STEPS)
+            total += n_envs * observation_bytes + entries * piece_bytes
+        if storage == "frames":
+            total += n_envs  # the steps since each env's episode started
+        return total
+
+    def _require_memory(self, minimum_rows: int) -> None:
+        """InsufficientMemoryError if the full buffer would take more than USABLE_FRACTION of the
+        memory available, naming the largest capacity that fits (and for images, leaner storages)."""
+        available = available_memory()
+        if available is None:
+            return
+        budget = USABLE_FRACTION * available.bytes
+
+        def size(rows: int, storage: Storage = self.storage) -> int:
+            return ReplayBuffer.bytes_when_full(rows * self.n_envs, self.observation_space, self.action_space, self.n_envs, storage)
+
+        if size(self.rows) <= budget:
+            return
+        fits, too_many = minimum_rows - 1, self.rows  # bisect for the most rows that fit
+        while too_many - fits > 1:
+            middle = (fits + too_many) // 2
+            fits, too_many = (middle, too_many) if size(middle) <= budget else (fits, middle)
+        largest = (
+            f"buffer_size={fits * self.n_envs:_} is the largest that fits"
+            if fits >= minimum_rows
+            else "not even the smallest buffer fits: free memory first"
+        )
+        leaner = []
+        if len(self.observation_shape) > 1:  # images: DQN's replay_storage
+            for storage in STORAGES[STORAGES.index(self.storage) + 1 :]:
+                if storage == "shared" or self.observation_shape[0] > 1:
+                    stacks = " if the observations are frame stacks [K, ...]" if storage == "frames" else ""
+                    leaner.append(f"replay_storage={storage!r} ({_readable_size(size(self.rows, storage))}{stacks})")
+        raise InsufficientMemoryError(
+            f"a replay buffer of {self.capacity:_} transitions of {self.observation_shape} {self.observation_dtype} "
+            f"observations ({self.storage!r} storage) takes {_readable_size(size(self.rows))} once full, more than "
+            f"{USABLE_FRACTION:.0%} of the {_readable_size(available.bytes)} of memory available ({available.source}): "
+            f"{largest}{''.join(f', or {option}' for option in leaner)}. To skip this check (with swap, say, or "
+            "memory freed later): check_replay_memory=False, a config field (rlf train --set check_replay_memory=false) "
+            "and for a checkpoint a load option (rlfoundry.load(path, check_replay_memory=False), rlf resume/eval "
+            "--no-memory-check)"
+        )
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -297,9 +365,7 @@ class ReplayBuffer:
         self.next_final_id += count
 
     def _grow_final_store(self, needed: int) -> None:
-        size = len(self.final_store)
-        while size < needed:
-            size *= 2
+        size = grown_size(len(self.final_store), needed)
         store = np.zeros((size,) + self.piece_shape, dtype=self.observation_dtype)
         live = np.arange(self.oldest_final_id, self.next_final_id)
         store[live % size] = self.final_store[live % len(self.final_store)]
@@ -469,6 +535,26 @@ class ReplayBuffer:
             self.pending_next_observations[:] = arrays[f"{prefix}.pending_next_observations"]
         if self.storage == "frames":
             self.running_steps_since_start = arrays[f"{prefix}.running_steps_since_start"].copy()
+
+
+def grown_size(size: int, needed: int) -> int:
+    """The side store's length after doubling `size` until it holds `needed` entries."""
+    while size < needed:
+        size *= 2
+    return size
+
+
+def _observation_bytes(observation_space: spaces.Space, storage: Storage) -> tuple[int, int]:
+    """(bytes of one observation, bytes of what a row keeps of it: the newest frame for "frames")."""
+    observation_shape, _ = array_layout(observation_space, "ReplayBuffer's observation_space")
+    observation_bytes = int(np.prod(observation_shape)) * stored_dtype(observation_space).itemsize
+    frame_bytes = observation_bytes // max(observation_shape[0], 1)
+    return observation_bytes, (frame_bytes if storage == "frames" else observation_bytes)
+
+
+def _readable_size(count: float) -> str:
+    """A byte count for a message: in GB from 1 GB up, else in MB."""
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
 
 
 def stored_dtype(space: spaces.Space) -> np.dtype:

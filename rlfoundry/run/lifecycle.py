@@ -32,8 +32,17 @@ from rlfoundry.run.torch_state import (
 )
 from rlfoundry.run.training_env import TrainingEnv
 
+# Config fields that belong to the machine a model is loaded on, not to its training, so a load
+# may set them (a model trained on a GPU loads onto the CPU; a buffer too big for this machine's
+# memory check loads anyway); for each, what a model without it is, for the error.
+MACHINE_FIELDS = {
+    "device": "learns a table, not networks: it has no device to load onto",
+    "check_replay_memory": "keeps no replay buffer: it has no memory check to skip",
+}
+
+
 # What rlfoundry.load takes besides the checkpoint's config fields (which it takes as overrides).
-LOAD_OPTIONS = ("run_dir", "quiet", "checkpoint_every", "evaluation", "device")
+LOAD_OPTIONS = ("run_dir", "quiet", "checkpoint_every", "evaluation", *MACHINE_FIELDS)
 
 
 def initialise(
@@ -167,16 +176,17 @@ def save_model(
 def load_model(cls: type[Any], path: str | Path, env: EnvSource | None, options: dict[str, Any]) -> tuple[Any, Checkpoint, TrainingEnv]:
     """An un-built instance of cls with config, run_dir, quiet and rng restored, the checkpoint,
     and the training env at its saved position (built from `env` if given, else the saved id).
-    `options` are LOAD_OPTIONS and config fields to change (override_config: only those that
-    leave the saved state's shapes and meaning as they are), printed once unless quiet."""
+    `options` are LOAD_OPTIONS (the MACHINE_FIELDS among them are set without counting as config
+    changes) and config fields to change (override_config: only those that leave the saved
+    state's shapes and meaning as they are), printed once unless quiet."""
     checkpoint = load_checkpoint(path, algorithm=cls.name)
     model = object.__new__(cls)  # no __init__: the model is built from the checkpoint
     config = config_from_dict(cls.Config, checkpoint.config)
-    if options.get("device") is not None:
-        if not hasattr(config, "device"):
-            raise ConfigError(f"{cls.name} learns a table, not networks: it has no device to load onto, leave device out")
-        # The tensors are saved without a device: a model trained on a GPU loads onto the CPU.
-        config = dataclasses.replace(config, device=options["device"])
+    for name, lacking in MACHINE_FIELDS.items():
+        if options.get(name) is not None:
+            if not hasattr(config, name):
+                raise ConfigError(f"{cls.name} {lacking}, leave {name} out")
+            config = dataclasses.replace(config, **{name: options[name]})
     model.config, changes = override_config(config, {name: value for name, value in options.items() if name not in LOAD_OPTIONS})
     set_run_options(
         model, options.get("run_dir"), options.get("quiet", False), options.get("checkpoint_every"), options.get("evaluation"),

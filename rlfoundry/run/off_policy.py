@@ -67,6 +67,8 @@ class OffPolicyConfig:
     """Parallel environments, acted in by one batched forward pass."""
     buffer_size: int = 1_000_000
     """Transitions the replay buffer keeps (rounded up to a multiple of n_envs)."""
+    check_replay_memory: bool = True
+    """Refuse a replay buffer that would not fit in the memory available (rlfoundry.run.memory); False skips the check."""
     learning_starts: int = 100
     """Env steps (over all envs) of uniformly random actions before the first gradient step."""
     batch_size: int = 256
@@ -103,6 +105,7 @@ class OffPolicyConfig:
         require_int("seed", self.seed, 0)
         require_int("n_envs", self.n_envs, 1)
         require_int("buffer_size", self.buffer_size, 1)
+        require_choice("check_replay_memory", self.check_replay_memory, (True, False))
         require_int("learning_starts", self.learning_starts, 0)
         require_int("batch_size", self.batch_size, 1)
         require_range("gamma", self.gamma, 0.0, 1.0)
@@ -170,7 +173,10 @@ class ReplayCollector:
         # SAC's action and target draws, TD3's smoothing noise (exploration noise is numpy's, `rng`).
         self.torch_rng = torch_generator(config.seed, self.device)
         unit_box = spaces.Box(-1.0, 1.0, (self.action_size,), np.float32)
-        self.replay = ReplayBuffer(config.buffer_size, observation_space, unit_box, config.n_envs, gamma=config.gamma)
+        self.replay = ReplayBuffer(
+            config.buffer_size, observation_space, unit_box, config.n_envs,
+            gamma=config.gamma, check_memory=config.check_replay_memory,
+        )
         self.steps = 0
         self.updates = 0
 
