@@ -1,5 +1,6 @@
 """Checkpoints: round trips, every error, atomic saves, exact resume in a new process."""
 
+import io
 import json
 import os
 import shutil
@@ -122,6 +123,51 @@ def test_object_arrays_are_never_unpickled(tmp_path):
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(CheckpointCorruptError, match="cannot be read safely"):
         rlfoundry.load(tmp_path / "q")
+
+
+def rewrite_array(checkpoint: Path, name: str, data: bytes) -> None:
+    """Replace arrays/NAME.npy of a checkpoint and record its new hash, as if it had been saved so."""
+    path = checkpoint / "arrays" / f"{name}.npy"
+    path.write_bytes(data)
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    manifest["files"][f"arrays/{name}.npy"] = checkpoint_module._sha256(path)
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("cut", [1, 100])
+def test_a_truncated_array_file_is_a_corrupt_checkpoint(tmp_path, cut):
+    trained().save(tmp_path / "q")
+    data = (tmp_path / "q" / "arrays" / "q_table.npy").read_bytes()
+    rewrite_array(tmp_path / "q", "q_table", data[:-cut])
+    with pytest.raises(CheckpointCorruptError, match="cannot be read safely: q_table.npy holds"):
+        rlfoundry.load(tmp_path / "q")
+
+
+def test_arrays_are_read_when_asked_for_whole_or_into_an_array_in_either_order(tmp_path):
+    table = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    save_checkpoint(tmp_path / "c", Checkpoint("demo", {}, {}, arrays={"table": table, "other": table}))
+    buffer = io.BytesIO()
+    np.save(buffer, np.asfortranarray(table), allow_pickle=False)  # another tool's file: Fortran order
+    rewrite_array(tmp_path / "c", "other", buffer.getvalue())
+    arrays = load_checkpoint(tmp_path / "c").arrays
+    assert sorted(arrays) == ["other", "table"] and "table" in arrays and "missing" not in arrays
+    for name in ("table", "other"):
+        np.testing.assert_array_equal(arrays[name], table)
+        into = np.zeros_like(table)
+        checkpoint_module.copy_array(arrays, name, into)
+        np.testing.assert_array_equal(into, table)
+    with pytest.raises(ValueError, match="'table' holds float32 values of shape \\(2, 3, 4\\), where float64"):
+        checkpoint_module.copy_array(arrays, "table", np.zeros((2, 3, 4)))
+
+
+def test_an_array_file_replaced_after_the_load_is_not_read(tmp_path):
+    """A save over the checkpoint (another process resuming the run, say) between loading the
+    manifest and reading the arrays must not mix two checkpoints."""
+    save_checkpoint(tmp_path / "c", Checkpoint("demo", {}, {}, arrays={"table": np.arange(4.0)}))
+    arrays = load_checkpoint(tmp_path / "c").arrays
+    save_checkpoint(tmp_path / "c", Checkpoint("demo", {}, {}, arrays={"table": np.arange(4.0) + 1}))
+    with pytest.raises(CheckpointCorruptError, match="table.npy: the file changed after the checkpoint was loaded"):
+        arrays["table"]
 
 
 def test_interrupted_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):

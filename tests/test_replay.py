@@ -3,6 +3,8 @@ n-step sums against a loop, Box actions, byte budgets and exact checkpoint round
 
 from __future__ import annotations
 
+import tracemalloc
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -216,6 +218,30 @@ def test_bytes_when_full_are_the_arrays_of_a_new_buffer_plus_the_side_stores_gro
     )
 
 
+def test_a_loaded_buffer_is_read_into_its_arrays_without_a_second_copy(tmp_path):
+    """Traced allocations (numpy reports its arrays to tracemalloc): the load used to hold each
+    array whole before copying it into the buffer, twice the buffer's memory at the peak."""
+    observations, actions = spaces.Box(-1, 1, (16,), np.float32), spaces.Discrete(3)
+    buffer = ReplayBuffer(150_000, observations, actions, n_envs=100)
+    rng = np.random.default_rng(0)
+    for _ in range(buffer.rows):
+        states = rng.standard_normal((100, 16), dtype=np.float32)
+        buffer.add(states, rng.integers(3, size=100), rng.standard_normal(100), states + 1, rng.random(100) < 0.01, [False] * 100)
+    state, arrays = buffer.checkpoint_state()
+    save_checkpoint(tmp_path / "checkpoint", Checkpoint("test", {}, {}, state={"replay": state}, arrays=arrays))
+    restored = ReplayBuffer(150_000, observations, actions, n_envs=100)
+    tracemalloc.start()
+    try:
+        loaded = load_checkpoint(tmp_path / "checkpoint")
+        restored.restore(loaded.state["replay"], loaded.arrays)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < restored.nbytes / 4  # 21.3 MB of arrays; what is traced is the hashing's 1 MB blocks
+    for name in ("observations", "next_observations", "actions", "rewards", "terminated", "truncated"):
+        np.testing.assert_array_equal(getattr(restored, name), getattr(buffer, name), err_msg=name)
+
+
 @pytest.mark.parametrize("storage", ["full", "shared", "frames"])
 def test_checkpoint_round_trip_continues_exactly(tmp_path, storage):
     stack = 3 if storage == "frames" else 0
@@ -243,6 +269,23 @@ def test_restore_refuses_a_differently_configured_buffer():
     other = ReplayBuffer(20, space.observation_space, space.action_space, storage="full")
     with pytest.raises(ValueError, match="storage='shared'"):
         other.restore(state, arrays)
+
+
+def test_restore_refuses_arrays_of_another_dtype_or_shape():
+    """They were cast or broadcast into the buffer without a word."""
+    space = gym.make("CartPole-v1")
+    saved = ReplayBuffer(20, space.observation_space, space.action_space)
+    saved.add(np.ones((1, 4)), [1], [1.0], np.ones((1, 4)), [False], [False])
+    state, arrays = saved.checkpoint_state()
+    cases = {
+        "replay.rewards": (arrays["replay.rewards"].astype(np.float64), "float64 values of shape (1, 1), where float32"),
+        "replay.observations": (np.ones(4, np.float32), "float32 values of shape (4,), where float32 values of shape (1, 1, 4)"),
+    }
+    for name, (changed, message) in cases.items():
+        other = ReplayBuffer(20, space.observation_space, space.action_space)
+        with pytest.raises(ValueError) as raised:
+            other.restore(state, {**arrays, name: changed})
+        assert f"array {name!r} holds {message}" in str(raised.value)
 
 
 def test_clear_errors():

@@ -32,12 +32,13 @@ discounted sum of k rewards, k = n_step, or fewer where the episode ends first o
 no later step, and bootstraps from s_{t+k} with discount gamma^k (see `ReplayBatch`).
 
 `checkpoint_state` / `restore` put the whole buffer into an rlfoundry checkpoint (arrays as .npy,
-read without pickle), so that off-policy training resumes exactly.
+read without pickle, straight into this buffer's arrays), so that off-policy training resumes exactly.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -46,6 +47,7 @@ from gymnasium import spaces
 
 from rlfoundry.data.finite import require_finite_observations, require_finite_rewards
 from rlfoundry.envs.spaces import array_layout
+from rlfoundry.run.checkpoint import copy_array
 from rlfoundry.run.memory import USABLE_FRACTION, InsufficientMemoryError, available_memory
 
 Storage = Literal["full", "shared", "frames"]
@@ -504,11 +506,13 @@ class ReplayBuffer:
             arrays[f"{prefix}.running_steps_since_start"] = self.running_steps_since_start
         return state, arrays
 
-    def restore(self, state: dict[str, Any] | None, arrays: dict[str, np.ndarray], prefix: str = "replay") -> None:
+    def restore(self, state: dict[str, Any] | None, arrays: Mapping[str, np.ndarray], prefix: str = "replay") -> None:
         """Load what checkpoint_state wrote into this (empty, identically configured) buffer; a
         checkpoint saved without its transitions (state None) leaves it empty. gamma stays this
         buffer's own: the rewards are stored raw and discounted when sampled, so a model loaded
-        with another gamma discounts the saved transitions with it."""
+        with another gamma discounts the saved transitions with it. Each array must have the shape
+        and dtype of the rows it fills (else ValueError); a loaded checkpoint's arrays are read
+        from their files straight into this buffer, never held whole beside it."""
         if state is None:
             return
         for name in ("capacity", "n_envs", "storage", "n_step"):
@@ -524,7 +528,7 @@ class ReplayBuffer:
         names += ["next_observations"] if self.storage == "full" else ["final_ids"]
         names += ["steps_since_start"] if self.storage == "frames" else []
         for name in names:
-            getattr(self, name)[filled] = arrays[f"{prefix}.{name}"]
+            copy_array(arrays, f"{prefix}.{name}", getattr(self, name)[filled])
         if self.storage != "full":
             self.next_final_id = state["next_final_id"]
             self.oldest_final_id = state["oldest_final_id"]
@@ -532,7 +536,7 @@ class ReplayBuffer:
             if len(live) > len(self.final_store):
                 self._grow_final_store(len(live))
             self.final_store[live % len(self.final_store)] = arrays[f"{prefix}.final_store"]
-            self.pending_next_observations[:] = arrays[f"{prefix}.pending_next_observations"]
+            copy_array(arrays, f"{prefix}.pending_next_observations", self.pending_next_observations)
         if self.storage == "frames":
             self.running_steps_since_start = arrays[f"{prefix}.running_steps_since_start"].copy()
 

@@ -3,22 +3,26 @@
 Layout of a checkpoint directory:
     manifest.json        schema version, algorithm, config, counters, JSON state, sha256 of files
     tensors.safetensors  every torch tensor (network weights, optimiser moments, torch RNG state)
-    arrays/NAME.npy      every numpy array (Q tables, replay buffers), read with allow_pickle=False
+    arrays/NAME.npy      every numpy array (Q tables, replay buffers), never unpickled
 
 Nothing is ever unpickled. A save writes a temporary sibling directory, fsyncs it, and swaps it in
-with renames, so an interrupted save leaves the previous checkpoint in place.
+with renames, so an interrupted save leaves the previous checkpoint in place. A load reads the
+arrays when they are asked for (`ArrayFiles`): a replay buffer goes from its files straight into
+the new model's buffer (`copy_array`), so that loading it takes its size in memory once, not twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -29,6 +33,8 @@ MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 ARRAYS = "arrays"
 PREVIOUS_SUFFIX = ".previous"
+# The .npy header readers of the format versions numpy writes (3.0 only for non-Latin-1 field names).
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 class CheckpointError(Exception):
@@ -64,7 +70,114 @@ class Checkpoint:
     counters: dict[str, int]
     state: dict[str, Any] = field(default_factory=dict)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """What a save writes: numpy arrays by name; what a load gives: the ArrayFiles that read them."""
+
+
+class ArrayHeader(NamedTuple):
+    """What the header of a checkpoint's .npy file says, where its data start, and which file it is."""
+
+    file: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int
+    identity: tuple[int, ...]
+    """(device, inode, size, modification time) when the checkpoint was loaded."""
+
+
+class ArrayFiles(Mapping[str, np.ndarray]):
+    """A loaded checkpoint's arrays by name, read from their .npy files when asked for: whole
+    (`files[name]`, a new array) or straight into an existing array (`read_into`). The headers are
+    checked on load (no object arrays, which would need unpickling; data as long as the header
+    says); a file that changed since (another save over the checkpoint) is a CheckpointCorruptError."""
+
+    def __init__(self, files: list[Path]):
+        self.headers = {file.stem: _read_header(file) for file in files}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        header = self.headers[name]
+        array = np.empty(header.shape, header.dtype, order="F" if header.fortran_order else "C")
+        _read_data(header, array)
+        return array
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.headers)
+
+    def __len__(self) -> int:
+        return len(self.headers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.headers  # without reading the file, as Mapping's would
+
+    def read_into(self, name: str, destination: np.ndarray) -> None:
+        """Read array `name` into `destination` (C-contiguous, of its shape and dtype, else ValueError)."""
+        header = self.headers[name]
+        _require_layout(name, header, destination)
+        if header.fortran_order:  # rlfoundry writes C order; another tool may not
+            destination[...] = self[name]
+        else:
+            _read_data(header, destination)
+
+
+def copy_array(arrays: Mapping[str, np.ndarray], name: str, destination: np.ndarray) -> None:
+    """destination[...] = arrays[name], for an array of exactly destination's shape and dtype (else
+    ValueError); from a loaded checkpoint (ArrayFiles) without the whole array in memory on the way."""
+    if isinstance(arrays, ArrayFiles):
+        arrays.read_into(name, destination)
+    else:
+        _require_layout(name, arrays[name], destination)
+        destination[...] = arrays[name]
+
+
+def _require_layout(name: str, source: ArrayHeader | np.ndarray, destination: np.ndarray) -> None:
+    if (source.shape, source.dtype) != (destination.shape, destination.dtype):
+        raise ValueError(
+            f"array {name!r} holds {source.dtype} values of shape {source.shape}, where "
+            f"{destination.dtype} values of shape {destination.shape} are expected"
+        )
+
+
+def _read_header(file: Path) -> ArrayHeader:
+    """The header of a .npy file; ValueError for an object array or data of another length than it says."""
+    with open(file, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version not in NPY_HEADER_READERS:
+            raise ValueError(f"{file.name} is in .npy format {version}, which rlfoundry does not write")
+        shape, fortran_order, dtype = NPY_HEADER_READERS[version](handle)
+        offset = handle.tell()
+        status = os.fstat(handle.fileno())
+    if dtype.hasobject:
+        raise ValueError(f"{file.name}: Object arrays cannot be loaded when allow_pickle=False")
+    expected = math.prod(shape) * dtype.itemsize
+    if status.st_size - offset != expected:
+        raise ValueError(f"{file.name} holds {status.st_size - offset} bytes of data where its header says {expected}")
+    return ArrayHeader(file, shape, dtype, fortran_order, offset, _identity(status))
+
+
+def _read_data(header: ArrayHeader, array: np.ndarray) -> None:
+    """The file's data into `array` (contiguous in the file's order), in as few reads as the OS allows."""
+    if array.nbytes == 0:
+        return
+    view = memoryview(array.T if header.fortran_order else array).cast("B")
+    try:
+        with open(header.file, "rb", buffering=0) as handle:
+            if _identity(os.fstat(handle.fileno())) != header.identity:
+                raise OSError("the file changed after the checkpoint was loaded")
+            handle.seek(header.offset)
+            done = 0
+            while done < len(view):
+                count = handle.readinto(view[done:])
+                if not count:
+                    raise OSError(f"the file ended {len(view) - done} bytes early")
+                done += count
+    except OSError as error:
+        checkpoint = header.file.parent.parent
+        raise CheckpointCorruptError(f"{checkpoint} holds a file that cannot be read safely: {header.file.name}: {error}") from None
+
+
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
@@ -174,11 +287,7 @@ def load_checkpoint(path: str | os.PathLike, algorithm: str | None = None) -> Ch
             raise CheckpointCorruptError(f"{file} does not match the hash in its manifest: the file is corrupt")
     try:
         tensors = load_file(str(path / TENSORS)) if TENSORS in manifest["files"] else {}
-        arrays = {
-            Path(relative).stem: np.load(path / relative, allow_pickle=False)
-            for relative in manifest["files"]
-            if relative.startswith(ARRAYS + "/")
-        }
+        arrays = ArrayFiles([path / relative for relative in manifest["files"] if relative.startswith(ARRAYS + "/")])
     except (ValueError, OSError) as error:
         # e.g. an object array, which would need unpickling: never done.
         raise CheckpointCorruptError(f"{path} holds a file that cannot be read safely: {error}") from None
