@@ -51,7 +51,7 @@ from rlfoundry.run.checkpoint import copy_array
 from rlfoundry.run.memory import USABLE_FRACTION, InsufficientMemoryError, available_memory
 
 Storage = Literal["full", "shared", "frames"]
-STORAGES = ("full", "shared", "frames")
+STORAGES: tuple[Storage, ...] = ("full", "shared", "frames")
 # Side-store entries allocated up front for "shared" / "frames"; doubled whenever full.
 INITIAL_FINAL_ENTRIES = 64
 ESTIMATED_EPISODE_STEPS = 100

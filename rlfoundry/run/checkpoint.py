@@ -159,7 +159,7 @@ def _read_data(header: ArrayHeader, array: np.ndarray) -> None:
     """The file's data into `array` (contiguous in the file's order), in as few reads as the OS allows."""
     if array.nbytes == 0:
         return
-    view = memoryview(array.T if header.fortran_order else array).cast("B")
+    view = (array.T if header.fortran_order else array).data.cast("B")
     try:
         with open(header.file, "rb", buffering=0) as handle:
             if _identity(os.fstat(handle.fileno())) != header.identity:

@@ -3,6 +3,7 @@ save and restore that position so that a resumed run continues exactly."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -106,7 +107,7 @@ class TrainingEnv:
 
     @classmethod
     def from_checkpoint(
-        cls, state: dict[str, Any], arrays: dict[str, np.ndarray], source: EnvSource | None, seed: int
+        cls, state: dict[str, Any], arrays: Mapping[str, np.ndarray], source: EnvSource | None, seed: int
     ) -> "TrainingEnv":
         """Rebuild from checkpoint_state's output. The position is restored exactly when the env
         snapshot exists (toy-text and classic-control envs); otherwise training restarts episodes."""
