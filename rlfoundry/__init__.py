@@ -25,7 +25,8 @@ from rlfoundry.algorithms import (
     OffPolicyPG,
     QLearning,
 )
-from rlfoundry.envs.vector import EnvSource, make_env, register_optional_envs
+from rlfoundry.envs.registry import RegisteredEnv, register_optional_envs
+from rlfoundry.envs.vector import EnvSource, make_env
 from rlfoundry.run.checkpoint import CheckpointAlgorithmError, read_manifest
 from rlfoundry.run.evaluation import EvaluationPoint, EvaluationResult, PeriodicEvaluation, evaluate
 from rlfoundry.run.monitor import TrainingStatus
@@ -38,10 +39,11 @@ register_optional_envs()
 def load(path: str | Path, env: EnvSource | None = None, **options: Any):
     """Load any rlfoundry checkpoint as an instance of the algorithm that wrote it.
 
-    `env` (optional) replaces the env id recorded in the checkpoint; the options run_dir=...,
-    quiet=..., checkpoint_every=..., evaluation=... and device=... (load onto another device than
-    the one the model trained on, e.g. "cpu" for a model trained on a GPU) are passed on to the
-    algorithm.
+    `env` (optional) replaces the env the checkpoint records (its id, with the keyword arguments it
+    was made with); the options run_dir=..., quiet=..., checkpoint_every=..., evaluation=...,
+    device=... (load onto another device than the one the model trained on, e.g. "cpu" for a model
+    trained on a GPU) and check_replay_memory=False (load a replay buffer that the memory check
+    would refuse) are passed on to the algorithm.
 
     Any other keyword changes a config field for the training that follows, e.g.
     `load(path, learning_rate=1e-4)` to fine-tune. It is checked as the constructor checks it (an
@@ -53,8 +55,9 @@ def load(path: str | Path, env: EnvSource | None = None, **options: Any):
     that names it and says why, before anything is written. Schedules count the run's steps from
     its start, so a new start value applies from where the schedule stands: learning_rate=1e-4
     with learning_rate_schedule="linear" trains at step N at 1e-4 * (1 - N / H), H being
-    schedule_steps or, without it, the step the learn() call ends at, not at 1e-4, and epsilon_start changed after epsilon_decay_steps changes nothing (raise
-    epsilon_end to explore more).
+    schedule_steps or, without it, the step the learn() call ends at, not at 1e-4; and
+    epsilon_start changed after epsilon_decay_steps changes nothing (raise epsilon_end to explore
+    more).
     """
     algorithm = read_manifest(path)["algorithm"]
     if algorithm not in ALGORITHMS:
@@ -78,6 +81,7 @@ __all__ = [
     "PeriodicEvaluation",
     "QLearning",
     "REINFORCE",
+    "RegisteredEnv",
     "SAC",
     "SARSA",
     "TD3",

@@ -16,7 +16,8 @@ from typing import Any
 
 from rlfoundry.algorithms import ALGORITHMS
 from rlfoundry.envs.spaces import SpaceError
-from rlfoundry.envs.vector import AutoresetModeError, UnknownEnvironmentError, check_env_id
+from rlfoundry.envs.registry import RegisteredEnv, UnknownEnvironmentError, check_env_id, parse_env_kwargs
+from rlfoundry.envs.vector import AutoresetModeError
 from rlfoundry.presets import all_presets, load_preset
 from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError, checkpoint_steps, read_manifest, run_checkpoints
 from rlfoundry.run.config import ConfigError, check_keys, class_summary, parse_overrides, unknown_name_message
@@ -24,6 +25,7 @@ from rlfoundry.run.evaluation import EVALUATION_SEED_OFFSET, PeriodicEvaluation
 from rlfoundry.run.monitor import CsvLog, new_run_dir
 from rlfoundry.run.plotting import RunDirectoryError, plot_aggregated_curves, plot_learning_curves
 from rlfoundry.run.record import write_run_record
+from rlfoundry.run.training_env import unbuildable_env_message
 
 USER_ERRORS = (
     ConfigError,
@@ -53,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed for python, numpy, torch and the envs")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field (repeatable), e.g. --set gamma=0.98")
+    train.add_argument("--env-kwarg", dest="env_kwargs", action="append", default=[], metavar="KEY=VALUE",
+                       help="a keyword argument to make the env with (repeatable; recorded, so eval and resume "
+                            "rebuild the same env), e.g. --env-kwarg max_episode_steps=1000, or for an ALE id "
+                            "--env-kwarg repeat_action_probability=0")
     train.add_argument("--no-preset", action="store_true", help="ignore the tuned preset for this env")
     train.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
     train.add_argument("--eval-episodes", type=int, default=DEFAULT_EVALUATION_EPISODES,
@@ -153,7 +159,7 @@ def algorithm_class(name: str):
 
 def train(arguments: argparse.Namespace) -> int:
     cls = algorithm_class(arguments.algorithm)
-    check_env_id(arguments.env_id)
+    env = RegisteredEnv(arguments.env_id, parse_env_kwargs(arguments.env_id, arguments.env_kwargs))
     preset = None if arguments.no_preset else load_preset(cls.name, arguments.env_id)
     config: dict[str, Any] = dict(preset.config) if preset else {}
     check_keys(cls.Config, config)
@@ -169,7 +175,7 @@ def train(arguments: argparse.Namespace) -> int:
     # The model checks its config, spaces and run directory before any file is written.
     run_dir = new_run_dir(cls.name, arguments.env_id, arguments.seed, arguments.runs_dir)
     model = cls(
-        arguments.env_id, run_dir=run_dir, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every,
+        env, run_dir=run_dir, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every,
         evaluation=periodic_evaluation(arguments), **config,
     )
     write_run_config(run_dir, model, total_steps=steps, preset_source=preset.source if preset else None)
@@ -262,7 +268,7 @@ def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) 
         # policy): an Atari evaluation can take minutes, so it is not played twice.
         result = last.result
     else:
-        result = rlfoundry.evaluate(model, model.env_id, n_episodes=eval_episodes, seed=model.config.seed + EVALUATION_SEED_OFFSET)
+        result = rlfoundry.evaluate(model, n_episodes=eval_episodes, seed=model.config.seed + EVALUATION_SEED_OFFSET)
     summary = getattr(model, "describe_policy", None)
     if summary is not None:
         print(summary())
@@ -325,8 +331,8 @@ def resume(arguments: argparse.Namespace) -> int:
         evaluation=periodic_evaluation(arguments), device=arguments.device,
         check_replay_memory=arguments.check_replay_memory, **overrides,
     )
-    if model.env_id is None:
-        raise UsageError(f"{path} was trained on an env without a registered id: resume it from Python with rlfoundry.load(path, env=...)")
+    if model.training_env.rebuild_source is None:
+        raise UsageError(unbuildable_env_message(model.env_id, f"resume {path} from Python with rlfoundry.load(path, env=...)"))
     if not continues_run:
         write_run_config(run_dir, model, total_steps=arguments.steps, resumed_from=str(path), resumed_at_step=model.steps)
     return learn_and_report(model, arguments.steps, arguments.eval_episodes, run_dir)
@@ -352,14 +358,14 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
         checkpoint = max(run_checkpoints(checkpoint), key=checkpoint_steps)
         print(f"checkpoint: {checkpoint}")
     model = rlfoundry.load(checkpoint, quiet=True, device=arguments.device, check_replay_memory=arguments.check_replay_memory)
-    if arguments.env_id is None and model.env_id is None:
-        raise UsageError(f"{checkpoint} was trained on an env without a registered id: name one with --env ENV_ID")
+    if arguments.env_id is None and model.training_env.rebuild_source is None:
+        raise UsageError(unbuildable_env_message(model.env_id, f"name one to evaluate {checkpoint} on with --env ENV_ID"))
     deterministic = not arguments.stochastic
     result = rlfoundry.evaluate(
         model, arguments.env_id, n_episodes=arguments.episodes, deterministic=deterministic, seed=arguments.seed,
         max_episode_steps=arguments.max_episode_steps,
     )
-    print(f"{model.name} on {arguments.env_id or model.env_id}: {result}")
+    print(f"{model.name} on {arguments.env_id or model.training_env.rebuild_source}: {result}")
     print("returns: " + " ".join(f"{value:g}" for value in result.returns))
     if arguments.video is not None:
         recorded = rlfoundry.record_video(

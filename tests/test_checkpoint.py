@@ -25,6 +25,7 @@ from rlfoundry.run.checkpoint import (
     CheckpointNotFoundError,
     CheckpointVersionError,
     NonFiniteError,
+    SCHEMA_VERSION,
     load_checkpoint,
     save_checkpoint,
 )
@@ -55,7 +56,7 @@ def test_round_trip_of_tensors_arrays_and_json(tmp_path):
     np.testing.assert_array_equal(loaded.arrays["flags"], original.arrays["flags"])
     assert loaded.arrays["count"].shape == () and loaded.arrays["count"] == 2.5  # 0-d stays 0-d
     manifest = json.loads((tmp_path / "ckpt" / "manifest.json").read_text())
-    assert manifest["schema_version"] == 1 and set(manifest["files"]) == {
+    assert manifest["schema_version"] == SCHEMA_VERSION == 2 and set(manifest["files"]) == {
         "tensors.safetensors", "arrays/table.npy", "arrays/flags.npy", "arrays/count.npy"
     }
 
@@ -364,6 +365,52 @@ def test_loading_onto_a_vector_env_of_another_size_says_what_to_pass(tmp_path):
         "or an env id or a function that makes one env"
     )
     assert rlfoundry.load(tmp_path / "q", env=rlfoundry.make_env("FrozenLake-v1", 2), quiet=True).learn(10).steps == 310
+
+
+def slips(vector_env) -> bool:
+    """Whether the first FrozenLake of a vector env slips: three outcomes per action, not one."""
+    return len(vector_env.envs[0].unwrapped.P[0][0]) == 3
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: gymnasium.make("FrozenLake-v1", is_slippery=False), lambda: rlfoundry.RegisteredEnv("FrozenLake-v1", {"is_slippery": False})],
+    ids=["env object", "RegisteredEnv"],
+)
+def test_the_keyword_arguments_of_the_env_survive_save_and_load(tmp_path, make):
+    """Loaded without env=, a model trained on FrozenLake that does not slip used to train and
+    evaluate on FrozenLake-v1 as registered, which slips: the same spaces, so nothing said so."""
+    QLearning(make(), quiet=True).learn(20).save(tmp_path / "q")
+    manifest = json.loads((tmp_path / "q" / "manifest.json").read_text())
+    assert manifest["state"]["env"]["env_kwargs"] == {"is_slippery": False}
+    loaded = rlfoundry.load(tmp_path / "q", quiet=True)
+    assert loaded.training_env.rebuild_source == rlfoundry.RegisteredEnv("FrozenLake-v1", {"is_slippery": False})
+    assert not slips(loaded.learn(10).training_env.env)
+
+
+def test_an_env_its_id_does_not_rebuild_is_asked_for_after_loading(tmp_path):
+    doubled = gymnasium.wrappers.TransformReward(gymnasium.make("FrozenLake-v1"), lambda reward: 2 * reward)
+    QLearning(doubled, quiet=True).learn(10).save(tmp_path / "q")
+    loaded = rlfoundry.load(tmp_path / "q", quiet=True)
+    assert loaded.env_id == "FrozenLake-v1" and loaded.predict(0) == 0  # predicting needs no env
+    unbuildable = r"made from FrozenLake-v1 with wrappers or keyword arguments that its checkpoint cannot record"
+    with pytest.raises(ConfigError, match=unbuildable + r".*: pass env=\.\.\. to rlfoundry.load"):
+        loaded.learn(10)
+    with pytest.raises(ConfigError, match=unbuildable + r".*: pass env=\.\.\. to evaluate"):
+        rlfoundry.evaluate(loaded)
+    again = gymnasium.wrappers.TransformReward(gymnasium.make("FrozenLake-v1"), lambda reward: 2 * reward)
+    assert rlfoundry.load(tmp_path / "q", env=again, quiet=True).learn(10).steps == 20
+
+
+def test_a_schema_1_checkpoint_rebuilds_its_env_from_the_id_alone(tmp_path):
+    trained().save(tmp_path / "q")
+    manifest_path = tmp_path / "q" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["schema_version"] = 1
+    del manifest["state"]["env"]["env_kwargs"]
+    manifest_path.write_text(json.dumps(manifest))
+    loaded = rlfoundry.load(tmp_path / "q", quiet=True)
+    assert loaded.training_env.rebuild_source == rlfoundry.RegisteredEnv("FrozenLake-v1")
+    assert slips(loaded.learn(10).training_env.env)
 
 
 def test_optimizer_state_round_trip_continues_identically():

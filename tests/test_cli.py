@@ -83,6 +83,11 @@ def test_train_refuses_a_step_count_below_one(tmp_path, capsys, steps):
         (["train", "q-learning", "CliffWalking-v1", "--set", "learning_rate=2"], "learning_rate=2.0 is out of range"),
         (["train", "q-learning", "CliffWalking-v1", "--set", "gamma=high"], "gamma expects a number, got 'high'"),
         (["train", "q-learning", "CliffWalking-v1", "--set", "seed=3"], "set the seed with --seed 3"),
+        (["train", "q-learning", "FrozenLake-v1", "--env-kwarg", "is_slipery=false"],
+         "unknown keyword argument of FrozenLake-v1 'is_slipery'; did you mean is_slippery"),
+        (["train", "q-learning", "FrozenLake-v1", "--env-kwarg", "is_slippery=maybe"], "is_slippery expects true or false, got 'maybe'"),
+        (["train", "q-learning", "FrozenLake-v1", "--env-kwarg", "is_slippery"], "--env-kwarg expects key=value, got 'is_slippery'"),
+        (["train", "q-learning", "FrozenLake-v1", "--env-kwarg", "map_name=9x9"], "FrozenLake-v1 cannot be made with map_name='9x9': KeyError"),
         (["train", "q-learning", "CartPole-v1"], "needs a Discrete observation space"),
         (["train", "q-learning", "CartPole-v1", "--checkpoint-every", "5"], "needs a Discrete observation space"),
         (["eval", "/no/such/checkpoint"], "no checkpoint at /no/such/checkpoint"),
@@ -101,6 +106,44 @@ def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, argv, message)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     if argv[0] == "train":
         assert not any(tmp_path.iterdir()), "a failed command must not leave a run directory"
+
+
+def test_env_kwargs_are_recorded_and_rebuild_the_env_for_eval_and_resume(tmp_path, capsys):
+    status, out, err = run_cli(
+        capsys, "train", "q-learning", "FrozenLake-v1", "--steps", "200", "--runs-dir", str(tmp_path), "--quiet",
+        "--env-kwarg", "map_name=8x8", "--env-kwarg", "is-slippery=false",
+    )
+    assert status == 0, err
+    run_dir = only_run_dir(tmp_path)
+    assert json.loads((run_dir / "config.json").read_text())["env_kwargs"] == {"map_name": "8x8", "is_slippery": False}
+    grid = [line.split() for line in out.splitlines() if line and set(line) <= set(".HG<>v^ ")]
+    assert [len(row) for row in grid] == [8] * 8  # the greedy path is drawn on the 8 x 8 map
+    status, out, err = run_cli(capsys, "eval", str(run_dir), "--episodes", "2")
+    assert status == 0 and "q-learning on FrozenLake-v1(is_slippery=False, map_name='8x8'): mean return" in out, err
+    status, _, err = run_cli(capsys, "resume", str(run_dir), "--steps", "100", "--quiet")
+    assert status == 0, err
+    import rlfoundry
+
+    resumed = rlfoundry.load(run_dir / "checkpoints" / "final")
+    assert resumed.steps == 300 and resumed.q_table.shape == (64, 4)
+    assert resumed.training_env.rebuild_source == rlfoundry.RegisteredEnv("FrozenLake-v1", {"map_name": "8x8", "is_slippery": False})
+
+
+def test_eval_and_resume_of_a_model_its_env_id_does_not_rebuild_ask_for_the_env(tmp_path, capsys):
+    import gymnasium as gym
+
+    import rlfoundry
+
+    doubled = gym.wrappers.TransformReward(gym.make("FrozenLake-v1"), lambda reward: 2 * reward)
+    rlfoundry.QLearning(doubled, quiet=True).learn(10).save(tmp_path / "q")
+    status, _, err = run_cli(capsys, "eval", str(tmp_path / "q"))
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "made from FrozenLake-v1 with wrappers or keyword arguments" in err and "with --env ENV_ID" in err
+    status, _, err = run_cli(capsys, "resume", str(tmp_path / "q"), "--steps", "10", "--runs-dir", str(tmp_path / "runs"))
+    assert status == 2 and "resume" in err and "rlfoundry.load(path, env=...)" in err
+    assert not (tmp_path / "runs").exists()
+    status, out, _ = run_cli(capsys, "eval", str(tmp_path / "q"), "--env", "FrozenLake-v1", "--episodes", "2")
+    assert status == 0 and "over 2 episodes" in out
 
 
 def test_an_unwritable_runs_directory_is_one_line(tmp_path, capsys):

@@ -10,12 +10,11 @@ from gymnasium.vector import AutoresetMode
 
 import rlfoundry
 from rlfoundry.envs import state as env_state
+from rlfoundry.envs.registry import UnknownEnvironmentError, check_env_id
 from rlfoundry.envs.vector import (
     AutoresetModeError,
     CartPoleSameStep,
     EpisodeTracker,
-    UnknownEnvironmentError,
-    check_env_id,
     make_env,
     step_vector,
 )

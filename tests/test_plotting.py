@@ -28,11 +28,13 @@ def test_aggregate_curves_interpolates_each_run_on_the_steps_all_of_them_logged(
         )
 
 
-def fake_run(root, name, algorithm, env_id, returns, config=True):
+def fake_run(root, name, algorithm, env_id, returns, config=True, env_kwargs=None):
     run_dir = root / name
     run_dir.mkdir()
     if config:
-        (run_dir / "config.json").write_text(json.dumps({"algorithm": algorithm, "env_id": env_id}))
+        # Runs of rlfoundry before env keyword arguments recorded none.
+        recorded = {"algorithm": algorithm, "env_id": env_id, **({} if env_kwargs is None else {"env_kwargs": env_kwargs})}
+        (run_dir / "config.json").write_text(json.dumps(recorded))
     rows = [f"{100 * (index + 1)},{value}" for index, value in enumerate(returns)]
     (run_dir / "progress.csv").write_text("\n".join([f"step,{RETURN_METRIC}", *rows]) + "\n")
     return run_dir
@@ -42,6 +44,10 @@ def test_rlf_plot_aggregate_groups_runs_by_algorithm_and_env(tmp_path, capsys):
     ppo = [fake_run(tmp_path, f"ppo-s{seed}", "ppo", "CartPole-v1", [10 * seed, 20, 30]) for seed in range(3)]
     a2c = fake_run(tmp_path, "a2c-s0", "a2c", "CartPole-v1", [5, 6, 7])
     assert group_runs([ppo[0], a2c, ppo[1], ppo[2]]) == {"ppo CartPole-v1": ppo, "a2c CartPole-v1": [a2c]}
+    # Another env, though the same id: not averaged with the runs on the registered one.
+    longer = fake_run(tmp_path, "ppo-longer", "ppo", "CartPole-v1", [1, 2, 3], env_kwargs={"max_episode_steps": 1000})
+    plain = fake_run(tmp_path, "ppo-plain", "ppo", "CartPole-v1", [1, 2, 3], env_kwargs={})
+    assert group_runs([ppo[0], longer, plain]) == {"ppo CartPole-v1": [ppo[0], plain], "ppo CartPole-v1(max_episode_steps=1000)": [longer]}
     output = tmp_path / "curves.png"
     assert main(["plot", *map(str, [*ppo, a2c]), "--aggregate", "-o", str(output)]) == 0
     assert capsys.readouterr().out.strip() == str(output)

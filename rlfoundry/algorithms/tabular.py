@@ -220,7 +220,8 @@ class TabularTD:
             f"greedy path ({len(actions)} steps, return {total:g}{'' if ended else ', episode not finished'}): "
             + " -> ".join(str(state) for state in states)
         ]
-        picture = path_picture(gym.make(self.env_id), states, actions) if self.env_id else None
+        source = self.training_env.rebuild_source
+        picture = None if source is None else path_picture(gym.make(source.env_id, **source.kwargs), states, actions)
         if picture is not None:
             lines.append(picture)
         return "\n".join(lines)
@@ -274,11 +275,14 @@ def greedy_path(model: TabularTD, max_steps: int = 200, seed: int = 0) -> tuple[
     """Follow the greedy policy from an initial state: (states, actions, return); states has one
     more entry than actions when the episode ended."""
     # A new env, never the model's own: that one stands mid-episode in training.
-    source = model.env_id if model.env_id is not None else model.training_env.source
+    source = model.training_env.rebuild_source
+    if source is None:
+        source = model.training_env.source
     if source is None or not builds_new_envs(source):
         raise ValueError(
-            "this model's env has no registered id and is an env object, which cannot be copied: create the "
-            "model with an env id or a function that makes the env to follow its greedy path"
+            "this model's env is an env object with no registered id (or one its id does not rebuild), which cannot "
+            "be copied: create the model with an env id (a RegisteredEnv for keyword arguments) or a function that "
+            "makes the env to follow its greedy path"
         )
     env = make_env(source, n_envs=1)
     observations, _ = env.reset(seed=seed)

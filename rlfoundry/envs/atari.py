@@ -11,7 +11,9 @@
                                   episode's first stack repeats its first frame
 
 Rewards are not clipped here, so reported returns are game scores; DQN clips the rewards it
-learns from with its `clip_rewards` option. Pass your own factory to make_env for other settings.
+learns from with its `clip_rewards` option. make_atari_env's options and gym.make's keyword
+arguments reach it through make_env(id, **kwargs) or rlfoundry.RegisteredEnv(id, kwargs) (`rlf
+train --env-kwarg key=value`); pass your own factory to make_env for other settings.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ FRAME_SKIP = 4
 STEPS_PER_SECOND = 60 / FRAME_SKIP
 FRAME_STACK = 4
 SCREEN_SIZE = 84
+# gym.make's keyword arguments that the preprocessing sets itself, and what to use instead.
+FIXED_MAKE_KWARGS = {
+    "frameskip": f"AtariPreprocessing skips {FRAME_SKIP} frames itself (max-pooling the last two), so the ALE runs with frameskip=1",
+    "max_episode_steps": (
+        "its time limit would count emulator frames (the ALE runs with frameskip=1 under the preprocessing): use "
+        f"max_num_frames_per_episode, in frames ({FRAME_SKIP} an agent step; ALE v5's default is 108000)"
+    ),
+}
 
 
 def is_atari_id(env_id: str) -> bool:

@@ -9,7 +9,6 @@ true s_{t+1} of each transition), so that no algorithm ever bootstraps from a re
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Union
@@ -20,10 +19,12 @@ from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
 from rlfoundry.envs.atari import atari_factory, is_atari_id
-from rlfoundry.run.config import unknown_name_message
+from rlfoundry.envs.registry import RegisteredEnv, check_env_id, check_env_kwargs, describe_kwargs, is_json_value
+from rlfoundry.run.config import ConfigError
 
-EnvSource = Union[str, gym.Env, VectorEnv, Callable[[], gym.Env]]
-"""What an algorithm accepts as its environment: an id, an env, a vector env or an env factory."""
+EnvSource = Union[str, RegisteredEnv, gym.Env, VectorEnv, Callable[[], gym.Env]]
+"""What an algorithm accepts as its environment: an id (with keyword arguments: a RegisteredEnv), an
+env, a vector env or an env factory."""
 
 # Ids whose Gymnasium registration has a native (numpy-batched) vector env we know how to adapt.
 NATIVE_VECTOR_IDS = ("CartPole-v0", "CartPole-v1")
@@ -32,39 +33,8 @@ NATIVE_VECTOR_IDS = ("CartPole-v0", "CartPole-v1")
 NATIVE_VECTOR_MIN_ENVS = 4
 
 
-class UnknownEnvironmentError(ValueError):
-    """An environment id that Gymnasium does not know."""
-
-
 class AutoresetModeError(ValueError):
     """A vector env that does not reset finished episodes in the same step."""
-
-
-def register_optional_envs(env_id: str = "") -> None:
-    """Register rlfoundry's own envs, and Atari's (only for ALE ids: importing ale-py is slow)."""
-    from rlfoundry.envs.chain import register_chain_env
-
-    register_chain_env()
-    if env_id.startswith("ALE/"):
-        try:
-            import ale_py
-
-            gym.register_envs(ale_py)
-        except ImportError:
-            pass
-
-
-def check_env_id(env_id: str) -> None:
-    """Raise UnknownEnvironmentError, naming the closest registered ids, for an unknown id."""
-    register_optional_envs(env_id)
-    if env_id not in gym.registry:
-        hint = ""
-        if env_id.startswith("ALE/") and importlib.util.find_spec("ale_py") is None:
-            hint = " (Atari ids need the extra: pip install 'rlfoundry[atari]')"
-        elif "NoFrameskip" in env_id or "Deterministic" in env_id:
-            # Stable-Baselines3's Atari ids: here the games are ALE/<Game>-v5, preprocessed for DQN.
-            hint = " (Atari games are named ALE/<Game>-v5 here, e.g. ALE/Pong-v5, with DQN's preprocessing)"
-        raise UnknownEnvironmentError(unknown_name_message("environment id", env_id, gym.registry.keys()) + hint)
 
 
 def make_env(
@@ -76,59 +46,78 @@ def make_env(
 ) -> VectorEnv:
     """A Gymnasium vector env of `n_envs` copies with same-step autoreset, reset with `seed`.
 
-    `env` is an env id, a factory returning a gymnasium.Env, a single gymnasium.Env (then
-    n_envs must be 1) or a vector env (returned as it is after checking its autoreset mode).
-    `ALE/...` ids are built with the standard Atari preprocessing of rlfoundry.envs.atari.
+    `env` is an env id (with `env_kwargs`, or a RegisteredEnv holding both), a factory returning a
+    gymnasium.Env, a single gymnasium.Env (then n_envs must be 1) or a vector env (returned as it is
+    after checking its autoreset mode). `ALE/...` ids are built with the standard Atari
+    preprocessing of rlfoundry.envs.atari, whose options are keyword arguments too.
     `vectorization` is "auto" (the native batched CartPole for 4 or more copies, else "sync"),
-    "sync" (all copies in this process) or "async" (one process per copy).
+    "sync" (all copies in this process) or "async" (one process per copy). A keyword argument the
+    env does not take, or a value it refuses, raises a ConfigError naming it.
     """
     if vectorization not in ("auto", "sync", "async"):
         raise ValueError(f"vectorization={vectorization!r} is not allowed: choose 'auto', 'sync' or 'async'")
     if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
         raise ValueError(f"n_envs={n_envs!r} is out of range: allowed integers >= 1")
-    if isinstance(env, str) and is_atari_id(env):
+    if isinstance(env, RegisteredEnv):
+        if env_kwargs:
+            raise TypeError(f"pass the keyword arguments ({describe_kwargs(env_kwargs)}) inside the RegisteredEnv, which has its own")
+        env, env_kwargs = env.env_id, env.kwargs
+    if isinstance(env, str):
         check_env_id(env)
+        check_env_kwargs(env, env_kwargs)
+    elif env_kwargs:
+        raise TypeError(f"keyword arguments ({describe_kwargs(env_kwargs)}) make an env from an id, not from a {type(env).__name__}")
+    try:
+        vector_env = _vector_env(env, n_envs, vectorization, env_kwargs)
+    except ConfigError:
+        raise
+    except Exception as error:
+        if not env_kwargs:
+            raise
+        # The env's own complaint (a RuntimeError from the ALE, say), as one line that names the arguments.
+        raise ConfigError(f"{env} cannot be made with {describe_kwargs(env_kwargs)}: {type(error).__name__}: {error}") from error
+    if seed is not None:
+        vector_env.reset(seed=seed)
+        vector_env.action_space.seed(seed)
+    return vector_env
+
+
+def _vector_env(env: EnvSource, n_envs: int, vectorization: str, env_kwargs: dict[str, Any]) -> VectorEnv:
+    """make_env's vector env, not yet reset."""
+    if isinstance(env, str) and is_atari_id(env):
         # Atari ids get the standard DQN preprocessing; pass a factory for raw ALE frames.
         env, env_kwargs = atari_factory(env, **env_kwargs), {}
     if isinstance(env, VectorEnv):
-        vector_env = env
-        check_autoreset_mode(vector_env)
-        if vector_env.num_envs != n_envs:
+        check_autoreset_mode(env)
+        if env.num_envs != n_envs:
             raise ValueError(
-                f"this vector env runs {vector_env.num_envs} envs but n_envs={n_envs}: pass "
-                f"n_envs={vector_env.num_envs} with it (the config records how many envs trained)"
+                f"this vector env runs {env.num_envs} envs but n_envs={n_envs}: pass "
+                f"n_envs={env.num_envs} with it (the config records how many envs trained)"
             )
-    elif isinstance(env, str):
-        check_env_id(env)
+        return env
+    if isinstance(env, str):
         native = env in NATIVE_VECTOR_IDS and n_envs >= NATIVE_VECTOR_MIN_ENVS and not env_kwargs
         if vectorization == "auto" and native:
-            vector_env = CartPoleSameStep(gym.make_vec(env, num_envs=n_envs, vectorization_mode="vector_entry_point"))
-        else:
-            mode = "sync" if vectorization == "auto" else vectorization
-            vector_env = gym.make_vec(
-                env,
-                num_envs=n_envs,
-                vectorization_mode=mode,
-                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-                **env_kwargs,
-            )
-    elif isinstance(env, gym.Env):
+            return CartPoleSameStep(gym.make_vec(env, num_envs=n_envs, vectorization_mode="vector_entry_point"))
+        return gym.make_vec(
+            env,
+            num_envs=n_envs,
+            vectorization_mode="sync" if vectorization == "auto" else vectorization,
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            **env_kwargs,
+        )
+    if isinstance(env, gym.Env):
         if n_envs != 1:
             raise ValueError(
                 f"n_envs={n_envs} needs a way to build {n_envs} copies: pass an env id or a function "
                 "that returns a new env instead of a single env instance"
             )
         single_env = env
-        vector_env = gym.vector.SyncVectorEnv([lambda: single_env], autoreset_mode=AutoresetMode.SAME_STEP)
-    elif callable(env):
+        return gym.vector.SyncVectorEnv([lambda: single_env], autoreset_mode=AutoresetMode.SAME_STEP)
+    if callable(env):
         vector_class = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
-        vector_env = vector_class([env] * n_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-    else:
-        raise TypeError(f"env must be an env id, a gymnasium.Env, a vector env or a factory, got {type(env).__name__}")
-    if seed is not None:
-        vector_env.reset(seed=seed)
-        vector_env.action_space.seed(seed)
-    return vector_env
+        return vector_class([env] * n_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    raise TypeError(f"env must be an env id, a gymnasium.Env, a vector env or a factory, got {type(env).__name__}")
 
 
 def builds_new_envs(env: EnvSource) -> bool:
@@ -142,10 +131,48 @@ def env_id_of(env: EnvSource) -> str | None:
     """The registered id behind an env source, when there is one (used to rebuild it on load)."""
     if isinstance(env, str):
         return env
+    if isinstance(env, RegisteredEnv):
+        return env.env_id
+    return getattr(_spec_of(env), "id", None)
+
+
+# The keys under which gym.make_vec records its own arguments in the spec of the vector env it makes.
+VECTOR_SPEC_KEYS = ("num_envs", "vectorization_mode", "vector_kwargs")
+
+
+def env_kwargs_of(env: EnvSource) -> dict[str, Any] | None:
+    """The keyword arguments that rebuild `env` from env_id_of(env) through make_env: none for an
+    id, a RegisteredEnv's own, and for an env object those its spec records (gym.make's and the
+    env's, not render_mode: how it draws, not what it does). None when the id cannot rebuild it: a
+    factory; an ALE env object (make_env builds ALE ids with rlfoundry's preprocessing, whatever the
+    object had); an object wrapped beyond its registration, wrappers a spec does not describe
+    (vector wrappers) or values that are not JSON."""
+    if isinstance(env, str):
+        return {}
+    if isinstance(env, RegisteredEnv):
+        return dict(env.kwargs)
+    spec = _spec_of(env)
+    wrapped = isinstance(env, VectorWrapper) and not isinstance(env, CartPoleSameStep)
+    if spec is None or wrapped or is_atari_id(spec.id) or spec.id not in gym.registry:
+        return None
+    registered = gym.spec(spec.id)
+    # make_vec records its own arguments among the env's, and gym.make's max_episode_steps there too.
+    made = {key: value for key, value in spec.kwargs.items() if key not in VECTOR_SPEC_KEYS and key != "render_mode"}
+    max_episode_steps = made.pop("max_episode_steps", spec.max_episode_steps)
+    if spec.entry_point != registered.entry_point or spec.additional_wrappers != registered.additional_wrappers or "wrappers" in made:
+        return None
+    kwargs = {key: value for key, value in made.items() if key not in registered.kwargs or registered.kwargs[key] != value}
+    if max_episode_steps != registered.max_episode_steps:
+        kwargs["max_episode_steps"] = max_episode_steps
+    return kwargs if all(is_json_value(value) for value in kwargs.values()) else None
+
+
+def _spec_of(env: EnvSource):
+    """The EnvSpec of an env object or vector env (None for a factory or an env made without one)."""
     spec = getattr(env, "spec", None)
     if spec is None and isinstance(env, VectorEnv):
         spec = getattr(env.unwrapped, "spec", None)
-    return getattr(spec, "id", None)
+    return spec
 
 
 def check_autoreset_mode(vector_env: VectorEnv) -> None:

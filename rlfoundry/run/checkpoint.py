@@ -28,7 +28,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-SCHEMA_VERSION = 1
+# 2: state.env.env_kwargs, the keyword arguments the env was made with (an older rlfoundry, which
+# rebuilds the env from its id alone, refuses such checkpoints instead of training on another env).
+# Schema 1 checkpoints load as made without keyword arguments.
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 ARRAYS = "arrays"

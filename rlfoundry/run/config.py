@@ -232,16 +232,26 @@ def check_keys(config_class: type, values: typing.Mapping[str, Any]) -> None:
 
 
 def parse_overrides(config_class: type, assignments: typing.Iterable[str]) -> dict[str, Any]:
-    """Parse CLI `key=value` strings into typed values for config_class's fields."""
+    """Parse CLI `--set key=value` strings into typed values for config_class's fields."""
     hints = typing.get_type_hints(config_class)
+
+    def field_type(key: str) -> Any:
+        check_keys(config_class, {key: None})
+        return hints[key]
+
+    return parse_assignments("--set", assignments, field_type)
+
+
+def parse_assignments(option: str, assignments: typing.Iterable[str], key_type: typing.Callable[[str], Any]) -> dict[str, Any]:
+    """Parse the `key=value` strings given to a CLI option into values of the type key_type(key)
+    names (see parse_value), key_type raising ConfigError for a key it does not know."""
     parsed: dict[str, Any] = {}
     for assignment in assignments:
         key, separator, text = assignment.partition("=")
         key = key.strip().replace("-", "_")
         if not separator:
-            raise ConfigError(f"--set expects key=value, got {assignment!r}")
-        check_keys(config_class, {key: None})
-        parsed[key] = parse_value(key, text.strip(), hints[key])
+            raise ConfigError(f"{option} expects key=value, got {assignment!r}")
+        parsed[key] = parse_value(key, text.strip(), key_type(key))
     return parsed
 
 

@@ -19,7 +19,7 @@ from gymnasium.vector import VectorEnv
 from rlfoundry.envs.vector import EnvSource, EpisodeTracker, builds_new_envs, make_env, step_vector
 from rlfoundry.run.config import ConfigError, require_int, require_range
 from rlfoundry.run.seeding import seeded_sampling
-from rlfoundry.run.training_env import require_model_spaces
+from rlfoundry.run.training_env import env_to_rebuild, require_model_spaces
 
 # Evaluation envs are seeded apart from the training envs (`rlf train`'s final evaluation too).
 EVALUATION_SEED_OFFSET = 10_000
@@ -112,7 +112,8 @@ def evaluate(
 ) -> EvaluationResult:
     """Run `n_episodes` whole episodes with model.predict and return their returns.
 
-    `env` defaults to the env id the model was trained on; an env object passed in is left open.
+    `env` defaults to the env the model was trained on (its id, made with the keyword arguments it
+    recorded); an env object passed in is left open.
     Episodes are spread over up to `max_envs` parallel envs with a fixed quota per env, so that
     short episodes are not over-counted (taking the first n episodes to finish would bias the mean
     towards them). `max_episode_steps` cuts each episode after that many steps (the env's own time
@@ -124,9 +125,7 @@ def evaluate(
     """
     checked_episode_count(n_episodes)
     require_step_cap("max_episode_steps", max_episode_steps)
-    env = model.env_id if env is None else env
-    if env is None:
-        raise ValueError("this model does not know its environment id: pass env=... to evaluate")
+    env = env_to_rebuild(model, "pass env=... to evaluate") if env is None else env
     n_envs = evaluation_env_count(env, n_episodes, max_envs)
     # Reset once, below, with the seed (make_env would reset it a first time).
     vector_env = make_env(env, n_envs=n_envs)
@@ -181,7 +180,7 @@ class PeriodicEvaluation:
     episodes: int = 10
     "whole episodes per evaluation"
     env: EnvSource | None = None
-    "the env to evaluate on; None: the training env id (a model trained on an env object needs one)"
+    "the env to evaluate on; None: the training env (a model trained on an env object its id does not rebuild needs one)"
     deterministic: bool = True
     "act with the policy's mode (or greedily), else sample"
     seed: int | None = None
@@ -224,12 +223,7 @@ class PeriodicEvaluator:
     """Carries out a model's PeriodicEvaluation during one learn() call, on envs opened once."""
 
     def __init__(self, model: Any, plan: PeriodicEvaluation):
-        env = plan.env if plan.env is not None else model.env_id
-        if env is None:
-            raise ConfigError(
-                f"{model.name} was given an env without a registered id, so its periodic evaluation has no env: "
-                "pass PeriodicEvaluation(..., env=...)"
-            )
+        env = plan.env if plan.env is not None else env_to_rebuild(model, "pass PeriodicEvaluation(..., env=...)")
         self.model = model
         self.plan = plan
         self.seed = plan.seed if plan.seed is not None else model.config.seed + EVALUATION_SEED_OFFSET

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rlfoundry.envs.registry import RegisteredEnv
 from rlfoundry.run.monitor import RETURN_METRIC
 
 
@@ -75,7 +76,8 @@ def aggregate_curves(
 
 
 def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
-    """Runs grouped by "<algorithm> <env id>" as their config.json records them (run/record.py)."""
+    """Runs grouped by "<algorithm> <env id>" (with the env's keyword arguments after the id, where
+    it was made with any) as their config.json records them (run/record.py)."""
     groups: dict[str, list[Path]] = {}
     for run_dir in run_dirs:
         path = Path(run_dir) / "config.json"
@@ -85,7 +87,8 @@ def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
                 "runs record there (a Python run of an rlfoundry that wrote none: plot it without --aggregate)"
             )
         recorded = json.loads(path.read_text())
-        groups.setdefault(f"{recorded['algorithm']} {recorded['env_id']}", []).append(Path(run_dir))
+        env = RegisteredEnv(recorded["env_id"], recorded["env_kwargs"]) if recorded.get("env_kwargs") else recorded["env_id"]
+        groups.setdefault(f"{recorded['algorithm']} {env}", []).append(Path(run_dir))
     return groups
 
 

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rlfoundry.envs.registry import RegisteredEnv
 from rlfoundry.run.config import ConfigError, config_to_dict, jsonable
 from rlfoundry.version import __version__
 
@@ -28,16 +29,18 @@ RECORD = "config.json"
 
 
 def write_run_record(run_dir: Path, model: Any, **details: Any) -> None:
-    """Write RUN_DIR/config.json (making the directory if missing): the algorithm, env id,
-    `details` (how the run came about), the config, the config changes made at load, any periodic
-    evaluation, checkpoint_every and the rlfoundry version."""
+    """Write RUN_DIR/config.json (making the directory if missing): the algorithm, env id and the
+    keyword arguments the env was made with, `details` (how the run came about), the config, the
+    config changes made at load, any periodic evaluation, checkpoint_every and the rlfoundry
+    version."""
     evaluation = None if model.evaluation is None else dataclasses.asdict(model.evaluation)
-    if evaluation is not None and not (evaluation["env"] is None or isinstance(evaluation["env"], str)):
+    if evaluation is not None and not (model.evaluation.env is None or isinstance(model.evaluation.env, (str, RegisteredEnv))):
         # An env object or a function that makes one: JSON holds its kind, not the object.
         evaluation["env"] = f"a {type(model.evaluation.env).__name__} (not an env id)"
     record = {
         "algorithm": model.name,
         "env_id": model.env_id,
+        "env_kwargs": model.training_env.env_kwargs,
         **details,
         "config": config_to_dict(model.config),
         "config_changes": _take_changes(model),

@@ -11,15 +11,28 @@ from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 
 from rlfoundry.envs import state as env_state
+from rlfoundry.envs.registry import RegisteredEnv
 from rlfoundry.envs.spaces import SpaceError, describe, space_from_dict, space_to_dict
-from rlfoundry.envs.vector import EnvSource, EpisodeTracker, VectorStep, builds_new_envs, env_id_of, make_env, step_vector
+from rlfoundry.envs.vector import (
+    EnvSource,
+    EpisodeTracker,
+    VectorStep,
+    builds_new_envs,
+    env_id_of,
+    env_kwargs_of,
+    make_env,
+    step_vector,
+)
+from rlfoundry.run.config import ConfigError
 
 
 class TrainingEnv:
     """A vector env plus its current observations and the running return of each episode.
 
     The env is built from `source` only when first needed, so a loaded model that is only
-    used for predictions never creates one.
+    used for predictions never creates one. `env_id` and `env_kwargs` say what it is, for
+    checkpoints and for new copies (evaluation, videos); env_kwargs is None when the id with
+    keyword arguments cannot rebuild it (see env_kwargs_of).
     """
 
     def __init__(
@@ -34,6 +47,7 @@ class TrainingEnv:
         self.n_envs = n_envs
         self.seed = seed
         self.env_id = env_id_of(source) if source is not None else None
+        self.env_kwargs = env_kwargs_of(source) if self.env_id is not None else None
         self.env: VectorEnv | None = None
         self.observations: np.ndarray | None = None
         self.episodes = EpisodeTracker(n_envs)
@@ -52,6 +66,8 @@ class TrainingEnv:
         """The vector env, built on first use."""
         if self.env is None:
             if self.source is None:
+                if self.env_id is not None:
+                    raise ConfigError(unbuildable_env_message(self.env_id, "pass env=... to rlfoundry.load"))
                 raise ValueError(
                     "this model has no environment to train on: pass env=... to rlfoundry.load, or "
                     "create the model with an env"
@@ -86,11 +102,13 @@ class TrainingEnv:
         return step, finished_returns, finished_lengths
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """(JSON, arrays) for a checkpoint: env id, spaces, env snapshot and current position."""
+        """(JSON, arrays) for a checkpoint: env id and keyword arguments, spaces, env snapshot and
+        current position."""
         # The env with a position to save; None before its first reset.
         env = self.env if self.observations is not None else None
         state = {
             "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
             "n_envs": self.n_envs,
             "observation_space": space_to_dict(self.observation_space),
             "action_space": space_to_dict(self.action_space),
@@ -109,17 +127,25 @@ class TrainingEnv:
     def from_checkpoint(
         cls, state: dict[str, Any], arrays: Mapping[str, np.ndarray], source: EnvSource | None, seed: int
     ) -> "TrainingEnv":
-        """Rebuild from checkpoint_state's output. The position is restored exactly when the env
+        """Rebuild from checkpoint_state's output, on `source` if given, else on the recorded id
+        and keyword arguments (none without a recorded id, or with one that cannot rebuild the env:
+        then training and evaluation ask for env=). The position is restored exactly when the env
         snapshot exists (toy-text and classic-control envs); otherwise training restarts episodes."""
+        env_id = state["env_id"]
+        # Schema 1 checkpoints predate env_kwargs: their envs were rebuilt from the id alone.
+        env_kwargs = state.get("env_kwargs", {})
+        if source is None and env_id is not None and env_kwargs is not None:
+            source = RegisteredEnv(env_id, env_kwargs)
         training_env = cls(
-            source if source is not None else state["env_id"],
+            source,
             n_envs=state["n_envs"],
             seed=seed,
             observation_space=space_from_dict(state["observation_space"]),
             action_space=space_from_dict(state["action_space"]),
         )
-        if state["env_id"] is not None and training_env.env_id is None:
-            training_env.env_id = state["env_id"]
+        if env_id is not None and training_env.env_id is None:
+            # A factory given for the recorded env (or none at all): it is still that env.
+            training_env.env_id, training_env.env_kwargs = env_id, env_kwargs
         snapshot = state.get("env_snapshot")
         if snapshot is not None and training_env.source is not None and "env.observations" in arrays:
             env_state.restore(training_env.open(), snapshot)
@@ -129,6 +155,14 @@ class TrainingEnv:
         else:
             training_env.position_lost = "env.observations" in arrays
         return training_env
+
+    @property
+    def rebuild_source(self) -> RegisteredEnv | None:
+        """What new copies of this env are made from: its id with its keyword arguments; None when
+        they cannot be (see env_kwargs_of)."""
+        if self.env_id is None or self.env_kwargs is None:
+            return None
+        return RegisteredEnv(self.env_id, self.env_kwargs)
 
     @property
     def resumed_exactly(self) -> bool:
@@ -150,3 +184,25 @@ def require_model_spaces(
             f"model was trained on observations {describe(observation_space)} and actions "
             f"{describe(action_space)}: pass an env with the same spaces"
         )
+
+
+def unbuildable_env_message(env_id: str | None, remedy: str) -> str:
+    """Why new copies of a model's env cannot be made from what it recorded, and `remedy`."""
+    if env_id is None:
+        return f"this model was trained on an env without a registered id (an env object or a function): {remedy}"
+    return (
+        f"this model was trained on an env object made from {env_id} with wrappers or keyword arguments that its "
+        f"checkpoint cannot record, so {env_id} alone would make another env: {remedy} (rlfoundry.RegisteredEnv(id, "
+        "kwargs) is an id with keyword arguments that checkpoints record)"
+    )
+
+
+def env_to_rebuild(model: Any, remedy: str) -> EnvSource:
+    """What new copies of the env a model trained on are made from (evaluation, videos): its id with
+    the keyword arguments it was made with; ConfigError ending in `remedy` when there is none."""
+    training_env = getattr(model, "training_env", None)
+    # A stand-in model without a training env (a policy that knows its env id) has only the id.
+    source = model.env_id if training_env is None else training_env.rebuild_source
+    if source is None:
+        raise ConfigError(unbuildable_env_message(model.env_id, remedy))
+    return source

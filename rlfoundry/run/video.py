@@ -18,9 +18,11 @@ import numpy as np
 from PIL import Image
 
 from rlfoundry.envs.atari import STEPS_PER_SECOND, is_atari_id, make_atari_env
-from rlfoundry.envs.vector import builds_new_envs, check_env_id
+from rlfoundry.envs.registry import RegisteredEnv, check_env_kwargs
+from rlfoundry.envs.vector import builds_new_envs
 from rlfoundry.run.evaluation import EvaluationResult, checked_episode_count, episode_step_cap, require_step_cap
 from rlfoundry.run.seeding import seeded_sampling
+from rlfoundry.run.training_env import env_to_rebuild
 
 RENDER_MODE = "rgb_array"
 DEFAULT_FPS = 30
@@ -32,7 +34,7 @@ DEFAULT_VIDEO_STEPS = 1_000
 def record_video(
     model: Any,
     path: str | Path,
-    env: str | gym.Env | None = None,
+    env: str | RegisteredEnv | gym.Env | None = None,
     n_episodes: int = 1,
     deterministic: bool = True,
     seed: int | None = None,
@@ -44,16 +46,19 @@ def record_video(
     env's own time limit, or DEFAULT_VIDEO_STEPS (1,000) for an env without one (not evaluate()'s
     10,000: see DEFAULT_VIDEO_STEPS).
 
-    `env` is an env id (default: the model's) or a gymnasium.Env made with render_mode="rgb_array"
-    (left open). The first episode starts from reset(seed=seed), so with one episode it is the
-    episode that `evaluate(model, n_episodes=1, seed=seed)` plays.
+    `env` is an env id or RegisteredEnv (default: the model's env, with the keyword arguments it was
+    made with) or a gymnasium.Env made with render_mode="rgb_array" (left open). The first episode
+    starts from reset(seed=seed), so with one episode it is the episode that
+    `evaluate(model, n_episodes=1, seed=seed)` plays.
     """
     path = Path(path)
     if path.suffix.lower() != ".gif":
         raise ValueError(f"video path {str(path)!r} must end in .gif: rlfoundry writes animated GIFs")
     checked_episode_count(n_episodes)
     require_step_cap("max_steps", max_steps)
-    source = model.env_id if env is None else env
+    source = env_to_rebuild(model, "pass env=... to record_video") if env is None else env
+    if isinstance(source, str):
+        source = RegisteredEnv(source)
     single = _rendering_env(source)
     cap = episode_step_cap(max_steps, [single.spec], default=DEFAULT_VIDEO_STEPS)
     frames: list[Image.Image] = []
@@ -75,7 +80,7 @@ def record_video(
                 lengths.append(length)
                 cuts.append(not done)
         fps = single.metadata.get("render_fps") or DEFAULT_FPS
-        if isinstance(source, str) and is_atari_id(source):
+        if isinstance(source, RegisteredEnv) and is_atari_id(source.env_id):
             fps = STEPS_PER_SECOND  # a step is FRAME_SKIP emulator frames: render_fps would play it 2x fast
     finally:
         if builds_new_envs(source):
@@ -85,20 +90,20 @@ def record_video(
     return EvaluationResult(returns=np.array(returns), lengths=np.array(lengths), cut=np.array(cuts))
 
 
-def _rendering_env(source: str | gym.Env | None) -> gym.Env:
-    """One env that renders frames: built from an id (Atari ids with rlfoundry's preprocessing, as
-    training saw them), or the caller's own env object after checking its render mode."""
-    if source is None:
-        raise ValueError("this model does not know its environment id: pass env=... to record_video")
-    if isinstance(source, str):
-        check_env_id(source)
+def _rendering_env(source: RegisteredEnv | gym.Env) -> gym.Env:
+    """One env that renders frames: built from an id and its keyword arguments (Atari ids with
+    rlfoundry's preprocessing, as training saw them), or the caller's own env object after checking
+    its render mode."""
+    if isinstance(source, RegisteredEnv):
+        check_env_kwargs(source.env_id, source.kwargs)  # the id, too
         if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
             # Without a display, SDL (behind pygame's renderers) probes for one and prints an error
             # for every process; off-screen frames need none.
             os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-        if is_atari_id(source):
-            return make_atari_env(source, render_mode=RENDER_MODE)
-        return gym.make(source, render_mode=RENDER_MODE)
+        kwargs = {**source.kwargs, "render_mode": RENDER_MODE}
+        if is_atari_id(source.env_id):
+            return make_atari_env(source.env_id, **kwargs)
+        return gym.make(source.env_id, **kwargs)
     if isinstance(source, gym.Env):
         if source.render_mode != RENDER_MODE:
             raise ValueError(
@@ -107,7 +112,8 @@ def _rendering_env(source: str | gym.Env | None) -> gym.Env:
             )
         return source
     raise TypeError(
-        f"env must be an env id or a gymnasium.Env made with render_mode={RENDER_MODE!r}, got {type(source).__name__}"
+        f"env must be an env id, a RegisteredEnv or a gymnasium.Env made with render_mode={RENDER_MODE!r}, got "
+        f"{type(source).__name__}"
     )
 
 
