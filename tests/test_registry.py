@@ -71,8 +71,8 @@ def test_a_registered_env_keeps_its_own_copy_of_the_arguments():
 
 
 def test_command_line_values_take_the_types_the_env_annotates_or_the_first_that_fits():
-    assert parse_env_kwargs("ALE/Breakout-v5", ["repeat_action_probability=0", "full_action_space=true", "mode=none", "frame_stack=2"]) == {
-        "repeat_action_probability": 0.0, "full_action_space": True, "mode": None, "frame_stack": 2,
+    assert parse_env_kwargs("ALE/Breakout-v5", ["repeat_action_probability=0", "full_action_space=true", "mode=none", "fire_on_reset=yes"]) == {
+        "repeat_action_probability": 0.0, "full_action_space": True, "mode": None, "fire_on_reset": True,
     }
     # Pendulum's g has no annotation: an int, else a float, else a bool, else a string.
     assert parse_env_kwargs("Pendulum-v1", ["g=9.5", "max_episode_steps=1_000"]) == {"g": 9.5, "max_episode_steps": 1000}

@@ -7,6 +7,7 @@
     AtariPreprocessing            up to 30 no-op actions at reset, max-pooled frame skip of 4,
                                   84 x 84 grayscale frames, episodes end at game over (not at a
                                   lost life), pixels stay uint8
+    PressFire (opt-in)            FIRE pressed for the agent after a reset and after a lost life
     FrameStackObservation(4)      observations [4, 84, 84] uint8, the newest frame last; an
                                   episode's first stack repeats its first frame
 
@@ -25,6 +26,8 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
+from rlfoundry.run.config import ConfigError
+
 ATARI_PREFIX = "ALE/"
 FRAME_SKIP = 4
 # The emulator runs 60 frames a second, so an agent step of FRAME_SKIP frames lasts 1/15 s.
@@ -39,6 +42,7 @@ FIXED_MAKE_KWARGS = {
         f"max_num_frames_per_episode, in frames ({FRAME_SKIP} an agent step; ALE v5's default is 108000)"
     ),
 }
+FIRE = "FIRE"
 
 
 def is_atari_id(env_id: str) -> bool:
@@ -51,14 +55,34 @@ def make_atari_env(
     frame_stack: int = FRAME_STACK,
     noop_max: int = 30,
     terminal_on_life_loss: bool = False,
+    fire_on_reset: bool = False,
+    fire_on_life_loss: bool = False,
     **make_kwargs: Any,
 ) -> gym.Env:
-    """One Atari env with the standard DQN preprocessing (see the module docstring)."""
+    """One Atari env with the standard DQN preprocessing (see the module docstring).
+
+    terminal_on_life_loss: end the episode at a lost life; Gymnasium's AtariPreprocessing then
+    starts a new game at the reset, so every episode is a first life.
+    fire_on_reset, fire_on_life_loss: press FIRE for the agent after every reset, and after every
+    lost life that does not end the episode (see PressFire); only for games with a FIRE action.
+    """
     import ale_py  # imported (slow) and its ids registered only when an Atari env is made
 
     gym.register_envs(ale_py)
+    if fire_on_life_loss and terminal_on_life_loss:
+        raise ConfigError(
+            "fire_on_life_loss=True presses FIRE when a life is lost and the episode goes on, but with "
+            "terminal_on_life_loss=True it ends there: use fire_on_reset=True, which presses it as the next episode starts"
+        )
     # AtariPreprocessing skips (and max-pools) frames itself, so the ALE must not skip any.
     env = gym.make(env_id, frameskip=1, **make_kwargs)
+    meanings = env.unwrapped.get_action_meanings()
+    if (fire_on_reset or fire_on_life_loss) and FIRE not in meanings:
+        env.close()
+        raise ConfigError(
+            f"{env_id} has no {FIRE} action (its actions: {', '.join(meanings)}): leave fire_on_reset and "
+            "fire_on_life_loss out, they are for games that wait for FIRE (Breakout)"
+        )
     env = AtariPreprocessing(
         env,
         noop_max=noop_max,
@@ -68,7 +92,53 @@ def make_atari_env(
         grayscale_obs=True,
         scale_obs=False,
     )
+    if fire_on_reset or fire_on_life_loss:
+        env = PressFire(env, meanings.index(FIRE), on_reset=fire_on_reset, on_life_loss=fire_on_life_loss)
     return FrameStackObservation(env, frame_stack, padding_type="reset")
+
+
+class PressFire(gym.Wrapper):
+    """Press FIRE for the agent, one agent step (FRAME_SKIP frames) long: after every reset
+    (`on_reset`, after the no-op starts) and after every step that loses a life without ending the
+    episode (`on_life_loss`). Breakout serves the ball only on FIRE, at the start and after each
+    lost life: a policy that has not learnt to press it waits until the ALE's frame limit.
+
+    The agent sees the observation after FIRE. Its reward counts: at a reset it is added to the
+    agent's first step's, after a lost life to that step's, so returns stay game scores. With sticky
+    actions the ALE may repeat the previous action instead of FIRE in all four frames
+    (0.25^4 = 0.4%): then the agent has to press it itself.
+    """
+
+    def __init__(self, env: gym.Env, fire_action: int, on_reset: bool, on_life_loss: bool):
+        super().__init__(env)
+        self.fire_action = fire_action
+        self.on_reset = on_reset
+        self.on_life_loss = on_life_loss
+        self.lives = 0
+        self.reward_at_reset = 0.0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        observation, info = self.env.reset(seed=seed, options=options)
+        self.reward_at_reset = 0.0
+        if self.on_reset:
+            # A game does not end in its first frames (nor an episode, unless max_num_frames_per_episode
+            # is below the no-op start plus 4 frames): what this step says of the episode's end is not needed.
+            observation, reward, _, _, info = self.env.step(self.fire_action)
+            self.reward_at_reset = float(reward)
+        self.lives = self.env.unwrapped.ale.lives()
+        return observation, info
+
+    def step(self, action: Any):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        reward = float(reward) + self.reward_at_reset
+        self.reward_at_reset = 0.0
+        lives = self.env.unwrapped.ale.lives()
+        if self.on_life_loss and lives < self.lives and not (terminated or truncated):
+            observation, fire_reward, terminated, truncated, info = self.env.step(self.fire_action)
+            reward += float(fire_reward)
+            lives = self.env.unwrapped.ale.lives()
+        self.lives = lives
+        return observation, reward, terminated, truncated, info
 
 
 def atari_factory(env_id: str, **options: Any) -> Callable[[], gym.Env]:

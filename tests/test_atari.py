@@ -1,0 +1,132 @@
+"""Atari preprocessing options: FIRE pressed for the agent after a reset and after a lost life."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import rlfoundry
+from rlfoundry.envs.atari import PressFire, make_atari_env
+from rlfoundry.run.config import ConfigError
+
+NOOP, FIRE = 0, 1
+
+
+class ScriptedGame(gym.Env):
+    """A stand-in for an ALE game: step t gives rewards[t] and leaves lives[t] lives, its `ale`
+    reports them, and it records every action it is given."""
+
+    observation_space = gym.spaces.Discrete(100)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, rewards, lives, terminated_at=None):
+        self.rewards, self.lives_after, self.terminated_at = rewards, lives, terminated_at
+        self.ale = self
+        self.actions, self.t = [], 0
+
+    def lives(self):
+        return self.lives_after[self.t - 1] if self.t else 3
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return 0, {}
+
+    def step(self, action):
+        self.actions.append(int(action))
+        self.t += 1
+        return self.t, self.rewards[self.t - 1], self.t == self.terminated_at, False, {}
+
+
+def test_fire_at_reset_counts_its_reward_in_the_first_step():
+    game = ScriptedGame(rewards=[5.0, 1.0, 0.0], lives=[3, 3, 3])
+    env = PressFire(game, FIRE, on_reset=True, on_life_loss=False)
+    assert env.reset() == (1, {})  # the observation after FIRE
+    assert env.step(NOOP)[:2] == (2, 6.0)
+    assert env.step(NOOP)[:2] == (3, 0.0)
+    assert game.actions == [FIRE, NOOP, NOOP]
+
+
+def test_fire_after_a_lost_life_adds_its_step_to_the_agents():
+    # Step 2 loses a life (3 -> 2): FIRE is step 3, its reward added; step 5 loses one and ends the
+    # episode: no FIRE then.
+    game = ScriptedGame(rewards=[0.0, 1.0, 10.0, 0.0, 0.0], lives=[3, 2, 2, 2, 1], terminated_at=5)
+    env = PressFire(game, FIRE, on_reset=False, on_life_loss=True)
+    env.reset()
+    assert env.step(NOOP)[:3] == (1, 0.0, False)
+    assert env.step(NOOP)[:3] == (3, 11.0, False)
+    assert env.step(NOOP)[:3] == (4, 0.0, False)
+    assert env.step(NOOP)[:3] == (5, 0.0, True)
+    assert game.actions == [NOOP, NOOP, FIRE, NOOP, NOOP]
+
+
+class ActionSpy(gym.Wrapper):
+    """Records the actions the ALE is given, frame by frame."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.actions = []
+
+    def step(self, action):
+        self.actions.append(int(action))
+        return self.env.step(action)
+
+
+def breakout(**options):
+    """Breakout without sticky actions or no-op starts (both random), the ALE's actions spied on."""
+    env = make_atari_env("ALE/Breakout-v5", noop_max=0, repeat_action_probability=0.0, **options)
+    preprocessing = env.env.env if options.get("fire_on_reset") or options.get("fire_on_life_loss") else env.env
+    preprocessing.env = spy = ActionSpy(preprocessing.env)
+    return env, spy
+
+
+def play_noop(env, steps):
+    """Lives left after each of up to `steps` NOOP steps, until the episode ends."""
+    lives = []
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(NOOP)
+        lives.append(env.unwrapped.ale.lives())
+        if terminated or truncated:
+            break
+    return lives
+
+
+def test_breakout_gets_fire_after_reset_and_after_each_lost_life():
+    env, spy = breakout(fire_on_reset=True, fire_on_life_loss=True)
+    assert env.unwrapped.get_action_meanings()[FIRE] == "FIRE"
+    env.reset(seed=0)
+    assert spy.actions == [FIRE] * 4  # one agent step: 4 frames
+    lives = play_noop(env, 200)
+    # A policy that never presses FIRE misses each ball served for it, and the game ends.
+    assert sorted(set(lives), reverse=True) == [5, 4, 3, 2, 1, 0] and len(lives) < 200
+    assert spy.actions.count(FIRE) == 4 * 5  # at the reset and after the 4 lives lost before the last
+    env.close()
+
+
+def test_without_fire_after_a_lost_life_breakout_waits():
+    env, spy = breakout(fire_on_reset=True)
+    env.reset(seed=0)
+    lives = play_noop(env, 200)
+    assert lives[-1] == 4 and len(lives) == 200 and spy.actions.count(FIRE) == 4
+    plain, plain_spy = breakout()
+    plain.reset(seed=0)
+    assert play_noop(plain, 100) == [5] * 100 and FIRE not in plain_spy.actions
+    env.close()
+    plain.close()
+
+
+def test_fire_options_are_refused_for_a_game_without_fire():
+    assert "FIRE" not in gym.make("ALE/Freeway-v5").unwrapped.get_action_meanings()
+    with pytest.raises(ConfigError, match=r"ALE/Freeway-v5 has no FIRE action \(its actions: NOOP, UP, DOWN\)"):
+        rlfoundry.make_env("ALE/Freeway-v5", fire_on_reset=True)
+    with pytest.raises(ConfigError, match="fire_on_life_loss=True presses FIRE when a life is lost and the episode goes on"):
+        make_atari_env("ALE/Breakout-v5", fire_on_life_loss=True, terminal_on_life_loss=True)
+
+
+def test_a_dqn_on_breakout_with_fire_loads_onto_the_same_env(tmp_path):
+    env = rlfoundry.RegisteredEnv("ALE/Breakout-v5", {"fire_on_reset": True, "repeat_action_probability": 0.0})
+    rlfoundry.DQN(env, quiet=True, buffer_size=64, learning_starts=100, device="cpu").learn(8).save(tmp_path / "dqn")
+    loaded = rlfoundry.load(tmp_path / "dqn", quiet=True)
+    assert loaded.training_env.rebuild_source == env
+    loaded.learn(4)
+    (copy,) = loaded.training_env.env.envs
+    assert isinstance(copy.env, PressFire) and copy.unwrapped.ale.getFloat("repeat_action_probability") == 0.0
+    assert np.asarray(loaded.training_env.observations).shape == (1, 4, 84, 84)
