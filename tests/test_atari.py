@@ -1,5 +1,6 @@
 """Atari preprocessing options: FIRE pressed for the agent after a reset and after a lost life."""
 
+import ale_py
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from rlfoundry.envs.atari import PressFire, make_atari_env
 from rlfoundry.run.config import ConfigError
 
 NOOP, FIRE = 0, 1
+gym.register_envs(ale_py)  # for gym.make of ALE ids here; make_env registers them itself
 
 
 class ScriptedGame(gym.Env):
@@ -130,3 +132,19 @@ def test_a_dqn_on_breakout_with_fire_loads_onto_the_same_env(tmp_path):
     (copy,) = loaded.training_env.env.envs
     assert isinstance(copy.env, PressFire) and copy.unwrapped.ale.getFloat("repeat_action_probability") == 0.0
     assert np.asarray(loaded.training_env.observations).shape == (1, 4, 84, 84)
+
+
+def test_dqn_stores_frames_apart_only_where_make_env_stacked_them():
+    """An ALE env object is not known to hold frame stacks (RGB channels, say), nor is a stack of
+    one frame: "auto" used to choose "frames" for both, which refused them (at the first add, and
+    on construction)."""
+    channels_first = gym.wrappers.TransformObservation(
+        gym.make("ALE/Breakout-v5"), lambda frame: frame.transpose(2, 0, 1), gym.spaces.Box(0, 255, (3, 210, 160), np.uint8)
+    )
+    sources = {
+        "shared": [channels_first, rlfoundry.RegisteredEnv("ALE/Breakout-v5", {"frame_stack": 1})],
+        "frames": [rlfoundry.RegisteredEnv("ALE/Breakout-v5", {"frame_stack": 2})],
+    }
+    for storage, envs in sources.items():
+        for env in envs:
+            assert rlfoundry.DQN(env, quiet=True, buffer_size=64, device="cpu").replay.storage == storage

@@ -74,7 +74,7 @@ class DQNConfig:
     check_replay_memory: bool = True
     """Refuse a replay buffer that would not fit in the memory available (rlfoundry.run.memory); False skips the check."""
     replay_storage: Literal["auto", "full", "shared", "frames"] = "auto"
-    """How the buffer stores observations (rlfoundry.data.replay); 'auto': 'frames' for image stacks, else 'full'."""
+    """How the buffer stores observations (rlfoundry.data.replay); 'auto': 'frames' for make_env's ALE stacks, 'shared' for other images, else 'full'."""
     learning_starts: int = 100
     """Env steps of uniformly random actions before the first gradient step."""
     batch_size: int = 32
@@ -190,8 +190,8 @@ class DQN:
         self.optimizer = torch.optim.Adam(self.online_parameters, lr=config.learning_rate, fused=True)
         storage = config.replay_storage
         if storage == "auto":
-            # Frame stacks only for the ALE ids rlfoundry stacks; other images (RGB, say) are stored whole.
-            stacked = training_env.env_id is not None and is_atari_id(training_env.env_id)
+            # Frame stacks only where make_env stacked ALE frames; other images (RGB channels, say) are stored whole.
+            stacked = training_env.rebuild_source is not None and is_atari_id(training_env.env_id) and self.observation_space.shape[0] > 1
             storage = "frames" if stacked else "shared" if uses_images else "full"
         self.replay = ReplayBuffer(
             config.buffer_size, self.observation_space, self.action_space, config.n_envs,
