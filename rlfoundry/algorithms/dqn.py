@@ -34,7 +34,6 @@ import torch
 
 from rlfoundry.data.replay import STORAGES, ReplayBatch, ReplayBuffer
 from rlfoundry.envs.spaces import observation_batch, require_discrete_actions
-from rlfoundry.envs.atari import is_atari_id
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import polyak_update
 from rlfoundry.losses.dqn import LOSSES, chosen_action_weights, double_dqn_targets, dqn_targets
@@ -191,8 +190,7 @@ class DQN:
         storage = config.replay_storage
         if storage == "auto":
             # Frame stacks only where make_env stacked ALE frames; other images (RGB channels, say) are stored whole.
-            stacked = training_env.rebuild_source is not None and is_atari_id(training_env.env_id) and self.observation_space.shape[0] > 1
-            storage = "frames" if stacked else "shared" if uses_images else "full"
+            storage = "frames" if training_env.stacks_atari_frames else "shared" if uses_images else "full"
         self.replay = ReplayBuffer(
             config.buffer_size, self.observation_space, self.action_space, config.n_envs,
             gamma=config.gamma, n_step=config.n_step, storage=storage, check_memory=config.check_replay_memory,

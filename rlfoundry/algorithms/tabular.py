@@ -275,7 +275,7 @@ def greedy_path(model: TabularTD, max_steps: int = 200, seed: int = 0) -> tuple[
     """Follow the greedy policy from an initial state: (states, actions, return); states has one
     more entry than actions when the episode ended."""
     # A new env, never the model's own: that one stands mid-episode in training.
-    source = model.training_env.rebuild_source
+    source: EnvSource | None = model.training_env.rebuild_source
     if source is None:
         source = model.training_env.source
     if source is None or not builds_new_envs(source):

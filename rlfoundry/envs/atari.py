@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
 from rlfoundry.run.config import ConfigError
+
+if TYPE_CHECKING:
+    from ale_py import AtariEnv
 
 ATARI_PREFIX = "ALE/"
 FRAME_SKIP = 4
@@ -43,6 +46,11 @@ FIXED_MAKE_KWARGS = {
     ),
 }
 FIRE = "FIRE"
+
+
+def ale_env(env: gym.Env) -> AtariEnv:
+    """The ALE env under the wrappers (its action meanings, its emulator's lives)."""
+    return cast("AtariEnv", env.unwrapped)
 
 
 def is_atari_id(env_id: str) -> bool:
@@ -76,7 +84,7 @@ def make_atari_env(
         )
     # AtariPreprocessing skips (and max-pools) frames itself, so the ALE must not skip any.
     env = gym.make(env_id, frameskip=1, **make_kwargs)
-    meanings = env.unwrapped.get_action_meanings()
+    meanings = ale_env(env).get_action_meanings()
     if (fire_on_reset or fire_on_life_loss) and FIRE not in meanings:
         env.close()
         raise ConfigError(
@@ -125,18 +133,18 @@ class PressFire(gym.Wrapper):
             # is below the no-op start plus 4 frames): what this step says of the episode's end is not needed.
             observation, reward, _, _, info = self.env.step(self.fire_action)
             self.reward_at_reset = float(reward)
-        self.lives = self.env.unwrapped.ale.lives()
+        self.lives = ale_env(self.env).ale.lives()
         return observation, info
 
     def step(self, action: Any):
         observation, reward, terminated, truncated, info = self.env.step(action)
         reward = float(reward) + self.reward_at_reset
         self.reward_at_reset = 0.0
-        lives = self.env.unwrapped.ale.lives()
+        lives = ale_env(self.env).ale.lives()
         if self.on_life_loss and lives < self.lives and not (terminated or truncated):
             observation, fire_reward, terminated, truncated, info = self.env.step(self.fire_action)
             reward += float(fire_reward)
-            lives = self.env.unwrapped.ale.lives()
+            lives = ale_env(self.env).ale.lives()
         self.lives = lives
         return observation, reward, terminated, truncated, info
 

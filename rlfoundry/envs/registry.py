@@ -66,6 +66,8 @@ def env_keywords(env_id: str) -> dict[str, Any] | None:
     check_env_id(env_id)
     entry_point = gym.spec(env_id).entry_point
     creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    if creator is None:  # a spec without an entry point: nothing to check against
+        return None
     if any(parameter.kind is parameter.VAR_KEYWORD for parameter in inspect.signature(creator).parameters.values()):
         return None
     keywords = {**_named_keywords(creator), **MAKE_KEYWORDS}
@@ -78,7 +80,8 @@ def env_keywords(env_id: str) -> dict[str, Any] | None:
 def _named_keywords(function: Any) -> dict[str, Any]:
     """The parameters of a function or class that can be passed by name, with their annotations."""
     try:
-        hints = typing.get_type_hints(function.__init__ if isinstance(function, type) else function)
+        # A class's own constructor (mypy flags __init__ read off an instance; here it is read off the class).
+        hints = typing.get_type_hints(function.__init__ if isinstance(function, type) else function)  # type: ignore[misc]
     except (NameError, TypeError):
         hints = {}  # annotations that do not resolve here: the values' types are guessed
     return {

@@ -61,7 +61,8 @@ def make_env(
     if isinstance(env, RegisteredEnv):
         if env_kwargs:
             raise TypeError(f"pass the keyword arguments ({describe_kwargs(env_kwargs)}) inside the RegisteredEnv, which has its own")
-        env, env_kwargs = env.env_id, env.kwargs
+        env_kwargs = env.kwargs
+        env = env.env_id
     if isinstance(env, str):
         check_env_id(env)
         check_env_kwargs(env, env_kwargs)

@@ -11,6 +11,7 @@ from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 
 from rlfoundry.envs import state as env_state
+from rlfoundry.envs.atari import is_atari_id
 from rlfoundry.envs.registry import RegisteredEnv
 from rlfoundry.envs.spaces import SpaceError, describe, space_from_dict, space_to_dict
 from rlfoundry.envs.vector import (
@@ -47,7 +48,7 @@ class TrainingEnv:
         self.n_envs = n_envs
         self.seed = seed
         self.env_id = env_id_of(source) if source is not None else None
-        self.env_kwargs = env_kwargs_of(source) if self.env_id is not None else None
+        self.env_kwargs = None if source is None or self.env_id is None else env_kwargs_of(source)
         self.env: VectorEnv | None = None
         self.observations: np.ndarray | None = None
         self.episodes = EpisodeTracker(n_envs)
@@ -163,6 +164,14 @@ class TrainingEnv:
         if self.env_id is None or self.env_kwargs is None:
             return None
         return RegisteredEnv(self.env_id, self.env_kwargs)
+
+    @property
+    def stacks_atari_frames(self) -> bool:
+        """Whether the observations are the frame stacks (2 frames or more) make_env builds for an
+        ALE id, which a replay buffer may keep one frame each of; an ALE env object's are not known to be."""
+        shape = self.observation_space.shape or ()
+        source = self.rebuild_source
+        return source is not None and is_atari_id(source.env_id) and len(shape) > 0 and shape[0] > 1
 
     @property
     def resumed_exactly(self) -> bool:

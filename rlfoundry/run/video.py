@@ -19,7 +19,7 @@ from PIL import Image
 
 from rlfoundry.envs.atari import STEPS_PER_SECOND, is_atari_id, make_atari_env
 from rlfoundry.envs.registry import RegisteredEnv, check_env_kwargs
-from rlfoundry.envs.vector import builds_new_envs
+from rlfoundry.envs.vector import EnvSource, builds_new_envs
 from rlfoundry.run.evaluation import EvaluationResult, checked_episode_count, episode_step_cap, require_step_cap
 from rlfoundry.run.seeding import seeded_sampling
 from rlfoundry.run.training_env import env_to_rebuild
@@ -90,7 +90,7 @@ def record_video(
     return EvaluationResult(returns=np.array(returns), lengths=np.array(lengths), cut=np.array(cuts))
 
 
-def _rendering_env(source: RegisteredEnv | gym.Env) -> gym.Env:
+def _rendering_env(source: EnvSource) -> gym.Env:
     """One env that renders frames: built from an id and its keyword arguments (Atari ids with
     rlfoundry's preprocessing, as training saw them), or the caller's own env object after checking
     its render mode."""
