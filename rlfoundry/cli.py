@@ -100,8 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=20, help="number of episodes (default 20)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs")
     evaluate.add_argument("--device", help="load onto this device: cpu, cuda or auto (default: the one the model trained on)")
-    evaluate.add_argument("--no-memory-check", dest="check_replay_memory", action="store_const", const=False,
-                          help="load a replay buffer that the memory check would refuse (check_replay_memory=False)")
     evaluate.add_argument("--env", dest="env_id", help="evaluate on this env id instead of the training one")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of acting greedily")
     evaluate.add_argument("--max-episode-steps", type=int, metavar="K",
@@ -357,7 +355,11 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
         # A run directory: its furthest checkpoint, as `rlf resume` takes.
         checkpoint = max(run_checkpoints(checkpoint), key=checkpoint_steps)
         print(f"checkpoint: {checkpoint}")
-    model = rlfoundry.load(checkpoint, quiet=True, device=arguments.device, check_replay_memory=arguments.check_replay_memory)
+    # An evaluation needs no replay buffer (an Atari one is gigabytes): it is neither read nor checked.
+    without_replay: dict[str, Any] = {"replay_buffer": False, "check_replay_memory": False}
+    model = rlfoundry.load(
+        checkpoint, quiet=True, device=arguments.device, **(without_replay if "buffer_size" in read_manifest(checkpoint)["config"] else {})
+    )
     if arguments.env_id is None and model.training_env.rebuild_source is None:
         raise UsageError(unbuildable_env_message(model.env_id, f"name one to evaluate {checkpoint} on with --env ENV_ID"))
     deterministic = not arguments.stochastic

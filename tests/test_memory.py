@@ -146,8 +146,10 @@ def test_a_checkpoint_whose_buffer_does_not_fit_is_refused_when_loaded_unless_to
         rlfoundry.load(tmp_path / "dqn")
     loaded = rlfoundry.load(tmp_path / "dqn", check_replay_memory=False)
     np.testing.assert_array_equal(loaded.replay.observations, model.replay.observations)
-    assert main(["eval", str(tmp_path / "dqn"), "--episodes", "1"]) == 2
+    assert main(["resume", str(tmp_path / "dqn"), "--steps", "1", "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "a replay buffer of 2_000 transitions of (4,) float32 observations ('full' storage) takes 0.1 MB" in capsys.readouterr().err
-    assert main(["eval", str(tmp_path / "dqn"), "--episodes", "1", "--no-memory-check"]) == 0
+    assert not (tmp_path / "runs").exists()
+    # An evaluation reads no replay buffer, so it checks none.
+    assert main(["eval", str(tmp_path / "dqn"), "--episodes", "1"]) == 0
     with pytest.raises(ConfigError, match="ppo keeps no replay buffer: it has no memory check to skip, leave check_replay_memory out"):
         rlfoundry.load(tmp_path / "ppo", check_replay_memory=False)

@@ -11,7 +11,8 @@ from gymnasium import spaces
 import rlfoundry
 from rlfoundry import PeriodicEvaluation
 from rlfoundry.data.replay import ReplayBuffer
-from rlfoundry.run.checkpoint import load_checkpoint
+from rlfoundry.run.checkpoint import CheckpointCorruptError, load_checkpoint
+from rlfoundry.run.config import ConfigError
 from rlfoundry.run.monitor import policy_saver
 
 LEARNING_STARTS = 20
@@ -114,7 +115,30 @@ def test_a_call_whose_gradient_steps_wait_says_so(tmp_path, name, capsys):
     cls(env_id, learning_starts=LEARNING_STARTS, **config).learn(40).save(tmp_path / "policy", replay_buffer=False)
     capsys.readouterr()
     rlfoundry.load(tmp_path / "policy").learn(10)
-    assert "the replay buffer holds 0 transitions (the checkpoint was saved without it): the gradient steps " \
+    assert "the replay buffer holds 0 transitions (the checkpoint was saved or loaded without it): the gradient steps " \
            f"wait until it holds {LEARNING_STARTS + 1}; this call's 10 steps are too few for any" in capsys.readouterr().out
     cls(env_id, learning_starts=LEARNING_STARTS, **config).learn(40)
     assert "gradient steps" not in capsys.readouterr().out  # a run that trains says nothing
+
+
+def test_a_load_without_the_replay_buffer_reads_none_and_predicts_the_same(tmp_path):
+    """load(path, replay_buffer=False): the policy without its transitions (rlf eval loads so)."""
+    model = rlfoundry.DQN("CartPole-v1", hidden_sizes=(8,), buffer_size=500, learning_starts=16, quiet=True).learn(64)
+    model.save(tmp_path / "dqn")
+    whole = rlfoundry.load(tmp_path / "dqn")
+    policy_only = rlfoundry.load(tmp_path / "dqn", replay_buffer=False)
+    assert len(whole.replay) == 64 and len(policy_only.replay) == 0
+    observations = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    np.testing.assert_array_equal(policy_only.predict(observations), whole.predict(observations))
+    # The buffer's files are not even hashed: a damaged one stops only a load that reads it.
+    damaged = tmp_path / "dqn" / "arrays" / "replay.rewards.npy"
+    damaged.write_bytes(damaged.read_bytes()[:-4] + b"\x00\x00\x80\x7f")
+    with pytest.raises(CheckpointCorruptError, match="replay.rewards.npy does not match the hash"):
+        rlfoundry.load(tmp_path / "dqn")
+    np.testing.assert_array_equal(rlfoundry.load(tmp_path / "dqn", replay_buffer=False).predict(observations), whole.predict(observations))
+    sac = rlfoundry.SAC("Pendulum-v1", actor_hidden_sizes=(8,), critic_hidden_sizes=(8,), buffer_size=500, learning_starts=16, quiet=True).learn(32)
+    sac.save(tmp_path / "sac")
+    assert len(rlfoundry.load(tmp_path / "sac", replay_buffer=False).collector.replay) == 0
+    rlfoundry.PPO("CartPole-v1", hidden_sizes=(8,), n_steps=8, batch_size=8, n_epochs=1, quiet=True).save(tmp_path / "ppo")
+    with pytest.raises(ConfigError, match="ppo keeps no replay buffer: leave replay_buffer out"):
+        rlfoundry.load(tmp_path / "ppo", replay_buffer=False)

@@ -394,5 +394,5 @@ class DQN:
             {"q_network": model.q_network, "target_network": model.target_network},
             {"optimizer": model.optimizer},
         )
-        restore_replay(model.replay, checkpoint)
+        restore_replay(model.replay, checkpoint, options)
         return model

@@ -278,7 +278,7 @@ class ReplayBuffer:
             f"{USABLE_FRACTION:.0%} of the {_readable_size(available.bytes)} of memory available ({available.source}): "
             f"{largest}{''.join(f', or {option}' for option in leaner)}. To skip this check (with swap, say, or "
             "memory freed later): check_replay_memory=False, a config field (rlf train --set check_replay_memory=false) "
-            "and for a checkpoint a load option (rlfoundry.load(path, check_replay_memory=False), rlf resume/eval "
+            "and for a checkpoint a load option (rlfoundry.load(path, check_replay_memory=False), rlf resume "
             "--no-memory-check)"
         )
 

@@ -273,8 +273,10 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def load_checkpoint(path: str | os.PathLike, algorithm: str | None = None) -> Checkpoint:
-    """Read and verify a checkpoint; `algorithm`, when given, must match the one that wrote it."""
+def load_checkpoint(path: str | os.PathLike, algorithm: str | None = None, skipped_arrays: str | None = None) -> Checkpoint:
+    """Read and verify a checkpoint; `algorithm`, when given, must match the one that wrote it.
+    Arrays whose names start with `skipped_arrays` ("replay.", say) are neither verified nor
+    offered: a model that will not read its replay buffer does not hash gigabytes of it."""
     path = _existing_checkpoint(Path(path))
     manifest = read_manifest(path)
     if algorithm is not None and manifest["algorithm"] != algorithm:
@@ -282,7 +284,11 @@ def load_checkpoint(path: str | os.PathLike, algorithm: str | None = None) -> Ch
             f"{path} holds a {manifest['algorithm']} model, not {algorithm}: load it with "
             f"rlfoundry.load(path), which picks the right class"
         )
-    for relative, expected in manifest["files"].items():
+    files = {
+        relative: expected for relative, expected in manifest["files"].items()
+        if skipped_arrays is None or not relative.startswith(f"{ARRAYS}/{skipped_arrays}")
+    }
+    for relative, expected in files.items():
         file = path / relative
         if not file.is_file():
             raise CheckpointCorruptError(f"{path} is missing {relative}: the checkpoint is incomplete")
@@ -290,7 +296,7 @@ def load_checkpoint(path: str | os.PathLike, algorithm: str | None = None) -> Ch
             raise CheckpointCorruptError(f"{file} does not match the hash in its manifest: the file is corrupt")
     try:
         tensors = load_file(str(path / TENSORS)) if TENSORS in manifest["files"] else {}
-        arrays = ArrayFiles([path / relative for relative in manifest["files"] if relative.startswith(ARRAYS + "/")])
+        arrays = ArrayFiles([path / relative for relative in files if relative.startswith(ARRAYS + "/")])
     except (ValueError, OSError) as error:
         # e.g. an object array, which would need unpickling: never done.
         raise CheckpointCorruptError(f"{path} holds a file that cannot be read safely: {error}") from None

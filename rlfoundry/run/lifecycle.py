@@ -41,8 +41,9 @@ MACHINE_FIELDS = {
 }
 
 
-# What rlfoundry.load takes besides the checkpoint's config fields (which it takes as overrides).
-LOAD_OPTIONS = ("run_dir", "quiet", "checkpoint_every", "evaluation", *MACHINE_FIELDS)
+# What rlfoundry.load takes besides the checkpoint's config fields (which it takes as overrides);
+# replay_buffer=False leaves a saved replay buffer unread (restore_replay in run/off_policy.py).
+LOAD_OPTIONS = ("run_dir", "quiet", "checkpoint_every", "evaluation", "replay_buffer", *MACHINE_FIELDS)
 
 
 def initialise(
@@ -179,7 +180,7 @@ def load_model(cls: type[Any], path: str | Path, env: EnvSource | None, options:
     `options` are LOAD_OPTIONS (the MACHINE_FIELDS among them are set without counting as config
     changes) and config fields to change (override_config: only those that leave the saved
     state's shapes and meaning as they are), printed once unless quiet."""
-    checkpoint = load_checkpoint(path, algorithm=cls.name)
+    checkpoint = load_checkpoint(path, algorithm=cls.name, skipped_arrays="replay." if options.get("replay_buffer") is False else None)
     model = object.__new__(cls)  # no __init__: the model is built from the checkpoint
     config = config_from_dict(cls.Config, checkpoint.config)
     for name, lacking in MACHINE_FIELDS.items():
@@ -187,6 +188,8 @@ def load_model(cls: type[Any], path: str | Path, env: EnvSource | None, options:
             if not hasattr(config, name):
                 raise ConfigError(f"{cls.name} {lacking}, leave {name} out")
             config = dataclasses.replace(config, **{name: options[name]})
+    if options.get("replay_buffer") is not None and not hasattr(config, "buffer_size"):
+        raise ConfigError(f"{cls.name} keeps no replay buffer: leave replay_buffer out")
     model.config, changes = override_config(config, {name: value for name, value in options.items() if name not in LOAD_OPTIONS})
     set_run_options(
         model, options.get("run_dir"), options.get("quiet", False), options.get("checkpoint_every"), options.get("evaluation"),

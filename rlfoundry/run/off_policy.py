@@ -329,7 +329,7 @@ def note_warm_up(monitor: TrainingMonitor, replay: ReplayBuffer, steps: int, tot
     too_few = f"; this call's {total_steps} steps are too few for any" if total_steps < needed else ""
     if steps >= learning_starts:
         monitor.display.note(
-            f"the replay buffer holds {len(replay)} transitions (the checkpoint was saved without it): "
+            f"the replay buffer holds {len(replay)} transitions (the checkpoint was saved or loaded without it): "
             f"the gradient steps wait until it holds {learning_starts + 1}{too_few}"
         )
     elif too_few:
@@ -376,9 +376,13 @@ def save_off_policy(model: Any, path: str | Path, parts: dict[str, Part], replay
     )
 
 
-def restore_replay(replay: ReplayBuffer, checkpoint: Checkpoint) -> None:
-    """The checkpoint's replay buffer into `replay`, built from the checkpoint's config; a buffer
-    that does not fit that config (an edited manifest.json) is a CheckpointCorruptError."""
+def restore_replay(replay: ReplayBuffer, checkpoint: Checkpoint, options: dict[str, Any]) -> None:
+    """The checkpoint's replay buffer into `replay`, built from the checkpoint's config, unless the
+    load options say replay_buffer=False (a policy to evaluate needs none: an Atari buffer is
+    gigabytes); a buffer that does not fit that config (an edited manifest.json) is a
+    CheckpointCorruptError."""
+    if options.get("replay_buffer") is False:
+        return
     try:
         replay.restore(checkpoint.state["replay"], checkpoint.arrays, "replay")
     except ValueError as error:
@@ -394,7 +398,7 @@ def load_off_policy(cls: type[Any], path: str | Path, env: EnvSource | None, opt
     configure_threads(model.config.torch_threads)
     collector = ReplayCollector(model.training_env, model.config, cls.__name__, model.rng)
     collector.steps, collector.updates = checkpoint.counters["steps"], checkpoint.counters["updates"]
-    restore_replay(collector.replay, checkpoint)
+    restore_replay(collector.replay, checkpoint, options)
     restore_torch_generator(checkpoint, collector.torch_rng)
     return model, collector, checkpoint
 
