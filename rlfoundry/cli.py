@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs")
     evaluate.add_argument("--device", help="load onto this device: cpu, cuda or auto (default: the one the model trained on)")
     evaluate.add_argument("--env", dest="env_id", help="evaluate on this env id instead of the training one")
+    evaluate.add_argument("--env-kwarg", dest="env_kwargs", action="append", default=[], metavar="KEY=VALUE",
+                          help="make the env with this keyword argument (repeatable): over those the model's env was "
+                               "made with, or alone with --env; e.g. --env-kwarg max_episode_steps=1000")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of acting greedily")
     evaluate.add_argument("--max-episode-steps", type=int, metavar="K",
                           help="cut each episode after K steps, counting its return so far (default: the env's time "
@@ -360,18 +363,24 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
     model = rlfoundry.load(
         checkpoint, quiet=True, device=arguments.device, **(without_replay if "buffer_size" in read_manifest(checkpoint)["config"] else {})
     )
-    if arguments.env_id is None and model.training_env.rebuild_source is None:
+    # --env-kwarg changes the training env's keyword arguments, or gives those of --env's env.
+    if arguments.env_id is not None:
+        base = RegisteredEnv(arguments.env_id)
+    elif model.training_env.rebuild_source is not None:
+        base = model.training_env.rebuild_source
+    else:
         raise UsageError(unbuildable_env_message(model.env_id, f"name one to evaluate {checkpoint} on with --env ENV_ID"))
+    env = RegisteredEnv(base.env_id, {**base.kwargs, **parse_env_kwargs(base.env_id, arguments.env_kwargs)})
     deterministic = not arguments.stochastic
     result = rlfoundry.evaluate(
-        model, arguments.env_id, n_episodes=arguments.episodes, deterministic=deterministic, seed=arguments.seed,
+        model, env, n_episodes=arguments.episodes, deterministic=deterministic, seed=arguments.seed,
         max_episode_steps=arguments.max_episode_steps,
     )
-    print(f"{model.name} on {arguments.env_id or model.training_env.rebuild_source}: {result}")
+    print(f"{model.name} on {env}: {result}")
     print("returns: " + " ".join(f"{value:g}" for value in result.returns))
     if arguments.video is not None:
         recorded = rlfoundry.record_video(
-            model, arguments.video, arguments.env_id, deterministic=deterministic, seed=arguments.seed,
+            model, arguments.video, env, deterministic=deterministic, seed=arguments.seed,
             # Uncut by --video-steps, the recording is the evaluation's first episode (on an env with
             # no time limit and no --max-episode-steps, cut at 1,000 steps where evaluation cuts at 10,000).
             max_steps=arguments.video_steps if arguments.video_steps is not None else arguments.max_episode_steps,

@@ -121,6 +121,13 @@ def test_env_kwargs_are_recorded_and_rebuild_the_env_for_eval_and_resume(tmp_pat
     assert [len(row) for row in grid] == [8] * 8  # the greedy path is drawn on the 8 x 8 map
     status, out, err = run_cli(capsys, "eval", str(run_dir), "--episodes", "2")
     assert status == 0 and "q-learning on FrozenLake-v1(is_slippery=False, map_name='8x8'): mean return" in out, err
+    # --env-kwarg changes the recorded keyword arguments, or gives --env's alone.
+    status, out, err = run_cli(capsys, "eval", str(run_dir), "--episodes", "2", "--env-kwarg", "is_slippery=true")
+    assert status == 0 and "q-learning on FrozenLake-v1(is_slippery=True, map_name='8x8'): mean return" in out, err
+    status, out, err = run_cli(capsys, "eval", str(run_dir), "--episodes", "2", "--env", "FrozenLake-v1", "--env-kwarg", "map_name=8x8")
+    assert status == 0 and "q-learning on FrozenLake-v1(map_name='8x8'): mean return" in out, err
+    status, _, err = run_cli(capsys, "eval", str(run_dir), "--env-kwarg", "is_slipery=true")
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "is_slippery" in err
     status, _, err = run_cli(capsys, "resume", str(run_dir), "--steps", "100", "--quiet")
     assert status == 0, err
     import rlfoundry
