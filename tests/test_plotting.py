@@ -48,6 +48,11 @@ def test_rlf_plot_aggregate_groups_runs_by_algorithm_and_env(tmp_path, capsys):
     longer = fake_run(tmp_path, "ppo-longer", "ppo", "CartPole-v1", [1, 2, 3], env_kwargs={"max_episode_steps": 1000})
     plain = fake_run(tmp_path, "ppo-plain", "ppo", "CartPole-v1", [1, 2, 3], env_kwargs={})
     assert group_runs([ppo[0], longer, plain]) == {"ppo CartPole-v1": [ppo[0], plain], "ppo CartPole-v1(max_episode_steps=1000)": [longer]}
+    # The same keyword arguments given in another order (rlf train --env-kwarg a=1 --env-kwarg b=2, then b, a): one env.
+    both = {"max_episode_steps": 1000, "disable_env_checker": True}
+    first = fake_run(tmp_path, "ppo-both", "ppo", "CartPole-v1", [1, 2, 3], env_kwargs=both)
+    second = fake_run(tmp_path, "ppo-both-reversed", "ppo", "CartPole-v1", [1, 2, 3], env_kwargs=dict(reversed(both.items())))
+    assert group_runs([first, second]) == {"ppo CartPole-v1(disable_env_checker=True, max_episode_steps=1000)": [first, second]}
     output = tmp_path / "curves.png"
     assert main(["plot", *map(str, [*ppo, a2c]), "--aggregate", "-o", str(output)]) == 0
     assert capsys.readouterr().out.strip() == str(output)

@@ -77,7 +77,8 @@ def aggregate_curves(
 
 def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
     """Runs grouped by "<algorithm> <env id>" (with the env's keyword arguments after the id, where
-    it was made with any) as their config.json records them (run/record.py)."""
+    it was made with any, in name order: the order they were given in makes no other env) as their
+    config.json records them (run/record.py)."""
     groups: dict[str, list[Path]] = {}
     for run_dir in run_dirs:
         path = Path(run_dir) / "config.json"
@@ -87,7 +88,8 @@ def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
                 "runs record there (a Python run of an rlfoundry that wrote none: plot it without --aggregate)"
             )
         recorded = json.loads(path.read_text())
-        env = RegisteredEnv(recorded["env_id"], recorded["env_kwargs"]) if recorded.get("env_kwargs") else recorded["env_id"]
+        kwargs = recorded.get("env_kwargs")
+        env = RegisteredEnv(recorded["env_id"], dict(sorted(kwargs.items()))) if kwargs else recorded["env_id"]
         groups.setdefault(f"{recorded['algorithm']} {env}", []).append(Path(run_dir))
     return groups
 
