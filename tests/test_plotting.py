@@ -28,13 +28,13 @@ def test_aggregate_curves_interpolates_each_run_on_the_steps_all_of_them_logged(
         )
 
 
-def fake_run(root, name, algorithm, env_id, returns, config=True, env_kwargs=None):
+def fake_run(root, name, algorithm, env_id, returns, config=True, **recorded):
+    """A run directory whose config.json holds the algorithm, the env id and `recorded` (runs of
+    rlfoundry before env keyword arguments recorded no env_kwargs)."""
     run_dir = root / name
     run_dir.mkdir()
     if config:
-        # Runs of rlfoundry before env keyword arguments recorded none.
-        recorded = {"algorithm": algorithm, "env_id": env_id, **({} if env_kwargs is None else {"env_kwargs": env_kwargs})}
-        (run_dir / "config.json").write_text(json.dumps(recorded))
+        (run_dir / "config.json").write_text(json.dumps({"algorithm": algorithm, "env_id": env_id, **recorded}))
     rows = [f"{100 * (index + 1)},{value}" for index, value in enumerate(returns)]
     (run_dir / "progress.csv").write_text("\n".join([f"step,{RETURN_METRIC}", *rows]) + "\n")
     return run_dir
@@ -53,6 +53,14 @@ def test_rlf_plot_aggregate_groups_runs_by_algorithm_and_env(tmp_path, capsys):
     first = fake_run(tmp_path, "ppo-both", "ppo", "CartPole-v1", [1, 2, 3], env_kwargs=both)
     second = fake_run(tmp_path, "ppo-both-reversed", "ppo", "CartPole-v1", [1, 2, 3], env_kwargs=dict(reversed(both.items())))
     assert group_runs([first, second]) == {"ppo CartPole-v1(disable_env_checker=True, max_episode_steps=1000)": [first, second]}
+    # A Python run on an env its record cannot describe is not averaged with the runs on the id's own env.
+    wrapped = fake_run(tmp_path, "ppo-wrapped", "ppo", "CartPole-v1", [1, 2, 3], env_kwargs=None)
+    made = fake_run(tmp_path, "ppo-function", "ppo", None, [1, 2, 3], env_kwargs=None)
+    assert group_runs([plain, wrapped, made]) == {
+        "ppo CartPole-v1": [plain],
+        "ppo CartPole-v1 (with wrappers or keyword arguments not recorded)": [wrapped],
+        "ppo (an env without a registered id)": [made],
+    }
     output = tmp_path / "curves.png"
     assert main(["plot", *map(str, [*ppo, a2c]), "--aggregate", "-o", str(output)]) == 0
     assert capsys.readouterr().out.strip() == str(output)

@@ -76,9 +76,8 @@ def aggregate_curves(
 
 
 def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
-    """Runs grouped by "<algorithm> <env id>" (with the env's keyword arguments after the id, where
-    it was made with any, in name order: the order they were given in makes no other env) as their
-    config.json records them (run/record.py)."""
+    """Runs grouped by "<algorithm> <env>" as their config.json records them (run/record.py): see
+    env_label."""
     groups: dict[str, list[Path]] = {}
     for run_dir in run_dirs:
         path = Path(run_dir) / "config.json"
@@ -88,10 +87,21 @@ def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
                 "runs record there (a Python run of an rlfoundry that wrote none: plot it without --aggregate)"
             )
         recorded = json.loads(path.read_text())
-        kwargs = recorded.get("env_kwargs")
-        env = RegisteredEnv(recorded["env_id"], dict(sorted(kwargs.items()))) if kwargs else recorded["env_id"]
-        groups.setdefault(f"{recorded['algorithm']} {env}", []).append(Path(run_dir))
+        groups.setdefault(f"{recorded['algorithm']} {env_label(recorded)}", []).append(Path(run_dir))
     return groups
+
+
+def env_label(recorded: dict) -> str:
+    """The env a run's record names: its id with the keyword arguments it was made with, in name
+    order (the order they were given in makes no other env); for an env the record does not
+    describe (made by a function, or an env object with wrappers or keyword arguments it cannot
+    record: run/training_env.py), a label that says so, never the id's own env."""
+    env_id, kwargs = recorded["env_id"], recorded.get("env_kwargs", {})  # runs before env kwargs recorded none
+    if env_id is None:
+        return "(an env without a registered id)"
+    if kwargs is None:
+        return f"{env_id} (with wrappers or keyword arguments not recorded)"
+    return str(RegisteredEnv(env_id, dict(sorted(kwargs.items()))))
 
 
 def plot_aggregated_curves(run_dirs: list[Path], output: Path) -> Path:
