@@ -24,7 +24,7 @@ from rlfoundry.run.config import ConfigError, check_keys, class_summary, parse_o
 from rlfoundry.run.evaluation import EVALUATION_SEED_OFFSET, PeriodicEvaluation
 from rlfoundry.run.monitor import CsvLog, new_run_dir
 from rlfoundry.run.plotting import RunDirectoryError, plot_aggregated_curves, plot_learning_curves
-from rlfoundry.run.record import write_run_record
+from rlfoundry.run.record import recorded_evaluation_settings, write_run_record
 from rlfoundry.run.training_env import unbuildable_env_message
 
 USER_ERRORS = (
@@ -196,8 +196,9 @@ def write_run_config(run_dir: Path, model: Any, **details: Any) -> None:
     write_run_record(run_dir, model, **details)
 
 
-def periodic_evaluation(arguments: argparse.Namespace) -> PeriodicEvaluation | None:
-    """The PeriodicEvaluation that --eval-every, --eval-episodes and --stop-at-return ask for, or None."""
+def periodic_evaluation(arguments: argparse.Namespace, settings: Mapping[str, Any] | None = None) -> PeriodicEvaluation | None:
+    """The PeriodicEvaluation that --eval-every, --eval-episodes and --stop-at-return ask for, or
+    None; `settings` are its other fields (those of the run's, which rlf resume goes on with)."""
     if arguments.eval_episodes < 1:
         raise UsageError(f"--eval-episodes={arguments.eval_episodes} is out of range: allowed integers >= 1")
     if arguments.eval_every is None:
@@ -206,14 +207,18 @@ def periodic_evaluation(arguments: argparse.Namespace) -> PeriodicEvaluation | N
         return None
     if arguments.eval_every < 1:
         raise UsageError(f"--eval-every={arguments.eval_every} is out of range: allowed integers >= 1")
-    return PeriodicEvaluation(every=arguments.eval_every, episodes=arguments.eval_episodes, stop_at=arguments.stop_at_return)
+    return PeriodicEvaluation(
+        every=arguments.eval_every, episodes=arguments.eval_episodes, stop_at=arguments.stop_at_return, **(settings or {})
+    )
 
 
-def take_run_options(arguments: argparse.Namespace, source_run: Path | None) -> None:
+def take_run_options(arguments: argparse.Namespace, source_run: Path | None) -> dict[str, Any]:
     """Fill in the --eval-every, --eval-episodes and --checkpoint-every that `rlf resume` was not
     given from the config.json of the run the checkpoint comes from, so that a resumed run goes
     on evaluating and writing `latest` as it did (--stop-at-return is not taken: a run that
-    stopped there would stop again at its first evaluation). Says what it took."""
+    stopped there would stop again at its first evaluation). Says what it took. Returns the other
+    settings of the evaluation it took (a Python run's env, seed, step cap, sampled actions:
+    recorded_evaluation_settings), so that the means go on comparing like for like."""
     recorded_path = None if source_run is None else source_run / "config.json"
     recorded: dict[str, Any] = {}
     if recorded_path is not None and recorded_path.is_file():
@@ -230,8 +235,13 @@ def take_run_options(arguments: argparse.Namespace, source_run: Path | None) -> 
             "any periodic evaluation or checkpoint_every it had goes on only with --eval-every or --checkpoint-every"
         )
     taken = []
+    settings: dict[str, Any] = {}
     evaluation = recorded.get("periodic_evaluation")
     if evaluation and arguments.eval_every is None:
+        settings = recorded_evaluation_settings(
+            evaluation, "pass --eval-every N to evaluate on the training env instead, or resume from Python with "
+            "rlfoundry.load(path, run_dir=..., evaluation=rlfoundry.PeriodicEvaluation(..., env=...))",
+        )
         arguments.eval_every = evaluation["every"]
         taken.append(f"--eval-every {arguments.eval_every}")
         if arguments.eval_episodes is None:
@@ -242,8 +252,14 @@ def take_run_options(arguments: argparse.Namespace, source_run: Path | None) -> 
         taken.append(f"--checkpoint-every {arguments.checkpoint_every}")
     if arguments.eval_episodes is None:
         arguments.eval_episodes = DEFAULT_EVALUATION_EPISODES
+    # What a Python run's evaluation did that no flag says (rlf train's evaluations do none of it).
+    unlike_the_flags = [
+        f"{name} {value}" for name, value in settings.items() if value != getattr(PeriodicEvaluation, name)
+    ]
     if taken and not arguments.quiet:
-        print(f"as the run did ({recorded_path}): {' '.join(taken)}")
+        also = f", evaluating with {', '.join(unlike_the_flags)}" if unlike_the_flags else ""
+        print(f"as the run did ({recorded_path}): {' '.join(taken)}{also}")
+    return settings
 
 
 def best_evaluation_row(run_dir: Path) -> Mapping[str, float | str] | None:
@@ -264,9 +280,15 @@ def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) 
         reached = model.evaluations[-1].result.mean
         print(f"stopped at step {model.steps} of {target}: the evaluation there reached --stop-at-return (mean {reached:.2f})")
     last = model.evaluations[-1] if model.evaluations else None
-    if last is not None and last.step == model.steps and last.result.returns.size == eval_episodes:
-        # --eval-every's evaluation at this step played these very episodes (same seed, count and
-        # policy): an Atari evaluation can take minutes, so it is not played twice.
+    plan = model.evaluation
+    # Whether the periodic evaluations play this one's episodes: as many, greedy, on the training env
+    # with its seed and time limit (a Python run's that rlf resume goes on with may play others).
+    plays_these_episodes = plan is not None and (
+        (plan.episodes, plan.env, plan.deterministic, plan.seed, plan.max_episode_steps) == (eval_episodes, None, True, None, None)
+    )
+    if last is not None and last.step == model.steps and plays_these_episodes:
+        # --eval-every's evaluation at this step played these very episodes with the same policy:
+        # an Atari evaluation can take minutes, so it is not played twice.
         result = last.result
     else:
         result = rlfoundry.evaluate(model, n_episodes=eval_episodes, seed=model.config.seed + EVALUATION_SEED_OFFSET)
@@ -320,7 +342,7 @@ def resume(arguments: argparse.Namespace) -> int:
         overrides = parse_overrides(algorithm_class(manifest["algorithm"]).Config, arguments.overrides)
     if "device" in overrides:
         raise UsageError(f"load onto a device with --device {overrides['device']}, not with --set device=...")
-    take_run_options(arguments, source_run)
+    evaluation_settings = take_run_options(arguments, source_run)
     if run_dir is None:
         run_dir = new_run_dir(
             manifest["algorithm"], manifest["state"]["env"]["env_id"], manifest["config"]["seed"], arguments.runs_dir
@@ -329,7 +351,7 @@ def resume(arguments: argparse.Namespace) -> int:
     # config.json: by write_run_config below for a new run directory, else at learn().
     model = rlfoundry.load(
         path, run_dir=run_dir, quiet=arguments.quiet, checkpoint_every=arguments.checkpoint_every,
-        evaluation=periodic_evaluation(arguments), device=arguments.device,
+        evaluation=periodic_evaluation(arguments, evaluation_settings), device=arguments.device,
         check_replay_memory=arguments.check_replay_memory, **overrides,
     )
     if model.training_env.rebuild_source is None:

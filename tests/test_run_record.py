@@ -78,12 +78,41 @@ def test_rlf_plot_aggregate_and_resume_work_on_python_runs(tmp_path, capsys):
     assert [int(row["step"]) for row in rows][-2:] == [350, 400] and {row["episodes"] for row in rows} == {"2"}
 
 
-def test_an_evaluation_env_object_is_named_not_written(tmp_path):
+def test_rlf_resume_goes_on_with_a_python_runs_evaluation_as_it_was(tmp_path, capsys):
+    """A Python run's evaluation may have an env, a seed, a step cap and sampled actions that no
+    flag of rlf resume gives: resumed, it plays the episodes it played before, as in a run trained
+    straight through, and rlf resume says so."""
+    evaluation = rlfoundry.PeriodicEvaluation(
+        every=50, episodes=3, env=rlfoundry.RegisteredEnv("FrozenLake-v1", {"is_slippery": False}), deterministic=False,
+        seed=5, max_episode_steps=4,
+    )
+    for run_dir, steps in ((tmp_path / "straight", 300), (tmp_path / "resumed", 150)):
+        rlfoundry.QLearning("FrozenLake-v1", run_dir=run_dir, quiet=True, evaluation=evaluation).learn(steps)
+    assert main(["resume", str(tmp_path / "resumed"), "--steps", "150"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"as the run did ({tmp_path / 'resumed' / 'config.json'}): --eval-every 50 --eval-episodes 3, evaluating with "
+        "env FrozenLake-v1(is_slippery=False), deterministic False, seed 5, max_episode_steps 4\n"
+    ) in out
+    # The summary's evaluation is rlf's own (greedy, on the training env), not the one at the last step.
+    final = rlfoundry.load(tmp_path / "resumed" / "checkpoints" / "final")
+    assert f"evaluation: {rlfoundry.evaluate(final, n_episodes=3, seed=10_000)}\n" in out
+    assert (tmp_path / "resumed" / "evaluations.csv").read_text() == (tmp_path / "straight" / "evaluations.csv").read_text()
+    assert record_of(tmp_path / "resumed")["periodic_evaluation"] == record_of(tmp_path / "straight")["periodic_evaluation"]
+
+
+def test_an_evaluation_env_object_is_named_not_written(tmp_path, capsys):
     env = gym.make("FrozenLake-v1")
     rlfoundry.QLearning(
         "FrozenLake-v1", run_dir=tmp_path, quiet=True, evaluation=rlfoundry.PeriodicEvaluation(every=50, episodes=1, env=env)
     ).learn(50)
     assert record_of(tmp_path)["periodic_evaluation"]["env"] == f"a {type(env).__name__} (not an env id)"
+    # rlf resume cannot go on evaluating there, and does not evaluate elsewhere unless told to.
+    final = (tmp_path / "checkpoints" / "final" / "manifest.json").read_bytes()
+    assert main(["resume", str(tmp_path), "--steps", "50", "--quiet"]) == 2
+    assert f"the run evaluated on a {type(env).__name__}, which its config.json cannot hold: pass --eval-every N" in capsys.readouterr().err
+    assert (tmp_path / "checkpoints" / "final" / "manifest.json").read_bytes() == final
+    assert main(["resume", str(tmp_path), "--steps", "50", "--eval-every", "50", "--quiet"]) == 0
 
 
 def test_a_record_that_is_not_json_stops_a_change_before_training(tmp_path):

@@ -26,6 +26,8 @@ from rlfoundry.run.config import ConfigError, config_to_dict, jsonable
 from rlfoundry.version import __version__
 
 RECORD = "config.json"
+# How the record names an evaluation env that JSON cannot hold (an env object, a function that makes one).
+NOT_AN_ENV_ID = "(not an env id)"
 
 
 def write_run_record(run_dir: Path, model: Any, **details: Any) -> None:
@@ -36,7 +38,7 @@ def write_run_record(run_dir: Path, model: Any, **details: Any) -> None:
     evaluation = None if model.evaluation is None else dataclasses.asdict(model.evaluation)
     if evaluation is not None and not (model.evaluation.env is None or isinstance(model.evaluation.env, (str, RegisteredEnv))):
         # An env object or a function that makes one: JSON holds its kind, not the object.
-        evaluation["env"] = f"a {type(model.evaluation.env).__name__} (not an env id)"
+        evaluation["env"] = f"a {type(model.evaluation.env).__name__} {NOT_AN_ENV_ID}"
     record = {
         "algorithm": model.name,
         "env_id": model.env_id,
@@ -78,6 +80,19 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path} is not valid JSON ({error}): repair it or move it away") from None
+
+
+def recorded_evaluation_settings(evaluation: dict[str, Any], remedy: str) -> dict[str, Any]:
+    """The PeriodicEvaluation fields of a recorded periodic evaluation besides every, episodes and
+    stop_at: the env it evaluated on, whether it acted greedily, its seed and its step cap, as
+    PeriodicEvaluation takes them, so that an evaluation made from the record plays the episodes
+    the run's did. ConfigError ending in `remedy` when the record names its env but does not hold it."""
+    env = evaluation.get("env")
+    if isinstance(env, str) and env.endswith(NOT_AN_ENV_ID):
+        raise ConfigError(f"the run evaluated on {env.removesuffix(NOT_AN_ENV_ID).strip()}, which its {RECORD} cannot hold: {remedy}")
+    # dataclasses.asdict wrote a RegisteredEnv as its fields.
+    settings = {"env": RegisteredEnv(**env) if isinstance(env, dict) else env}
+    return {**settings, **{name: evaluation[name] for name in ("deterministic", "seed", "max_episode_steps") if name in evaluation}}
 
 
 def _take_changes(model: Any) -> list[dict[str, Any]]:
