@@ -342,6 +342,11 @@ def resume(arguments: argparse.Namespace) -> int:
         overrides = parse_overrides(algorithm_class(manifest["algorithm"]).Config, arguments.overrides)
     if "device" in overrides:
         raise UsageError(f"load onto a device with --device {overrides['device']}, not with --set device=...")
+    if "check_replay_memory" in overrides:
+        # A load option, as --no-memory-check gives it (=true checks a checkpoint saved without the check).
+        if arguments.check_replay_memory is False and overrides["check_replay_memory"]:
+            raise UsageError("--set check_replay_memory=true and --no-memory-check contradict each other: give one of them")
+        arguments.check_replay_memory = overrides.pop("check_replay_memory")
     evaluation_settings = take_run_options(arguments, source_run)
     if run_dir is None:
         run_dir = new_run_dir(

@@ -137,6 +137,24 @@ def test_algorithms_refuse_a_buffer_that_does_not_fit_unless_told_not_to_check(m
     assert (model.replay if cls is rlfoundry.DQN else model.collector.replay).capacity == 2000
 
 
+def test_rlf_resume_set_check_replay_memory_is_the_load_option(monkeypatch, tmp_path, capsys):
+    """--set check_replay_memory=false does what --no-memory-check does (it raised a TypeError: the
+    keyword given to load twice), and =true checks a checkpoint saved without the check."""
+    rlfoundry.DQN(
+        "CartPole-v1", hidden_sizes=(8,), buffer_size=2000, learning_starts=16, check_replay_memory=False, quiet=True,
+    ).learn(16).save(tmp_path / "dqn")
+    limit_memory(monkeypatch, 10_000)
+    resume = ["resume", str(tmp_path / "dqn"), "--steps", "1", "--runs-dir", str(tmp_path / "runs"), "--quiet"]
+    assert main([*resume, "--set", "check_replay_memory=true"]) == 2
+    assert "buffer_size=" in capsys.readouterr().err
+    assert main([*resume, "--set", "check_replay_memory=true", "--no-memory-check"]) == 2
+    assert capsys.readouterr().err == (
+        "rlf resume: error: --set check_replay_memory=true and --no-memory-check contradict each other: give one of them\n"
+    )
+    assert not (tmp_path / "runs").exists()
+    assert main([*resume, "--set", "check_replay_memory=false"]) == 0
+
+
 def test_a_checkpoint_whose_buffer_does_not_fit_is_refused_when_loaded_unless_told_not_to_check(monkeypatch, tmp_path, capsys):
     model = rlfoundry.DQN("CartPole-v1", hidden_sizes=(8,), buffer_size=2000, learning_starts=16, quiet=True).learn(64)
     model.save(tmp_path / "dqn")
