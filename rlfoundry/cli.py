@@ -212,13 +212,13 @@ def periodic_evaluation(arguments: argparse.Namespace, settings: Mapping[str, An
     )
 
 
-def take_run_options(arguments: argparse.Namespace, source_run: Path | None) -> dict[str, Any]:
+def take_run_options(arguments: argparse.Namespace, source_run: Path | None, notes: list[str]) -> dict[str, Any]:
     """Fill in the --eval-every, --eval-episodes and --checkpoint-every that `rlf resume` was not
     given from the config.json of the run the checkpoint comes from, so that a resumed run goes
     on evaluating and writing `latest` as it did (--stop-at-return is not taken: a run that
-    stopped there would stop again at its first evaluation). Says what it took. Returns the other
-    settings of the evaluation it took (a Python run's env, seed, step cap, sampled actions:
-    recorded_evaluation_settings), so that the means go on comparing like for like."""
+    stopped there would stop again at its first evaluation), and adds to `notes` what it took.
+    Returns the other settings of the evaluation it took (a Python run's env, seed, step cap,
+    sampled actions: recorded_evaluation_settings), so that the means go on comparing like for like."""
     recorded_path = None if source_run is None else source_run / "config.json"
     recorded: dict[str, Any] = {}
     if recorded_path is not None and recorded_path.is_file():
@@ -230,7 +230,7 @@ def take_run_options(arguments: argparse.Namespace, source_run: Path | None) -> 
             ) from None
     asked = arguments.eval_every is not None or arguments.checkpoint_every is not None
     if recorded_path is not None and not recorded_path.is_file() and not asked and not arguments.quiet:
-        print(
+        notes.append(
             f"{source_run} has no config.json (a Python run of an rlfoundry that wrote none, or it was removed): "
             "any periodic evaluation or checkpoint_every it had goes on only with --eval-every or --checkpoint-every"
         )
@@ -258,7 +258,7 @@ def take_run_options(arguments: argparse.Namespace, source_run: Path | None) -> 
     ]
     if taken and not arguments.quiet:
         also = f", evaluating with {', '.join(unlike_the_flags)}" if unlike_the_flags else ""
-        print(f"as the run did ({recorded_path}): {' '.join(taken)}{also}")
+        notes.append(f"as the run did ({recorded_path}): {' '.join(taken)}{also}")
     return settings
 
 
@@ -318,6 +318,9 @@ def resume(arguments: argparse.Namespace) -> int:
     # Resolved, so that "." or "../final" inside a run directory still finds the run around it.
     path = Path(arguments.checkpoint).resolve()
     source_run = None  # the run directory the checkpoint belongs to
+    # What the command takes and where it goes, said once the checkpoint has loaded: a refused
+    # load (a fixed field, a buffer that does not fit) prints its one line of error alone.
+    notes: list[str] = []
     if run_checkpoints(path):
         # The furthest one: a crashed run has only `latest`, a resumed one that crashed a newer `latest`.
         path, run_dir = max(run_checkpoints(path), key=checkpoint_steps), path
@@ -328,7 +331,7 @@ def resume(arguments: argparse.Namespace) -> int:
         if further is not None and checkpoint_steps(further) > checkpoint_steps(path):
             # Going on from here in the run directory would replace the run's further final
             # checkpoint and take its logs back in time.
-            print(
+            notes.append(
                 f"{path} (step {checkpoint_steps(path)}) is behind {further} (step {checkpoint_steps(further)}): "
                 "continuing in a new run directory"
             )
@@ -347,7 +350,7 @@ def resume(arguments: argparse.Namespace) -> int:
         if arguments.check_replay_memory is False and overrides["check_replay_memory"]:
             raise UsageError("--set check_replay_memory=true and --no-memory-check contradict each other: give one of them")
         arguments.check_replay_memory = overrides.pop("check_replay_memory")
-    evaluation_settings = take_run_options(arguments, source_run)
+    evaluation_settings = take_run_options(arguments, source_run, notes)
     if run_dir is None:
         run_dir = new_run_dir(
             manifest["algorithm"], manifest["state"]["env"]["env_id"], manifest["config"]["seed"], arguments.runs_dir
@@ -363,6 +366,8 @@ def resume(arguments: argparse.Namespace) -> int:
         raise UsageError(unbuildable_env_message(model.env_id, f"resume {path} from Python with rlfoundry.load(path, env=...)"))
     if not continues_run:
         write_run_config(run_dir, model, total_steps=arguments.steps, resumed_from=str(path), resumed_at_step=model.steps)
+    for note in notes:
+        print(note)
     return learn_and_report(model, arguments.steps, arguments.eval_episodes, run_dir)
 
 

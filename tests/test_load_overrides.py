@@ -158,6 +158,24 @@ def test_rlf_resume_set_changes_fields_and_records_them(tmp_path, capsys):
     assert len(list(root.iterdir())) == 2
 
 
+def test_a_refused_resume_prints_its_error_alone(tmp_path, capsys):
+    """rlf resume says what it takes from the run's config.json, and that a checkpoint behind the
+    run's final goes on in a new run directory, once the checkpoint has loaded: a refused field
+    prints its one line of error, not notes of a resume that does not happen."""
+    root = tmp_path / "runs"
+    flags = ["--steps", "200", "--eval-every", "100", "--eval-episodes", "1", "--checkpoint-every", "100"]
+    assert main(["train", "q-learning", "FrozenLake-v1", *flags, "--runs-dir", str(root), "--quiet"]) == 0
+    (run_dir,) = list(root.iterdir())
+    assert rlfoundry.load(run_dir / "checkpoints" / "best").steps == 100  # behind final
+    capsys.readouterr()
+    for checkpoint in (run_dir, run_dir / "checkpoints" / "best"):
+        assert main(["resume", str(checkpoint), "--steps", "100", "--set", "initial_q=1", "--runs-dir", str(root)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("rlf resume: error: initial_q cannot change when a checkpoint is loaded")
+        assert len(err.splitlines()) == 1
+    assert list(root.iterdir()) == [run_dir]
+
+
 def test_learning_rates_reach_the_optimisers_of_every_algorithm(tmp_path):
     """Each learning-rate field changed at load is the rate its optimiser steps with."""
     cases = [
