@@ -386,10 +386,10 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
     if arguments.env_id:
         check_env_id(arguments.env_id)
     checkpoint = Path(arguments.checkpoint)
-    if run_checkpoints(checkpoint):
+    from_run = bool(run_checkpoints(checkpoint))
+    if from_run:
         # A run directory: its furthest checkpoint, as `rlf resume` takes.
         checkpoint = max(run_checkpoints(checkpoint), key=checkpoint_steps)
-        print(f"checkpoint: {checkpoint}")
     # An evaluation needs no replay buffer (an Atari one is gigabytes): it is neither read nor checked.
     without_replay: dict[str, Any] = {"replay_buffer": False, "check_replay_memory": False}
     model = rlfoundry.load(
@@ -403,6 +403,9 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
     else:
         raise UsageError(unbuildable_env_message(model.env_id, f"name one to evaluate {checkpoint} on with --env ENV_ID"))
     env = RegisteredEnv(base.env_id, {**base.kwargs, **parse_env_kwargs(base.env_id, arguments.env_kwargs)})
+    if from_run:
+        # Said once the checkpoint and the env are known to be usable: a mistake prints its error alone.
+        print(f"checkpoint: {checkpoint}")
     deterministic = not arguments.stochastic
     result = rlfoundry.evaluate(
         model, env, n_episodes=arguments.episodes, deterministic=deterministic, seed=arguments.seed,

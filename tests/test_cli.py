@@ -126,8 +126,8 @@ def test_env_kwargs_are_recorded_and_rebuild_the_env_for_eval_and_resume(tmp_pat
     assert status == 0 and "q-learning on FrozenLake-v1(is_slippery=True, map_name='8x8'): mean return" in out, err
     status, out, err = run_cli(capsys, "eval", str(run_dir), "--episodes", "2", "--env", "FrozenLake-v1", "--env-kwarg", "map_name=8x8")
     assert status == 0 and "q-learning on FrozenLake-v1(map_name='8x8'): mean return" in out, err
-    status, _, err = run_cli(capsys, "eval", str(run_dir), "--env-kwarg", "is_slipery=true")
-    assert status == 2 and len(err.strip().splitlines()) == 1 and "is_slippery" in err
+    status, out, err = run_cli(capsys, "eval", str(run_dir), "--env-kwarg", "is_slipery=true")
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "is_slippery" in err and out == ""
     status, _, err = run_cli(capsys, "resume", str(run_dir), "--steps", "100", "--quiet")
     assert status == 0, err
     import rlfoundry
