@@ -42,8 +42,10 @@ def load(path: str | Path, env: EnvSource | None = None, **options: Any):
     `env` (optional) replaces the env the checkpoint records (its id, with the keyword arguments it
     was made with); the options run_dir=..., quiet=..., checkpoint_every=..., evaluation=...,
     device=... (load onto another device than the one the model trained on, e.g. "cpu" for a model
-    trained on a GPU) and check_replay_memory=False (load a replay buffer that the memory check
-    would refuse) are passed on to the algorithm.
+    trained on a GPU), check_replay_memory=False (load a replay buffer that the memory check
+    would refuse) and replay_buffer=False (leave a saved replay buffer unread: a policy to evaluate
+    or watch; trained on, the model refills its buffer first, which the memory check still weighs)
+    are passed on to the algorithm.
 
     Any other keyword changes a config field for the training that follows, e.g.
     `load(path, learning_rate=1e-4)` to fine-tune. It is checked as the constructor checks it (an

@@ -164,6 +164,10 @@ def test_a_checkpoint_whose_buffer_does_not_fit_is_refused_when_loaded_unless_to
         rlfoundry.load(tmp_path / "dqn")
     loaded = rlfoundry.load(tmp_path / "dqn", check_replay_memory=False)
     np.testing.assert_array_equal(loaded.replay.observations, model.replay.observations)
+    # Left unread, the buffer is still the one the model would refill, which the check weighs (README).
+    with pytest.raises(InsufficientMemoryError):
+        rlfoundry.load(tmp_path / "dqn", replay_buffer=False)
+    assert len(rlfoundry.load(tmp_path / "dqn", replay_buffer=False, check_replay_memory=False).replay) == 0
     assert main(["resume", str(tmp_path / "dqn"), "--steps", "1", "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "a replay buffer of 2_000 transitions of (4,) float32 observations ('full' storage) takes 0.1 MB" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
