@@ -148,3 +148,17 @@ def test_dqn_stores_frames_apart_only_where_make_env_stacked_them():
     for storage, envs in sources.items():
         for env in envs:
             assert rlfoundry.DQN(env, quiet=True, buffer_size=64, device="cpu").replay.storage == storage
+
+
+def test_a_loaded_dqn_keeps_its_saved_buffer_layout_whatever_env_the_load_passes(tmp_path):
+    """"auto" stores the stacks of an ALE env object (or vector env) whole and those make_env builds
+    for an ALE id as frames: a checkpoint of one loaded with the other as env= used to build the
+    other layout and refuse the saved buffer as corrupt ("was the manifest.json edited?")."""
+    settings = dict(quiet=True, buffer_size=64, learning_starts=100, device="cpu")
+    rlfoundry.DQN(rlfoundry.make_env("ALE/Breakout-v5", n_envs=1), **settings).learn(8).save(tmp_path / "shared")
+    rlfoundry.DQN("ALE/Breakout-v5", **settings).learn(8).save(tmp_path / "frames")
+    (env_object,) = rlfoundry.make_env("ALE/Breakout-v5", n_envs=1).envs
+    for storage, env in (("shared", "ALE/Breakout-v5"), ("frames", env_object)):
+        loaded = rlfoundry.load(tmp_path / storage, env, quiet=True)
+        assert (loaded.replay.storage, len(loaded.replay)) == (storage, 8)
+        loaded.learn(4)

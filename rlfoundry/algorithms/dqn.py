@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from rlfoundry.data.replay import STORAGES, ReplayBatch, ReplayBuffer
+from rlfoundry.data.replay import STORAGES, ReplayBatch, ReplayBuffer, Storage
 from rlfoundry.envs.spaces import observation_batch, require_discrete_actions
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import polyak_update
@@ -162,7 +162,7 @@ class DQN:
                  checkpoint_every: int | None = None, evaluation: PeriodicEvaluation | None = None, **config: Any):
         self._build(initialise(self, env, run_dir, quiet, config, checkpoint_every, evaluation))
 
-    def _build(self, training_env: TrainingEnv) -> None:
+    def _build(self, training_env: TrainingEnv, saved_storage: Storage | None = None) -> None:
         config = self.config
         configure_threads(config.torch_threads)
         self.training_env = training_env
@@ -187,9 +187,10 @@ class DQN:
         self.flat_gradient = None if self.manual_mlp is None else gradient_views(self.online_parameters)
         # fused: one kernel for the whole update instead of a handful per parameter tensor.
         self.optimizer = torch.optim.Adam(self.online_parameters, lr=config.learning_rate, fused=True)
-        storage = config.replay_storage
+        # A loaded buffer keeps its saved layout, whatever env a load passes; "auto" picks frame stacks
+        # only where make_env stacked ALE frames, and stores other images (RGB channels, say) whole.
+        storage = saved_storage or config.replay_storage
         if storage == "auto":
-            # Frame stacks only where make_env stacked ALE frames; other images (RGB channels, say) are stored whole.
             storage = "frames" if training_env.stacks_atari_frames else "shared" if uses_images else "full"
         self.replay = ReplayBuffer(
             config.buffer_size, self.observation_space, self.action_space, config.n_envs,
@@ -384,7 +385,7 @@ class DQN:
         """Load a checkpoint of this algorithm; training resumes exactly where it stopped when the
         env state could be saved (classic-control envs), else with fresh episodes."""
         model, checkpoint, training_env = load_model(cls, path, env, options)
-        model._build(training_env)
+        model._build(training_env, checkpoint.state["replay"] and checkpoint.state["replay"]["storage"])
         counters = checkpoint.counters
         model.steps = counters["steps"]
         model.gradient_steps_done = counters["gradient_steps"]
