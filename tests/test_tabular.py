@@ -276,6 +276,15 @@ def test_describe_policy_of_a_model_trained_on_an_env_factory_plays_a_fresh_env(
     assert agent.describe_policy() == "greedy path (2 steps, return 1): 0 -> 1 -> 2"
 
 
+def test_a_greedy_path_cut_by_the_time_limit_is_not_drawn_as_reaching_a_goal():
+    """One step allowed: no state of the 4x4 lake ends an episode in one step from the start, so
+    the time limit cuts it (it was drawn with a "G" where the path stopped)."""
+    agent = QLearning(rlfoundry.RegisteredEnv("FrozenLake-v1", {"is_slippery": False, "max_episode_steps": 1}), quiet=True)
+    text = agent.describe_policy()
+    assert text.splitlines()[0].startswith("greedy path (1 step, return 0, episode not finished): 0")
+    assert "G" not in text
+
+
 def test_describe_policy_without_a_way_to_make_a_fresh_env_says_so():
     # An env object without a registered id cannot be copied, and the model's own stands mid-episode.
     agent = QLearning(chain_mdp().as_env(max_episode_steps=50), quiet=True).learn(10)

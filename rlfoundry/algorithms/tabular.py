@@ -217,7 +217,7 @@ class TabularTD:
         states, actions, total = greedy_path(self)
         ended = len(states) > len(actions)
         lines = [
-            f"greedy path ({len(actions)} steps, return {total:g}{'' if ended else ', episode not finished'}): "
+            f"greedy path ({len(actions)} step{'' if len(actions) == 1 else 's'}, return {total:g}{'' if ended else ', episode not finished'}): "
             + " -> ".join(str(state) for state in states)
         ]
         source = self.training_env.rebuild_source
@@ -273,7 +273,8 @@ class ExpectedSARSA(TabularTD):
 
 def greedy_path(model: TabularTD, max_steps: int = 200, seed: int = 0) -> tuple[list[int], list[int], float]:
     """Follow the greedy policy from an initial state: (states, actions, return); states has one
-    more entry than actions when the episode ended."""
+    more entry than actions when the episode ended in a terminal state (not when a time limit or
+    max_steps cut it)."""
     # A new env, never the model's own: that one stands mid-episode in training.
     source: EnvSource | None = model.training_env.rebuild_source
     if source is None:
@@ -294,6 +295,8 @@ def greedy_path(model: TabularTD, max_steps: int = 200, seed: int = 0) -> tuple[
         total += float(step.rewards[0])
         states.append(int(step.next_observations[0]))
         if step.done[0]:
+            if not step.terminated[0]:  # cut by the env's time limit: the path ends nowhere
+                states.pop()
             break
         observations = step.observations
     else:
