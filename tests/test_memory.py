@@ -115,6 +115,17 @@ def test_the_largest_buffer_that_fits_counts_whole_rows_of_envs(monkeypatch):
         ReplayBuffer(1000, ATARI_FRAMES, spaces.Discrete(6), n_envs=200)
 
 
+def test_discrete_observations_are_sized_and_checked(monkeypatch):
+    """A Discrete observation is one int64 with no axis: sizing it read its shape's first axis and
+    raised an IndexError, so DQN could not be built on FrozenLake, Taxi or CliffWalking."""
+    limit_memory(monkeypatch, 10_000_000)
+    states, actions = spaces.Discrete(16), spaces.Discrete(4)
+    assert ReplayBuffer.bytes_needed(10, states, actions) == 10 * (2 * 8 + 8 + 4 + 1 + 1)
+    assert ReplayBuffer.bytes_needed(10, states, actions, "shared") == 10 * (8 + 8 + 4 + 1 + 1 + 8)
+    assert ReplayBuffer(100, states, actions).capacity == 100
+    assert rlfoundry.DQN("FrozenLake-v1", buffer_size=100, quiet=True).replay.capacity == 100
+
+
 def test_check_memory_false_builds_the_buffer_anyway(monkeypatch):
     limit_memory(monkeypatch, 10_000_000)
     assert ReplayBuffer(1000, ATARI_FRAMES, spaces.Discrete(6), check_memory=False).capacity == 1000

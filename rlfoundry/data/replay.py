@@ -552,8 +552,10 @@ def _observation_bytes(observation_space: spaces.Space, storage: Storage) -> tup
     """(bytes of one observation, bytes of what a row keeps of it: the newest frame for "frames")."""
     observation_shape, _ = array_layout(observation_space, "ReplayBuffer's observation_space")
     observation_bytes = int(np.prod(observation_shape)) * stored_dtype(observation_space).itemsize
-    frame_bytes = observation_bytes // max(observation_shape[0], 1)
-    return observation_bytes, (frame_bytes if storage == "frames" else observation_bytes)
+    if storage != "frames":
+        # Only frame stacks [K, ...] have a first axis to split: a Discrete observation has no axis.
+        return observation_bytes, observation_bytes
+    return observation_bytes, observation_bytes // max(observation_shape[0], 1)
 
 
 def _readable_size(count: float) -> str:
