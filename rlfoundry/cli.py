@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--quiet", action="store_true", help="print only the final summary")
 
     evaluate = commands.add_parser("eval", help="evaluate a saved checkpoint")
-    evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint directory")
+    evaluate.add_argument("checkpoint", metavar="CHECKPOINT",
+                          help="a checkpoint directory or a run directory (its furthest checkpoint, final or latest, is used)")
     evaluate.add_argument("--episodes", type=int, default=20, help="number of episodes (default 20)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs")
     evaluate.add_argument("--device", help="load onto this device: cpu, cuda or auto (default: the one the model trained on)")
