@@ -24,7 +24,7 @@ from rlfoundry.run.config import ConfigError, check_keys, class_summary, parse_o
 from rlfoundry.run.evaluation import EVALUATION_SEED_OFFSET, PeriodicEvaluation
 from rlfoundry.run.monitor import CsvLog, new_run_dir
 from rlfoundry.run.plotting import RunDirectoryError, plot_aggregated_curves, plot_learning_curves
-from rlfoundry.run.record import recorded_evaluation_settings, write_run_record
+from rlfoundry.run.record import record_run_options, recorded_evaluation_settings, write_run_record
 from rlfoundry.run.training_env import unbuildable_env_message
 
 USER_ERRORS = (
@@ -351,6 +351,8 @@ def resume(arguments: argparse.Namespace) -> int:
         if arguments.check_replay_memory is False and overrides["check_replay_memory"]:
             raise UsageError("--set check_replay_memory=true and --no-memory-check contradict each other: give one of them")
         arguments.check_replay_memory = overrides.pop("check_replay_memory")
+    # Run options given anew, which the run's record then keeps for the next resume.
+    options_given = any(value is not None for value in (arguments.eval_every, arguments.eval_episodes, arguments.checkpoint_every))
     evaluation_settings = take_run_options(arguments, source_run, notes)
     if run_dir is None:
         run_dir = new_run_dir(
@@ -367,6 +369,8 @@ def resume(arguments: argparse.Namespace) -> int:
         raise UsageError(unbuildable_env_message(model.env_id, f"resume {path} from Python with rlfoundry.load(path, env=...)"))
     if not continues_run:
         write_run_config(run_dir, model, total_steps=arguments.steps, resumed_from=str(path), resumed_at_step=model.steps)
+    elif options_given:
+        record_run_options(run_dir, model)
     for note in notes:
         print(note)
     return learn_and_report(model, arguments.steps, arguments.eval_episodes, run_dir)

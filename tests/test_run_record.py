@@ -122,3 +122,19 @@ def test_a_record_that_is_not_json_stops_a_change_before_training(tmp_path):
     with pytest.raises(ConfigError, match="config.json is not valid JSON"):
         model.learn(50)
     assert model.steps == 50 and (tmp_path / "config.json").read_text() == "{"
+
+
+def test_run_options_given_to_a_resume_in_the_directory_are_what_the_next_resume_takes(tmp_path, capsys):
+    """They were not written back: the next `rlf resume` went on with the first call's options."""
+    run_dir = cli_run(tmp_path, "--steps", "100", "--eval-every", "50", "--eval-episodes", "2", "--checkpoint-every", "100")
+    assert main(["resume", str(run_dir), "--steps", "60", "--eval-every", "30", "--eval-episodes", "3", "--quiet"]) == 0
+    record = record_of(run_dir)
+    assert (record["periodic_evaluation"]["every"], record["periodic_evaluation"]["episodes"]) == (30, 3)
+    assert record["checkpoint_every"] == 100  # not given anew: the run's, taken from the record
+    capsys.readouterr()
+    assert main(["resume", str(run_dir), "--steps", "60"]) == 0
+    assert f"as the run did ({run_dir / 'config.json'}): --eval-every 30 --eval-episodes 3 --checkpoint-every 100" in capsys.readouterr().out
+    # A resume without such options leaves the record as it was.
+    written = (run_dir / "config.json").read_bytes()
+    assert main(["resume", str(run_dir), "--steps", "30", "--quiet"]) == 0
+    assert (run_dir / "config.json").read_bytes() == written

@@ -10,7 +10,9 @@ later calls train more: progress.csv and the checkpoints count what was trained)
 preset_source is None, or for a loaded model resumed_from and resumed_at_step. Later learn()
 calls and resumed runs that go on in the directory leave it as it is, except for config changes
 made at load (rlfoundry.load(path, learning_rate=...), `rlf resume --set`): `config` becomes the
-config in force, and `config_changes` lists each change with the step from which it applies.
+config in force, and `config_changes` lists each change with the step from which it applies; and
+except for the run options `rlf resume` is given anew in the directory (--eval-every,
+--eval-episodes, --checkpoint-every), which replace the recorded ones.
 """
 
 from __future__ import annotations
@@ -35,10 +37,6 @@ def write_run_record(run_dir: Path, model: Any, **details: Any) -> None:
     keyword arguments the env was made with, `details` (how the run came about), the config, the
     config changes made at load, any periodic evaluation, checkpoint_every and the rlfoundry
     version."""
-    evaluation = None if model.evaluation is None else dataclasses.asdict(model.evaluation)
-    if evaluation is not None and not (model.evaluation.env is None or isinstance(model.evaluation.env, (str, RegisteredEnv))):
-        # An env object or a function that makes one: JSON holds its kind, not the object.
-        evaluation["env"] = f"a {type(model.evaluation.env).__name__} {NOT_AN_ENV_ID}"
     record = {
         "algorithm": model.name,
         "env_id": model.env_id,
@@ -46,12 +44,33 @@ def write_run_record(run_dir: Path, model: Any, **details: Any) -> None:
         **details,
         "config": config_to_dict(model.config),
         "config_changes": _take_changes(model),
-        "periodic_evaluation": evaluation,
+        "periodic_evaluation": _evaluation_record(model),
         "checkpoint_every": model.checkpoint_every,
         "rlfoundry_version": __version__,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_atomically(run_dir / RECORD, record)
+
+
+def record_run_options(run_dir: Path, model: Any) -> None:
+    """Rewrite the record's periodic evaluation and checkpoint_every with the model's: `rlf resume`
+    given --eval-every, --eval-episodes or --checkpoint-every goes on with them, and so does the
+    next resume, which takes them from here. A run without a record keeps none."""
+    if not (run_dir / RECORD).is_file():
+        return
+    record = read_run_record(run_dir)
+    record["periodic_evaluation"], record["checkpoint_every"] = _evaluation_record(model), model.checkpoint_every
+    _write_atomically(run_dir / RECORD, record)
+
+
+def _evaluation_record(model: Any) -> dict[str, Any] | None:
+    """The model's periodic evaluation as JSON holds it (an env object or function as its kind)."""
+    if model.evaluation is None:
+        return None
+    evaluation = dataclasses.asdict(model.evaluation)
+    if not (model.evaluation.env is None or isinstance(model.evaluation.env, (str, RegisteredEnv))):
+        evaluation["env"] = f"a {type(model.evaluation.env).__name__} {NOT_AN_ENV_ID}"
+    return evaluation
 
 
 def record_learn_call(model: Any, asked_steps: int) -> None:
