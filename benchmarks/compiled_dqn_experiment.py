@@ -25,7 +25,7 @@ np.dot calls through scipy); modes alternate per seed. The clock covers learn() 
 are compiled (first run, cached in benchmarks/__pycache__) or loaded from the cache before it, and
 that time is reported apart. Then each model plays dqn_cartpole.py's 20 greedy evaluation episodes.
 
-    flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/compiled_dqn_experiment.py run --seeds 0 1 2
+    flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/compiled_dqn_experiment.py run --seeds 0 1 2   # about 9 minutes
     .venv/bin/python benchmarks/compiled_dqn_experiment.py check        # compiled gradient against rlfoundry's
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/compiled_dqn_experiment.py time-step
     .venv/bin/python benchmarks/compiled_dqn_experiment.py instrument   # where a compiled+acting run's time goes
