@@ -20,8 +20,11 @@ np.dot calls scipy's BLAS) as runtime dependencies and a compiled twin of each l
     .venv/bin/python benchmarks/compiled_ppo_experiment.py --check   # gradients and tanh32 against references
 
 Modes, each run in a fresh process and alternating per seed: `eager` (rlfoundry as shipped),
-`compiled` (the gradient step compiled), `compiled+acting` (the acting too), `sb3`
-(Stable-Baselines3, through actor_critic_cartpole.py's worker). The first run compiles the
+`compiled` (the gradient step compiled), `compiled+acting` (the acting too), `passes` (only the
+networks' forward and backward passes and Adam with clipping compiled, for the update and for
+acting's forward pass; the losses' gradients and the action sampling stay rlfoundry's torch
+functions, as a backend that keeps `losses/` as it is would have them), `sb3` (Stable-Baselines3,
+through actor_critic_cartpole.py's worker). The first run compiles the
 kernels (a few seconds) and caches them in benchmarks/__pycache__; the script compiles them once
 before timing anything.
 """
@@ -49,7 +52,7 @@ FLOAT = np.float32
 # No "nnan" or "ninf": the compiler may not assume finite values, so NaNs still reach the checks.
 FAST_MATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 compiled = numba.njit(cache=True, fastmath=FAST_MATH, error_model="numpy")
-MODES = ("compiled+acting", "compiled", "eager", "sb3")
+MODES = ("compiled+acting", "compiled", "passes", "eager", "sb3")
 STABLE_BASELINES_SCRIPT = Path(__file__).with_name("actor_critic_cartpole.py")
 
 
@@ -279,6 +282,52 @@ class CompiledPPO:
         for name, number in zip(PPOUpdate._fields, self.model.last_update):
             monitor.record(f"train/{name}", float(number))
 
+    def update_with_torch_losses(self, batch, learning_rate: float, clip_range: float, monitor) -> None:
+        """PPO.update for the experiment's setting with compiled passes and Adam, and the losses'
+        gradients from rlfoundry's torch functions in between."""
+        from rlfoundry.algorithms.ppo import PPOUpdate
+        from rlfoundry.losses.policy_gradient import clipped_surrogate_loss_and_gradient, normalize_advantages
+        from rlfoundry.losses.policy_gradient import value_loss_and_gradient
+        from rlfoundry.networks.manual_actor_critic import categorical_gradient
+        from rlfoundry.networks.policies import Categorical
+
+        config = self.config
+        advantages = normalize_advantages(batch.advantages)
+        observations = as_numpy(batch.observations)
+        hidden_1, hidden_2, logits, value_hidden_1, value_hidden_2, values, _, _, below_2, below_1 = self.workspace
+        logits_tensor, values_tensor = torch.from_numpy(logits), torch.from_numpy(values).squeeze(-1)
+        policy_losses, value_losses = [], []
+        for _ in range(config.n_epochs):
+            self.steps += 1
+            mlp_forward(observations, self.policy, hidden_1, hidden_2, logits)
+            mlp_forward(observations, self.value, value_hidden_1, value_hidden_2, values)
+            distribution = Categorical(logits_tensor)
+            policy_loss, log_prob_weights = clipped_surrogate_loss_and_gradient(
+                distribution.log_prob(batch.actions), batch.old_log_probs, advantages, clip_range)
+            value_loss, value_weights = value_loss_and_gradient(values_tensor, batch.returns, batch.old_values, None)
+            logit_gradient = categorical_gradient(distribution, batch.actions, log_prob_weights, 0.0)
+            value_gradient = value_weights.mul_(config.value_coef).unsqueeze(-1)
+            mlp_backward(observations, self.policy, hidden_1, hidden_2, as_numpy(logit_gradient), self.policy_gradients, below_2, below_1)
+            mlp_backward(observations, self.value, value_hidden_1, value_hidden_2, as_numpy(value_gradient), self.value_gradients,
+                         below_2, below_1)
+            clipped_adam(self.parameters, self.gradient, self.first_moment, self.second_moment, FLOAT(config.max_grad_norm),
+                         FLOAT(learning_rate), FLOAT(0.9), FLOAT(0.999), FLOAT(config.adam_epsilon), FLOAT(self.steps))
+            policy_losses.append(policy_loss)
+            value_losses.append(value_loss)
+        self.model.last_update = self.model._statistics(batch, policy_losses, value_losses, clip_range, False)
+        for name, number in zip(PPOUpdate._fields, self.model.last_update):
+            monitor.record(f"train/{name}", float(number))
+
+    def distribution(self, observations: torch.Tensor):
+        """RolloutCollector.distribution for acting: the compiled forward pass, rlfoundry's Categorical."""
+        from rlfoundry.networks.policies import Categorical
+
+        hidden_1, hidden_2, logits = self.acting_workspace
+        if len(observations) != len(logits):
+            return self.model.collector.manual.distribution(observations)
+        mlp_forward(as_numpy(observations), self.policy, hidden_1, hidden_2, logits)
+        return Categorical(torch.from_numpy(logits))
+
     def collect(self, monitor) -> None:
         """RolloutCollector.collect with the compiled acting (numpy's generator draws the Gumbel noise)."""
         collector = self.model.collector
@@ -306,6 +355,10 @@ def experiment_model(mode: str, seed: int):
         model.update = kernels.update
         if mode == "compiled+acting":
             model.collector.collect = kernels.collect
+    if mode == "passes":
+        kernels = CompiledPPO(model)
+        model.update = kernels.update_with_torch_losses
+        model.collector.distribution = kernels.distribution
     return model
 
 
@@ -359,7 +412,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS["ppo"])
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--check", action="store_true", help="check the kernels against references instead")
-    parser.add_argument("--worker", choices=MODES[:3], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=MODES[:4], help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     if arguments.check:
