@@ -338,3 +338,13 @@ def test_auto_storage_stores_images_that_are_not_frame_stacks_whole():
     """`auto` used to pick `frames` for any channels-first image, which failed on its first add."""
     model = DQN(ColourPicture, buffer_size=100, learning_starts=20, batch_size=4, train_freq=4, quiet=True).learn(40)
     assert model.replay.storage == "shared" and model.steps == 40
+
+
+@pytest.mark.parametrize("storage", ["shared", "full"])
+def test_learning_starts_below_n_envs_trains_once_a_transition_can_be_sampled(storage):
+    """"shared" storage cannot sample its newest row (its s_{t+1} comes with the next add): with
+    learning_starts=3 and 4 envs, the first burst fell after one row and raised "too few to sample from"."""
+    model = DQN("CartPole-v1", **{**TINY, "learning_starts": 3}, n_envs=4, train_freq=1, replay_storage=storage).learn(20)
+    # 5 vector steps of 4 env steps, 4 gradient steps each once the buffer can be sampled: "full"
+    # from the first row, "shared" from the second.
+    assert model.gradient_steps_done == (20 if storage == "full" else 16)

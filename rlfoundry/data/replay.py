@@ -194,11 +194,14 @@ class ReplayBuffer:
         return self.filled_rows == self.rows
 
     def warmed_up(self, learning_starts: int) -> bool:
-        """Whether more than `learning_starts` transitions are stored (or the buffer is full). In a
-        run trained from step 0 this holds exactly when more than learning_starts env steps were
-        taken; a model loaded from a checkpoint saved without its buffer (`save(path,
-        replay_buffer=False)`) collects that many again before it trains on."""
-        return len(self) > learning_starts or self.full
+        """Whether more than `learning_starts` transitions are stored (or the buffer is full), and
+        one can be sampled ("shared" and "frames" cannot sample their only row). In a run trained
+        from step 0 this holds exactly when more than learning_starts env steps were taken (and,
+        with those storages, a second row was added); a model loaded from a checkpoint saved
+        without its buffer (`save(path, replay_buffer=False)`) collects that many again before it
+        trains on."""
+        first, last = self.sampleable_ages
+        return (len(self) > learning_starts or self.full) and last >= first
 
     @property
     def nbytes(self) -> int:
