@@ -142,3 +142,12 @@ def test_a_load_without_the_replay_buffer_reads_none_and_predicts_the_same(tmp_p
     rlfoundry.PPO("CartPole-v1", hidden_sizes=(8,), n_steps=8, batch_size=8, n_epochs=1, quiet=True).save(tmp_path / "ppo")
     with pytest.raises(ConfigError, match="ppo keeps no replay buffer: leave replay_buffer out"):
         rlfoundry.load(tmp_path / "ppo", replay_buffer=False)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_new_model_with_learning_starts_zero_says_nothing_of_a_checkpoint(name, capsys):
+    """Its empty buffer was taken for one left out of a checkpoint: "the replay buffer holds 0
+    transitions (the checkpoint was saved or loaded without it)" on a model never saved."""
+    env_id, config = CASES[name]
+    rlfoundry.ALGORITHMS[name](env_id, learning_starts=0, **config).learn(10)
+    assert "checkpoint" not in capsys.readouterr().out

@@ -327,7 +327,7 @@ def note_warm_up(monitor: TrainingMonitor, replay: ReplayBuffer, steps: int, tot
         return
     needed = learning_starts + 1 - min(steps, len(replay))
     too_few = f"; this call's {total_steps} steps are too few for any" if total_steps < needed else ""
-    if steps >= learning_starts:
+    if steps >= learning_starts and steps > len(replay):  # fewer transitions than steps: the buffer was left out
         monitor.display.note(
             f"the replay buffer holds {len(replay)} transitions (the checkpoint was saved or loaded without it): "
             f"the gradient steps wait until it holds {learning_starts + 1}{too_few}"
