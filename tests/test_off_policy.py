@@ -134,6 +134,26 @@ def test_observations_that_are_not_vectors_are_refused_with_the_remedy_for_their
     assert "FlattenObservation" not in str(refused.value)
 
 
+class WholeNumberObservations(gym.ObservationWrapper):
+    """Pendulum observed as int64 vectors (rounded to hundredths, times 100)."""
+
+    def __init__(self):
+        super().__init__(gym.make("Pendulum-v1"))
+        self.observation_space = gym.spaces.Box(-800, 800, (3,), np.int64)
+
+    def observation(self, observation):
+        return np.round(observation * 100).astype(np.int64)
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_integer_vector_observations_train(cls):
+    """Acting cast them to float32, but the sampled minibatches kept int64 and the first update
+    failed with torch's "mat1 and mat2 must have the same dtype"."""
+    model = cls(WholeNumberObservations(), **{**TINY, "learning_starts": 20}).learn(30)
+    assert model.collector.updates == 10
+    assert model.predict(np.array([100, 0, -50])).shape == (1,)
+
+
 @pytest.mark.parametrize(
     "cls, settings, field",
     [

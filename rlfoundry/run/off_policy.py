@@ -218,6 +218,10 @@ class ReplayCollector:
                 count = bursts * config.gradient_steps
                 # One draw for the whole burst: a single fancy-index per array instead of `count`.
                 batch = self.replay.sample(config.batch_size * count, self.rng).to_tensors(self.device)
+                # The buffer keeps integer observations as they come; the networks take float32, as in acting.
+                batch = batch._replace(
+                    observations=batch.observations.float(), next_observations=batch.next_observations.float()
+                )
                 for minibatch in batch.split(count):
                     self.updates += 1
                     yield minibatch
