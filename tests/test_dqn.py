@@ -231,6 +231,9 @@ def test_bad_config_values_are_named():
         DQN("CartPole-v1", loss="l1")
     with pytest.raises(ConfigError, match="config key 'target_update'; did you mean target_update_interval"):
         DQN("CartPole-v1", target_update=5)
+    # The buffer's own word, capacity, is not a field the user can set.
+    with pytest.raises(ConfigError, match=r"capacity=3 \(an algorithm's buffer_size\) gives 1 rows of 4 envs.*raise it to 8"):
+        DQN("CartPole-v1", buffer_size=3, n_envs=4)
 
 
 # -- learning ----------------------------------------------------------------------------------

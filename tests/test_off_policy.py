@@ -165,6 +165,7 @@ def test_integer_vector_observations_train(cls):
         (SAC, {"critic_hidden_sizes": (64, 0)}, "critic_hidden_sizes"),
         (TD3, {"exploration_noise_std": float("nan")}, "exploration_noise_std"),
         (SAC, {"policy_delay": 2}, "policy_delay"),  # a TD3 field: SAC does not have it
+        (SAC, {"buffer_size": 1}, "buffer_size. gives 1 rows"),  # not the buffer's "capacity"
     ],
 )
 def test_bad_config_values_name_the_field(cls, settings, field):

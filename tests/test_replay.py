@@ -297,7 +297,7 @@ def test_clear_errors():
         buffer.add(np.zeros(4), [0, 0], [0, 0], np.zeros((2, 4)), [False] * 2, [False] * 2)
     with pytest.raises(ValueError, match="storage='frames' needs stacked observations"):
         ReplayBuffer(10, space.observation_space, space.action_space, storage="frames")
-    with pytest.raises(ValueError, match="raise capacity"):
+    with pytest.raises(ValueError, match=r"capacity=3 .*raise it to 5 or more"):
         ReplayBuffer(3, spaces.Box(0, 255, (4, 8, 8), np.uint8), space.action_space, storage="frames")
     with pytest.raises(ValueError, match="storage='compact' is not allowed"):
         ReplayBuffer(10, space.observation_space, space.action_space, storage="compact")

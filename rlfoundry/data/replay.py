@@ -48,6 +48,7 @@ from gymnasium import spaces
 from rlfoundry.data.finite import require_finite_observations, require_finite_rewards
 from rlfoundry.envs.spaces import array_layout
 from rlfoundry.run.checkpoint import copy_array
+from rlfoundry.run.config import ConfigError
 from rlfoundry.run.memory import USABLE_FRACTION, InsufficientMemoryError, available_memory
 
 Storage = Literal["full", "shared", "frames"]
@@ -145,9 +146,9 @@ class ReplayBuffer:
             )
         minimum_rows = self.stack + 1
         if self.rows < minimum_rows:
-            raise ValueError(
-                f"capacity={capacity} gives {self.rows} rows of {n_envs} envs; this buffer needs at least "
-                f"{minimum_rows} rows: raise capacity to {minimum_rows * n_envs} or more"
+            raise ConfigError(
+                f"capacity={capacity} (an algorithm's buffer_size) gives {self.rows} rows of {n_envs} envs; this "
+                f"buffer needs at least {minimum_rows} rows: raise it to {minimum_rows * n_envs} or more"
             )
         if check_memory:
             self._require_memory(minimum_rows)
