@@ -354,6 +354,40 @@ def test_loading_onto_an_env_with_other_spaces_names_both(tmp_path):
     assert rlfoundry.load(tmp_path / "q", env="FrozenLake-v1").learn(10).steps == 310
 
 
+class Int32Actions(gymnasium.Env):
+    """Ten steps of noise observations; actions in an int32 Discrete or MultiDiscrete space."""
+
+    observation_space = gymnasium.spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+    def __init__(self, action_space):
+        self.action_space = action_space
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.time = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self.time += 1
+        return self.observation_space.sample(), 1.0, False, self.time == 10, {}
+
+
+@pytest.mark.parametrize(
+    "action_space",
+    [gymnasium.spaces.Discrete(3, dtype=np.int32), gymnasium.spaces.MultiDiscrete([3, 2], dtype=np.int32)],
+    ids=["Discrete", "MultiDiscrete"],
+)
+def test_a_model_of_int32_actions_goes_on_training_on_its_own_env(tmp_path, action_space):
+    """The checkpoint used to drop the dtype of (Multi)Discrete spaces, so the loaded model took
+    its own env for one with other spaces: "acts in MultiDiscrete([3 2]), but the model was
+    trained on ... actions MultiDiscrete([3 2])"."""
+    make = lambda: Int32Actions(action_space)  # noqa: E731
+    rlfoundry.PPO(make, n_steps=16, batch_size=16, n_epochs=1, quiet=True).learn(16).save(tmp_path / "ppo")
+    loaded = rlfoundry.load(tmp_path / "ppo", env=make, quiet=True)
+    assert loaded.training_env.action_space == action_space
+    assert loaded.learn(16).steps == 32
+
+
 def test_loading_onto_a_vector_env_of_another_size_says_what_to_pass(tmp_path):
     """The message used to say "pass n_envs=3 with it", which rlfoundry.load does not take: a
     checkpoint's n_envs is fixed (its env position, replay buffer and rollout are per env)."""

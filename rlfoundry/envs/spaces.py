@@ -129,7 +129,7 @@ def observation_batch(observations: Any, space: spaces.Space) -> tuple[np.ndarra
 def space_to_dict(space: spaces.Space) -> dict[str, Any]:
     """A JSON-ready description of a space, enough to rebuild it without the env."""
     if isinstance(space, spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start), "dtype": str(space.dtype)}
     if isinstance(space, spaces.Box):
         return {
             "type": "Box",
@@ -139,7 +139,7 @@ def space_to_dict(space: spaces.Space) -> dict[str, Any]:
             "dtype": str(space.dtype),
         }
     if isinstance(space, spaces.MultiDiscrete):
-        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist()}
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(), "dtype": str(space.dtype)}
     if isinstance(space, spaces.MultiBinary):
         return {"type": "MultiBinary", "n": list(np.atleast_1d(space.n))}
     raise SpaceError(f"cannot save a space of type {type(space).__name__} in a checkpoint: {describe(space)}")
@@ -149,7 +149,8 @@ def space_from_dict(description: dict[str, Any]) -> spaces.Space:
     """Rebuild a space saved by space_to_dict."""
     kind = description["type"]
     if kind == "Discrete":
-        return spaces.Discrete(description["n"], start=description.get("start", 0))
+        # Checkpoints written before the dtype was saved hold gymnasium's default, int64.
+        return spaces.Discrete(description["n"], start=description.get("start", 0), dtype=description.get("dtype", "int64"))
     if kind == "Box":
         dtype = np.dtype(description["dtype"])
         return spaces.Box(
@@ -159,7 +160,7 @@ def space_from_dict(description: dict[str, Any]) -> spaces.Space:
             dtype=dtype,
         )
     if kind == "MultiDiscrete":
-        return spaces.MultiDiscrete(description["nvec"])
+        return spaces.MultiDiscrete(description["nvec"], dtype=description.get("dtype", "int64"))
     if kind == "MultiBinary":
         return spaces.MultiBinary(description["n"])
     raise SpaceError(f"unknown space type {kind!r} in checkpoint")
