@@ -187,6 +187,14 @@ def test_images_the_cnn_cannot_read_are_clear_errors():
     PolicyNetwork(spaces.Box(0, 255, (4, 36, 36), np.uint8), spaces.Discrete(5))  # the smallest that fits
 
 
+def test_integer_box_actions_are_a_clear_error():
+    """A Gaussian's samples used to be stored in the rollout's integer action array (truncated, so
+    no longer the actions that were scored) and sent to the env as floats outside its space."""
+    with pytest.raises(SpaceError, match=r"float Box.*Box\(0, 4, \(2,\), int64\).*MultiDiscrete"):
+        PolicyNetwork(BOX4, spaces.Box(0, 4, (2,), np.int64))
+    PolicyNetwork(BOX4, spaces.Box(-1.0, 1.0, (2,), np.float64))  # any float dtype is fine
+
+
 def test_unsupported_spaces_are_clear_errors():
     with pytest.raises(SpaceError, match="Box actions must be a vector"):
         PolicyNetwork(BOX4, spaces.Box(-1.0, 1.0, (2, 2), np.float32))

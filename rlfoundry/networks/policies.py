@@ -222,6 +222,12 @@ def make_head(action_space: spaces.Space, input_size: int, log_std_init: float =
                 f"Box actions must be a vector (shape (D,)), got {describe(action_space)}: wrap the env so "
                 "that it takes flat action vectors"
             )
+        if not np.issubdtype(action_space.dtype, np.floating):
+            # A Gaussian sample is a float: stored as an integer it would not be the action scored.
+            raise SpaceError(
+                f"a Gaussian policy needs a float Box action space, got {describe(action_space)}: use a "
+                "MultiDiscrete action space for integer actions, or wrap the env so that it takes float actions"
+            )
         return GaussianHead(input_size, action_space.shape[0], log_std_init)
     if isinstance(action_space, spaces.MultiDiscrete):
         if action_space.nvec.ndim != 1:
