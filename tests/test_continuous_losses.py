@@ -289,3 +289,5 @@ def test_require_box_actions_names_the_space_it_rejects():
         require_box_actions(spaces.Box(-np.inf, np.inf, (2,)), "TD3", "DQN")
     with pytest.raises(SpaceError, match="1-D"):
         require_box_actions(spaces.Box(-1.0, 1.0, (2, 2)), "TD3", "DQN")
+    with pytest.raises(SpaceError, match=r"int64.*float Box.*MultiDiscrete"):
+        require_box_actions(spaces.Box(0, 4, (2,), np.int64), "SAC", "DQN")

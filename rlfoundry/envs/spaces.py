@@ -76,6 +76,13 @@ def require_box_actions(space: spaces.Space, algorithm: str, instead: str) -> tu
             f"{algorithm} needs a 1-D Box action space, got {describe(space)}: flatten the actions with a "
             "gymnasium.ActionWrapper whose action_space is a 1-D Box"
         )
+    if not np.issubdtype(space.dtype, np.floating):
+        # Unit actions mapped onto integer bounds would be truncated, not the actions the critics scored.
+        raise SpaceError(
+            f"{algorithm} acts continuously and needs a float Box action space, got {describe(space)}: wrap "
+            "the env in a gymnasium.ActionWrapper whose action_space is a float Box (rounding in its action()), "
+            "or use PPO or A2C with a MultiDiscrete action space"
+        )
     low, high = space.low.copy(), space.high.copy()
     if not (np.isfinite(low).all() and np.isfinite(high).all() and (low < high).all()):
         raise SpaceError(
