@@ -285,6 +285,16 @@ def test_a_greedy_path_cut_by_the_time_limit_is_not_drawn_as_reaching_a_goal():
     assert "G" not in text
 
 
+def test_a_greedy_path_that_falls_into_a_hole_is_not_drawn_as_reaching_a_goal():
+    """Down, down, down from the start of the 4x4 lake ends in the hole at state 12, with return 0:
+    the episode terminates there, but in a hole, which was drawn as "G"."""
+    agent = QLearning(rlfoundry.RegisteredEnv("FrozenLake-v1", {"is_slippery": False}), tie_break="first", quiet=True)
+    agent.q_table[[0, 4, 8], 1] = 1.0  # down
+    lines = agent.describe_policy().splitlines()
+    assert lines[0] == "greedy path (3 steps, return 0): 0 -> 4 -> 8 -> 12"
+    assert lines[1:] == ["v . . .", "v H . H", "v . . H", "H . . ."]
+
+
 def test_describe_policy_without_a_way_to_make_a_fresh_env_says_so():
     # An env object without a registered id cannot be copied, and the model's own stands mid-episode.
     agent = QLearning(chain_mdp().as_env(max_episode_steps=50), quiet=True).learn(10)

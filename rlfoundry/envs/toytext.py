@@ -38,7 +38,8 @@ def path_picture(env: gym.Env, states: list[int], actions: list[int]) -> str | N
         cells[description == "H"] = "H"
     for state, action in zip(states, actions):
         cells[state // columns, state % columns] = arrows[action]
-    goal = states[-1] if len(states) > len(actions) else None
-    if goal is not None:
-        cells[goal // columns, goal % columns] = "G"
+    end = states[-1] if len(states) > len(actions) else None
+    # A path that terminates reached the goal, unless it fell into a hole (which stays drawn as one).
+    if end is not None and cells[end // columns, end % columns] != "H":
+        cells[end // columns, end % columns] = "G"
     return "\n".join(" ".join(row) for row in cells)
