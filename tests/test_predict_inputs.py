@@ -79,3 +79,12 @@ def test_tabular_predict_takes_whole_numbers_and_refuses_fractions():
         model.predict(1.7)  # used to be truncated to state 1
     with pytest.raises(ValueError, match=r"state indices in \[0, 16\)"):
         model.predict(16)
+
+
+def test_tabular_predict_of_an_empty_batch_is_an_empty_batch_of_actions():
+    # As the networks' predict answers it; the range check took the minimum of no states and raised
+    # numpy's "zero-size array to reduction operation minimum which has no identity".
+    model = rlfoundry.QLearning("FrozenLake-v1", quiet=True, seed=0)
+    for deterministic in (True, False):
+        actions = model.predict(np.zeros(0, dtype=np.int64), deterministic=deterministic)
+        assert actions.shape == (0,) and actions.dtype.kind == "i"

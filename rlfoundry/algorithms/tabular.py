@@ -139,7 +139,7 @@ class TabularTD:
         """Greedy actions (lowest index on ties), or epsilon-greedy ones if not deterministic (drawn
         from torch's global generator, never from training's)."""
         batch, single = observation_batch(observations, self.observation_space)
-        if batch.min() < 0 or batch.max() >= self.n_states:
+        if np.any((batch < 0) | (batch >= self.n_states)):
             raise ValueError(f"observations must be state indices in [0, {self.n_states}), got {observations!r}")
         if deterministic:
             actions = self.q_table[batch].argmax(axis=1)
