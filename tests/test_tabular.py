@@ -205,14 +205,17 @@ def test_q_learning_reaches_q_star_on_frozen_lake(slippery, seed):
 
 # On-policy methods on the lake, epsilon 0.2, checked on the pairs their policy visits 200+ times.
 # Expected SARSA on the deterministic lake: exact (measured 0.003). SARSA's sampled next action
-# keeps noise in its targets: within 0.5 after 40k steps (measured 0.18 to 0.43). Slippery lake:
-# within 0.1. The greedy policy is optimal on the deterministic lake, within 0.05 on the slippery one.
+# keeps noise in its targets: within 0.5 after 100k steps (measured 0.29 to 0.41, 9 seeds). Slippery
+# lake: within 0.1. The greedy policy is optimal on the deterministic lake, within 0.05 on the
+# slippery one. SARSA needs the 100k steps there too: after 40k its greedy action in state 1 (right,
+# between the holes, or left, the long way) is often still the one its first episodes locked in
+# (optimal for only 9 to 12 of seeds 0 to 15, as the exploration draws fall).
 @pytest.mark.parametrize("cls", [SARSA, ExpectedSARSA])
 @pytest.mark.parametrize("slippery", [False, True])
 def test_on_policy_methods_on_frozen_lake(cls, slippery):
     mdp = FiniteMDP.from_gymnasium(gym.make("FrozenLake-v1", is_slippery=slippery), gamma=0.95)
     epsilon = 0.2
-    agent = frozen_lake_agent(cls, slippery, 0, epsilon_end=epsilon, steps=100_000 if slippery else 40_000)
+    agent = frozen_lake_agent(cls, slippery, 0, epsilon_end=epsilon, steps=100_000 if slippery or cls is SARSA else 40_000)
     tolerance = 0.1 if slippery else (0.5 if cls is SARSA else 0.01)
     assert max_error_where_visited(agent, own_policy_values(agent, mdp, epsilon), mdp, min_visits=200) < tolerance
     assert_greedy_policy_optimal(agent, mdp, tolerance=0.05 if slippery else 1e-9)
