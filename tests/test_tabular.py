@@ -89,6 +89,37 @@ def test_targets_by_hand():
     assert expected.tolist() == pytest.approx([0.5 + 0.9 * (0.1 * 1.0 + 0.9 * 3.0), 1.0])
 
 
+def one_step_decay_agent(cls, seed):
+    """Epsilon 1 at step 0 and 0 from step 1 on: only the first action explores; greedy Right at S2
+    and, here, Left at S1."""
+    agent = cls(CHAIN, seed=seed, gamma=0.9, learning_rate=1.0, epsilon_start=1.0, epsilon_end=0.0,
+                epsilon_decay_steps=1, tie_break="first", quiet=True)
+    agent.q_table[S1] = [0.0, 1.0]
+    agent.q_table[S2] = [1.0, 0.0]
+    return agent
+
+
+def test_expected_sarsa_averages_over_the_policy_that_acts_at_the_next_state():
+    """The action at s' is taken at step 1, greedily (epsilon 0): the target is 0.9 max_a' Q(s', a')
+    = 0.9 whichever first action led to s' (S1 or S2). It averaged at step 0's epsilon, uniformly: 0.45."""
+    for seed in range(4):
+        agent = one_step_decay_agent(ExpectedSARSA, seed).learn(1)
+        first_action = int(agent.visits[S1].argmax())
+        assert agent.q_table[S1, first_action] == pytest.approx(0.9, abs=1e-12)
+
+
+def test_sarsa_takes_its_next_action_at_the_next_steps_epsilon():
+    """The second action, taken at step 1, is greedy (Left at S1, Right at S2) for every seed; it was
+    drawn at step 0's epsilon, uniformly."""
+    greedy = {S1: LEFT, S2: RIGHT}
+    for seed in range(20):
+        agent = one_step_decay_agent(SARSA, seed).learn(1)
+        visits_after_the_first_step = agent.visits.copy()
+        agent.learn(1)
+        [[state, action]] = np.argwhere(agent.visits != visits_after_the_first_step)
+        assert action == greedy[state]
+
+
 def test_epsilon_greedy_probabilities_split_ties():
     probabilities = epsilon_greedy_probabilities(np.array([[2.0, 2.0, 0.0]]), 0.3, "random")
     np.testing.assert_allclose(probabilities, [[0.1 + 0.35, 0.1 + 0.35, 0.1]])

@@ -115,10 +115,10 @@ class TabularTD:
 
     # -- acting -------------------------------------------------------------------------------
 
-    def epsilon(self) -> float:
-        """The exploration probability at the current step."""
+    def epsilon(self, step: int | None = None) -> float:
+        """The exploration probability at `step` (default: the current step)."""
         schedule = LinearSchedule(self.config.epsilon_start, self.config.epsilon_end, self.config.epsilon_decay_steps)
-        return schedule(self.steps)
+        return schedule(self.steps if step is None else step)
 
     def _greedy(self, states: np.ndarray, tie_break: str, rng: np.random.Generator) -> np.ndarray:
         q_values = self.q_table[states]
@@ -179,7 +179,8 @@ class TabularTD:
         for _ in range(math.ceil(total_steps / n_envs)):
             actions = self._actions
             step, finished_returns, finished_lengths = training_env.step(actions)
-            epsilon = self.epsilon()
+            # The policy that acts at the next step: SARSA draws a' from it, Expected SARSA averages over it.
+            epsilon = self.epsilon(self.steps + n_envs)
             next_states = step.next_observations
             next_actions = self._behaviour(next_states, epsilon) if chooses_next_action_first else actions
             for index in range(n_envs):
@@ -199,7 +200,7 @@ class TabularTD:
                 if step.done.any():
                     next_actions[step.done] = self._behaviour(step.observations[step.done], epsilon)
             else:
-                next_actions = self._behaviour(step.observations, self.epsilon())
+                next_actions = self._behaviour(step.observations, epsilon)
             states, self._actions = step.observations, next_actions
             monitor.episodes(self.steps, finished_returns, finished_lengths)
             if monitor.due(self.steps):
