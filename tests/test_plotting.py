@@ -73,3 +73,17 @@ def test_rlf_plot_aggregate_groups_runs_by_algorithm_and_env(tmp_path, capsys):
     assert main(["plot", str(ppo[0]), str(quiet), "--aggregate", "-o", str(tmp_path / "no.png")]) == 2
     assert "has no finished episode" in capsys.readouterr().err
     assert not (tmp_path / "no.png").exists()
+
+
+def test_a_run_with_one_logged_return_is_drawn_as_a_point(tmp_path, monkeypatch):
+    # A line through one point draws nothing: a short run whose only finished episodes fell in one
+    # row of progress.csv was plotted as an empty chart.
+    from rlfoundry.run import plotting
+
+    drawn = []
+    monkeypatch.setattr(plotting, "_finish", lambda figure, axes, output: drawn.append(axes.lines))
+    plotting.plot_learning_curves([fake_run(tmp_path, "one-row", "ppo", "CartPole-v1", [12.0])], tmp_path / "one.png")
+    plotting.plot_learning_curves([fake_run(tmp_path, "two-rows", "ppo", "CartPole-v1", [12.0, 13.0])], tmp_path / "two.png")
+    [one_point], [two_points] = drawn
+    assert one_point.get_marker() not in ("None", "", " ", None)
+    assert two_points.get_marker() == "None"  # a line is drawn as before

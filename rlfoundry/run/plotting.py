@@ -125,7 +125,9 @@ def plot_learning_curves(run_dirs: list[Path], output: Path) -> Path:
     figure, axes = _new_figure()
     for run_dir in run_dirs:
         steps, returns = read_curve(Path(run_dir))
-        (line,) = axes.plot(steps, returns, label=Path(run_dir).name, linewidth=1.5)
+        # A line through a single point draws nothing: that one gets a marker.
+        marker = "o" if len(steps) == 1 else None
+        (line,) = axes.plot(steps, returns, label=Path(run_dir).name, linewidth=1.5, marker=marker, markersize=4)
         evaluation_steps, evaluation_returns = read_evaluations(Path(run_dir))
         if evaluation_steps:
             axes.plot(evaluation_steps, evaluation_returns, "o--", color=line.get_color(), markersize=4,
