@@ -6,6 +6,7 @@ are in test_policy_gradient_exact.py; the time-limit test is in test_truncation.
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -19,6 +20,7 @@ from rlfoundry.run.config import ConfigError
 from rlfoundry.run.monitor import TrainingMonitor
 
 from learning_checks import preset_returns
+from test_evaluation import FixedLength
 
 SOLVED = 475.0
 
@@ -125,6 +127,22 @@ def test_each_update_trains_on_one_whole_fresh_episode_per_env():
             assert ends[length - 1, env] and not ends[: length - 1, env].any()
         # Collection stops as soon as the longest episode is over.
         assert len(mask) == lengths.max()
+
+
+def test_the_logged_episodes_are_those_trained_on_not_the_short_ones_played_while_waiting():
+    """Copy 0's episodes last 2 steps, copy 1's 6: while copy 1 plays its episode, copy 0 plays
+    three. Logging all four would put a mean return of 3 in progress.csv for a batch of mean 4:
+    the episodes that end while the others wait are the short ones, and the long ones never end
+    before the next batch resets them."""
+    vector_env = gym.vector.SyncVectorEnv(
+        [lambda: FixedLength(2), lambda: FixedLength(6)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    model = REINFORCE(vector_env, quiet=True, seed=0, n_envs=2)
+    monitor = quiet_monitor()
+    mask = model.collector.collect(monitor)
+    assert mask.sum(axis=0).tolist() == [2, 6]
+    assert sorted(monitor.interval_returns) == [2.0, 6.0] and sorted(monitor.interval_lengths) == [2, 6]
+    assert monitor.episode_count == 2
 
 
 def test_learns_the_seed_chain_exactly():

@@ -153,9 +153,12 @@ class EpisodeCollector:
                 step, finished_returns, finished_lengths = training_env.step(env_actions(actions_array, self.action_space))
                 mask[rollout.position] = running
                 rollout.add(observations, actions_array, distribution.log_prob(actions).cpu().numpy(), None, step)
+                # Only each env's first episode is logged: those that end while the others wait are
+                # the short ones (the long ones are reset unfinished), so they would bias the mean down.
+                first_episodes = running[step.done]
                 running &= ~step.done
                 self.steps += n_envs
-                monitor.episodes(self.steps, finished_returns, finished_lengths)
+                monitor.episodes(self.steps, finished_returns[first_episodes], finished_lengths[first_episodes])
                 observations = step.observations
         rows = rollout.position
         values = self._value_function()
