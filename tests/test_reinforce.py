@@ -145,6 +145,18 @@ def test_the_logged_episodes_are_those_trained_on_not_the_short_ones_played_whil
     assert monitor.episode_count == 2
 
 
+def test_an_episode_cut_at_max_episode_steps_is_logged_with_its_return_so_far():
+    """The next batch resets its env, so the cut ends the episode: without it in the log, a policy
+    whose episodes all outlast max_episode_steps would leave progress.csv with no returns."""
+    vector_env = gym.vector.SyncVectorEnv(
+        [lambda: FixedLength(3), lambda: FixedLength(10)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+    model = REINFORCE(vector_env, quiet=True, seed=0, n_envs=2, max_episode_steps=5)
+    monitor = quiet_monitor()
+    assert model.collector.collect(monitor).sum(axis=0).tolist() == [3, 5]
+    assert monitor.interval_returns == [3.0, 5.0] and monitor.interval_lengths == [3, 5]
+
+
 def test_learns_the_seed_chain_exactly():
     """On the seeds' 3-state chain (gamma 0.9), the learned policy moves Right in S1 and S2."""
     model = REINFORCE("rlfoundry/Chain-v0", quiet=True, seed=0, n_envs=4, gamma=0.9, learning_rate=0.02).learn(3000)

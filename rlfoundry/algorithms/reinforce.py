@@ -15,7 +15,8 @@ each contributes its next episode) and takes one gradient step on
 Whole episodes keep the estimator unbiased: an env whose episode has ended keeps stepping (the
 vector env cannot pause one copy) until every env's episode is over; those extra steps count as
 env steps but are not trained on (nor logged: the episodes that end meanwhile are the short
-ones). An episode still running after max_episode_steps is cut there.
+ones). An episode still running after max_episode_steps is cut there (and logged with its
+return so far).
 Where an episode is truncated (a time limit, or that cut), G_t is completed with
 gamma^k V_phi(final observation) when there is a learned value, and stops there otherwise.
 """

@@ -160,6 +160,10 @@ class EpisodeCollector:
                 self.steps += n_envs
                 monitor.episodes(self.steps, finished_returns[first_episodes], finished_lengths[first_episodes])
                 observations = step.observations
+        if running.any():
+            # Cut at max_episode_steps: the next batch resets these envs, so their episodes end here.
+            episodes = training_env.episodes
+            monitor.episodes(self.steps, episodes.returns[running], episodes.lengths[running])
         rows = rollout.position
         values = self._value_function()
         if values is not None:
