@@ -199,6 +199,23 @@ def test_bad_step_caps_are_refused(cap, message):
         rlfoundry.PeriodicEvaluation(every=10, max_episode_steps=cap)
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [(dict(max_envs=0), "max_envs=0 is out of range"), (dict(max_envs=2.5), "max_envs must be an integer, got 2.5"),
+     (dict(seed=-1), "seed=-1 is out of range"), (dict(seed=1.5), "seed must be an integer, got 1.5"),
+     (dict(deterministic="no"), "deterministic must be True or False, got 'no'")],
+)
+def test_bad_evaluation_options_are_named(options, message, tmp_path):
+    """Not gymnasium's words for another name (n_envs=0, a float seed's missing len()), nor a
+    truthy string read as deterministic=True."""
+    with pytest.raises(ValueError, match=message):
+        rlfoundry.evaluate(right_always(), n_episodes=2, **options)
+    if "max_envs" not in options:
+        with pytest.raises(ValueError, match=message):
+            rlfoundry.record_video(right_always(), tmp_path / "chain.gif", **options)
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_an_env_with_other_spaces_than_the_model_is_named_before_playing():
     model = QLearning("FrozenLake-v1", quiet=True)  # 16 states, 4 actions
     with pytest.raises(SpaceError, match=r"this env observes Discrete\(500\) and acts in Discrete\(6\), but the model "

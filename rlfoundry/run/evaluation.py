@@ -68,6 +68,15 @@ def require_step_cap(name: str, max_episode_steps: int | None) -> None:
         require_int(name, max_episode_steps, 1)
 
 
+def require_playing_options(deterministic: bool, seed: int | None, prefix: str = "") -> None:
+    """ConfigError naming `prefix` + deterministic or seed unless deterministic is True or False
+    and seed is None or an integer >= 0 (a truthy string would otherwise read as True)."""
+    if not isinstance(deterministic, bool):
+        raise ConfigError(f"{prefix}deterministic must be True or False, got {deterministic!r}")
+    if seed is not None:
+        require_int(f"{prefix}seed", seed, 0)
+
+
 def episode_step_cap(
     max_episode_steps: int | None, specs: list[EnvSpec | None], default: int = DEFAULT_MAX_EPISODE_STEPS
 ) -> int | None:
@@ -125,6 +134,8 @@ def evaluate(
     """
     checked_episode_count(n_episodes)
     require_step_cap("max_episode_steps", max_episode_steps)
+    require_playing_options(deterministic, seed)
+    require_int("max_envs", max_envs, 1)
     env = env_to_rebuild(model, "pass env=... to evaluate") if env is None else env
     n_envs = evaluation_env_count(env, n_episodes, max_envs)
     # Reset once, below, with the seed (make_env would reset it a first time).
@@ -193,10 +204,7 @@ class PeriodicEvaluation:
     def __post_init__(self) -> None:
         require_int("evaluation every", self.every, 1)
         require_int("evaluation episodes", self.episodes, 1)
-        if not isinstance(self.deterministic, bool):
-            raise ConfigError(f"evaluation deterministic must be True or False, got {self.deterministic!r}")
-        if self.seed is not None:
-            require_int("evaluation seed", self.seed, 0)
+        require_playing_options(self.deterministic, self.seed, prefix="evaluation ")
         if self.stop_at is not None:
             require_range("evaluation stop_at", self.stop_at)
         require_step_cap("evaluation max_episode_steps", self.max_episode_steps)

@@ -20,7 +20,9 @@ from PIL import Image
 from rlfoundry.envs.atari import STEPS_PER_SECOND, is_atari_id, make_atari_env
 from rlfoundry.envs.registry import RegisteredEnv, check_env_kwargs
 from rlfoundry.envs.vector import EnvSource, builds_new_envs
-from rlfoundry.run.evaluation import EvaluationResult, checked_episode_count, episode_step_cap, require_step_cap
+from rlfoundry.run.evaluation import (
+    EvaluationResult, checked_episode_count, episode_step_cap, require_playing_options, require_step_cap,
+)
 from rlfoundry.run.seeding import seeded_sampling
 from rlfoundry.run.training_env import env_to_rebuild
 
@@ -56,6 +58,7 @@ def record_video(
         raise ValueError(f"video path {str(path)!r} must end in .gif: rlfoundry writes animated GIFs")
     checked_episode_count(n_episodes)
     require_step_cap("max_steps", max_steps)
+    require_playing_options(deterministic, seed)
     source = env_to_rebuild(model, "pass env=... to record_video") if env is None else env
     if isinstance(source, str):
         source = RegisteredEnv(source)
