@@ -156,3 +156,18 @@ def test_rlf_resume_after_a_crash_drops_the_logs_of_the_steps_it_trains_again(tm
     assert steps["evaluations.csv"] == steps["eval/mean_return"] == [50, 100, 150, 200, 250, 300, 350, 400]
     assert (crashed / "evaluations.csv").read_text() == (straight / "evaluations.csv").read_text()
     assert_same_checkpoints(crashed / "checkpoints" / "final", straight / "checkpoints" / "final")
+
+
+def test_a_run_resumed_without_evaluation_still_drops_the_evaluations_of_the_steps_it_trains_again(tmp_path):
+    """Loaded from a crashed run's `latest` into its directory without `evaluation=`, the model
+    evaluates nothing, but the rows of evaluations.csv past its step belong to lost steps all the
+    same (TensorBoard hides their eval/* points): they go, as progress.csv's do."""
+    evaluation = rlfoundry.PeriodicEvaluation(every=50, episodes=2)
+    rlfoundry.QLearning("FrozenLake-v1", run_dir=tmp_path, checkpoint_every=150, evaluation=evaluation, quiet=True).learn(380)
+    shutil.rmtree(tmp_path / "checkpoints" / "final")  # the crash came before the final checkpoint
+    assert max(logged_steps(tmp_path)["evaluations.csv"]) == 350, "the test needs logs past the latest checkpoint"
+
+    rlfoundry.load(tmp_path / "checkpoints" / "latest", run_dir=tmp_path, quiet=True).learn(100)
+    steps = logged_steps(tmp_path)
+    assert steps["evaluations.csv"] == steps["eval/mean_return"] == [50, 100, 150, 200, 250, 300]
+    assert steps["progress.csv"][-1] == 400

@@ -144,7 +144,9 @@ class TrainingMonitor:
         self.stop_requested = False
         self.evaluation_log = None
         self.best_mean_return = -math.inf
-        if run_dir is not None and evaluator is not None:
+        # An earlier evaluations.csv is opened without an evaluator too: its rows past start_step
+        # belong to steps trained again, and go.
+        if run_dir is not None and (evaluator is not None or (run_dir / "evaluations.csv").exists()):
             self.evaluation_log = CsvLog(run_dir / "evaluations.csv", EVALUATION_COLUMNS, last_step=start_step)
             # The run directory's best so far (from earlier learn() calls into it) is the one to beat.
             self.best_mean_return = max((float(row["mean_return"]) for row in self.evaluation_log.rows), default=-math.inf)
