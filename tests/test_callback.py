@@ -6,6 +6,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import rlfoundry
 from rlfoundry import TrainingStatus
@@ -82,3 +83,18 @@ def test_a_callback_that_is_not_a_function_is_refused_before_anything_changes():
         reinforce.learn(100, callback="stop")
     reinforce.learn(10)  # the refused call did not move the step target on
     assert reinforce.collector.step_target == 10
+
+
+def test_what_the_callback_records_at_a_step_is_in_that_steps_row_and_no_row_is_written_twice(tmp_path):
+    """The callback runs before the row of its step is written: a value recorded at step 32 is in
+    the row of step 32 (not 64), and the one recorded at the last step does not add a second row
+    for that step to progress.csv and TensorBoard."""
+    env_id, config, total, _ = CASES["ppo"]  # a row per rollout of 32 steps
+    model = rlfoundry.PPO(env_id, run_dir=tmp_path, quiet=True, **config)
+    model.learn(total, callback=lambda status: status.record("custom/step", status.step))
+    with open(tmp_path / "progress.csv", newline="") as handle:
+        rows = [(row["step"], row["custom/step"]) for row in csv.DictReader(handle)]
+    assert rows == [("32", "32.0"), ("64", "64.0"), ("96", "96.0")]
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(event.step, event.value) for event in events.Scalars("custom/step")] == [(32, 32.0), (64, 64.0), (96, 96.0)]

@@ -238,19 +238,19 @@ class TrainingMonitor:
 
     def step(self, step: int) -> None:
         """Called where training stands between updates (every algorithm calls it only there):
-        reports when due, evaluates each time the env-step count passes a multiple of the
-        evaluation's `every`, calls the callback, and writes RUN_DIR/checkpoints/latest each time
-        it passes a multiple of checkpoint_every. The loop ends when `stop_requested` is set
-        after it."""
-        if step >= self.next_dump:
-            self.dump(step)
-            while self.next_dump <= step:
-                self.next_dump += self.log_interval
+        evaluates each time the env-step count passes a multiple of the evaluation's `every`,
+        calls the callback, reports when due, and writes RUN_DIR/checkpoints/latest each time it
+        passes a multiple of checkpoint_every. The loop ends when `stop_requested` is set after it."""
         if self.evaluator is not None and self.evaluator.due(self.last_step, step):
             self.evaluation(self.evaluator.run(step), self.evaluator.plan.stop_at)
         if self.callback is not None and self.callback(step) is False:
             self.stop_requested = True
             self.display.note(f"stopping: the callback returned False at step {step}")
+        # After the callback: what it records at this step belongs in this step's row.
+        if step >= self.next_dump:
+            self.dump(step)
+            while self.next_dump <= step:
+                self.next_dump += self.log_interval
         every = self.checkpoint_every
         # Periodic checkpoints need somewhere to go and something to write.
         if every is not None and self.run_dir is not None and self.save is not None and step // every > self.last_step // every:
