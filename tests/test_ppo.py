@@ -116,6 +116,14 @@ def test_target_kl_stops_the_update(check):
     assert stopped.last_update.stopped_by_target_kl and not free.last_update.stopped_by_target_kl
 
 
+def test_target_kl_passed_after_the_last_epoch_is_not_a_stop():
+    # The KL exceeds 1e-6 after the only epoch, but no step was left to skip.
+    model = small_ppo(n_epochs=1, learning_rate=0.05, target_kl=1e-6, target_kl_check="epoch").learn(32)
+    assert model.last_update.gradient_steps == 4
+    assert model.last_update.approximate_kl > 1e-6
+    assert not model.last_update.stopped_by_target_kl
+
+
 def test_save_load_resume_is_exact(tmp_path):
     straight = small_ppo(seed=3).learn(64)
     first = small_ppo(seed=3).learn(32)

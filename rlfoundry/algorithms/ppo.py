@@ -106,6 +106,7 @@ class PPOUpdate(NamedTuple):
     policy_loss, value_loss: means over the update's gradient steps (NaN if it took none).
     entropy, approximate_kl, clip_fraction: of the updated policy on the whole rollout, against
     the rollout's policy pi_old (clip fraction: the share of rows with |rho - 1| > the update's clip range).
+    stopped_by_target_kl: target_kl skipped at least one gradient step of this update.
     """
 
     policy_loss: float
@@ -177,7 +178,7 @@ class PPO:
             normalize_each_minibatch = False
         policy_losses, value_losses = [], []
         stopped = False
-        for _ in range(config.n_epochs):
+        for epoch in range(config.n_epochs):
             epoch_kls = []
             for minibatch in batch.minibatches(config.batch_size, self.rng):
                 distribution, values, backward = training_forward(self.collector, minibatch.observations)
@@ -217,7 +218,8 @@ class PPO:
                 gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate, self.collector.flat_gradient)
                 policy_losses.append(policy_loss.detach())
                 value_losses.append(critic_loss.detach())
-            if config.target_kl_check == "epoch" and config.target_kl is not None:
+            # After the last epoch there is nothing left to skip, so there is nothing to check.
+            if config.target_kl_check == "epoch" and config.target_kl is not None and epoch < config.n_epochs - 1:
                 stopped = stopped or torch.stack(epoch_kls).mean().item() > config.target_kl
             if stopped:
                 break
