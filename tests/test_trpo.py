@@ -1,5 +1,8 @@
 """TRPO: conjugate gradient, Fisher-vector products against the explicit KL Hessian, the line search, learning."""
 
+import csv
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -165,6 +168,13 @@ def test_every_accepted_step_stays_within_the_kl_limit(env_id):
         else:
             assert torch.equal(parameters_to_vector(model.network.policy_parameters()), old_parameters)
     assert accepted >= 3
+
+
+def test_value_epochs_0_logs_the_value_loss_it_did_not_compute_as_nan(tmp_path):
+    TRPO("CartPole-v1", n_envs=2, n_steps=32, value_epochs=0, run_dir=tmp_path / "run", quiet=True).learn(64)
+    with open(tmp_path / "run" / "progress.csv", newline="") as handle:
+        logged = [row["train/value_loss"] for row in csv.DictReader(handle)]
+    assert logged and all(math.isnan(float(value)) for value in logged)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's overflow warnings on the way to the NaN

@@ -15,6 +15,7 @@ Each iteration collects a rollout with pi_old and solves, approximately,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,8 @@ class TRPO:
                 monitor.record(f"train/line_search_{name}", float(value))
             learning_rate = scheduled(config.learning_rate, config.learning_rate_schedule, self.steps, horizon)
             value_loss_mean = self.update_value_function(batch, learning_rate)
-            require_finite({"value_loss": value_loss_mean}, self.name, self.steps)
+            if config.value_epochs > 0:  # else no value step was taken, and its loss is NaN
+                require_finite({"value_loss": value_loss_mean}, self.name, self.steps)
             monitor.record("train/value_loss", value_loss_mean)
             monitor.step(self.steps)
             if monitor.stop_requested:
@@ -193,14 +195,15 @@ class TRPO:
         return result
 
     def update_value_function(self, batch: RolloutBatch, learning_rate: float) -> float:
-        """value_epochs passes of minibatch Adam on mean (V(s_t) - R_t)^2 (step 5); the mean loss."""
+        """value_epochs passes of minibatch Adam on mean (V(s_t) - R_t)^2 (step 5); the mean loss
+        (NaN if it took no step)."""
         losses = []
         for _ in range(self.config.value_epochs):
             for minibatch in batch.minibatches(self.config.batch_size, self.rng):
                 loss = value_loss(self.network.value(minibatch.observations), minibatch.returns)
                 gradient_step(self.optimizer, loss, None, learning_rate)
                 losses.append(loss.detach())
-        return torch.stack(losses).mean().item() if losses else 0.0
+        return torch.stack(losses).mean().item() if losses else math.nan
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint directory that `rlfoundry.load` reads back exactly."""
