@@ -23,7 +23,12 @@ from rlfoundry.run.checkpoint import CheckpointError, NonFiniteError, checkpoint
 from rlfoundry.run.config import ConfigError, check_keys, class_summary, parse_overrides, unknown_name_message
 from rlfoundry.run.evaluation import EVALUATION_SEED_OFFSET, PeriodicEvaluation
 from rlfoundry.run.monitor import CsvLog, new_run_dir
-from rlfoundry.run.plotting import RunDirectoryError, plot_aggregated_curves, plot_learning_curves
+from rlfoundry.run.plotting import (
+    RunDirectoryError,
+    plot_aggregated_curves,
+    plot_learning_curves,
+    require_something_to_plot,
+)
 from rlfoundry.run.record import record_run_options, recorded_evaluation_settings, write_run_record
 from rlfoundry.run.training_env import unbuildable_env_message
 
@@ -445,6 +450,10 @@ def plot(arguments: argparse.Namespace) -> int:
         output = run_dirs[0] / "learning_curve.png"
     else:
         output = Path("learning_curves.png")
+    if not arguments.aggregate:
+        # An empty chart would pass for a plotted run (--aggregate refuses such runs as it draws).
+        for run_dir in run_dirs:
+            require_something_to_plot(run_dir)
     draw = plot_aggregated_curves if arguments.aggregate else plot_learning_curves
     print(draw(run_dirs, output))
     return 0

@@ -87,3 +87,24 @@ def test_a_run_with_one_logged_return_is_drawn_as_a_point(tmp_path, monkeypatch)
     [one_point], [two_points] = drawn
     assert one_point.get_marker() not in ("None", "", " ", None)
     assert two_points.get_marker() == "None"  # a line is drawn as before
+
+
+def test_rlf_plot_of_a_run_with_nothing_to_draw_is_an_error_naming_it(tmp_path, capsys):
+    # Rows of train/* metrics but no finished episode: what a short Pendulum run logs.
+    quiet = tmp_path / "no-episodes"
+    quiet.mkdir()
+    (quiet / "progress.csv").write_text(f"step,{RETURN_METRIC},train/value_loss\n64,,1.5\n")
+    assert main(["plot", str(quiet)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"rlf plot: error: {quiet} has no finished episode in its progress.csv and no evaluations: "
+        "nothing to plot (train it longer, or with --eval-every N)"
+    )
+    assert not (quiet / "learning_curve.png").exists()
+    ppo = fake_run(tmp_path, "ppo", "ppo", "CartPole-v1", [10, 20])
+    assert main(["plot", str(ppo), str(quiet), "-o", str(tmp_path / "both.png")]) == 2
+    assert f"{quiet} has no finished episode" in capsys.readouterr().err
+    assert not (tmp_path / "both.png").exists()
+    # Its evaluations are something to draw.
+    (quiet / "evaluations.csv").write_text("step,mean_return\n64,-1200.5\n")
+    assert main(["plot", str(quiet)]) == 0
+    assert capsys.readouterr().out.strip() == str(quiet / "learning_curve.png")

@@ -44,6 +44,15 @@ def read_evaluations(run_dir: Path) -> tuple[list[float], list[float]]:
     return [float(row["step"]) for row in rows], [float(row["mean_return"]) for row in rows]
 
 
+def require_something_to_plot(run_dir: Path) -> None:
+    """RunDirectoryError if the run has neither a finished episode in its progress.csv nor an evaluation."""
+    if not read_curve(run_dir)[0] and not read_evaluations(run_dir)[0]:
+        raise RunDirectoryError(
+            f"{run_dir} has no finished episode in its progress.csv and no evaluations: nothing to plot "
+            "(train it longer, or with --eval-every N)"
+        )
+
+
 class AggregateCurve(NamedTuple):
     """Several runs' curves on one grid of env steps: their mean and the range they span."""
 
