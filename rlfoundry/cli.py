@@ -413,14 +413,14 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
     else:
         raise UsageError(unbuildable_env_message(model.env_id, f"name one to evaluate {checkpoint} on with --env ENV_ID"))
     env = RegisteredEnv(base.env_id, {**base.kwargs, **parse_env_kwargs(base.env_id, arguments.env_kwargs)})
-    if from_run:
-        # Said once the checkpoint and the env are known to be usable: a mistake prints its error alone.
-        print(f"checkpoint: {checkpoint}")
     deterministic = not arguments.stochastic
     result = rlfoundry.evaluate(
         model, env, n_episodes=arguments.episodes, deterministic=deterministic, seed=arguments.seed,
         max_episode_steps=arguments.max_episode_steps,
     )
+    if from_run:
+        # Said once the model has played the env (whose spaces may not fit it): a mistake prints its error alone.
+        print(f"checkpoint: {checkpoint}")
     print(f"{model.name} on {env}: {result}")
     print("returns: " + " ".join(f"{value:g}" for value in result.returns))
     if arguments.video is not None:

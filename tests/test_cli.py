@@ -224,6 +224,9 @@ def test_eval_of_a_run_directory_plays_its_furthest_checkpoint(tmp_path, capsys)
     status, from_checkpoint, err = run_cli(capsys, "eval", str(run_dir / "checkpoints" / "final"), "--episodes", "3")
     assert status == 0, err
     assert from_run.splitlines()[1:] == from_checkpoint.splitlines()
+    # An env the model cannot play (64 states, not 16): the error alone, no checkpoint line before it.
+    status, out, err = run_cli(capsys, "eval", str(run_dir), "--env", "FrozenLake8x8-v1")
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1, (out, err)
 
 
 def test_resume_from_inside_a_checkpoint_directory_continues_its_run(tmp_path, capsys, monkeypatch):
