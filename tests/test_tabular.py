@@ -329,6 +329,23 @@ def test_a_greedy_path_that_falls_into_a_hole_is_not_drawn_as_reaching_a_goal():
     assert lines[1:] == ["v . . .", "v H . H", "v . . H", "H . . ."]
 
 
+def test_describe_policy_closes_every_env_it_makes(monkeypatch):
+    agent = QLearning(rlfoundry.RegisteredEnv("FrozenLake-v1", {"is_slippery": False}), quiet=True)
+    made, closed = [], []
+    make = gym.make
+
+    def recording_make(*args, **kwargs):
+        env = make(*args, **kwargs)
+        made.append(env)
+        close = env.close
+        env.close = lambda: (closed.append(env), close())
+        return env
+
+    monkeypatch.setattr(gym, "make", recording_make)
+    assert "H" in agent.describe_policy()  # the picture was drawn
+    assert made and closed == made
+
+
 def test_describe_policy_without_a_way_to_make_a_fresh_env_says_so():
     # An env object without a registered id cannot be copied, and the model's own stands mid-episode.
     agent = QLearning(chain_mdp().as_env(max_episode_steps=50), quiet=True).learn(10)

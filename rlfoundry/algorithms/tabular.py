@@ -222,9 +222,11 @@ class TabularTD:
             + " -> ".join(str(state) for state in states)
         ]
         source = self.training_env.rebuild_source
-        picture = None if source is None else path_picture(gym.make(source.env_id, **source.kwargs), states, actions)
-        if picture is not None:
-            lines.append(picture)
+        if source is not None:
+            with gym.make(source.env_id, **source.kwargs) as env:
+                picture = path_picture(env, states, actions)
+            if picture is not None:
+                lines.append(picture)
         return "\n".join(lines)
 
     # -- saving -------------------------------------------------------------------------------
