@@ -123,6 +123,19 @@ def test_fire_options_are_refused_for_a_game_without_fire():
         make_atari_env("ALE/Breakout-v5", fire_on_life_loss=True, terminal_on_life_loss=True)
 
 
+def test_ram_observations_are_refused_when_the_env_is_made():
+    """The preprocessing reads the screen and the ALE's RAM observations have no frame to resize:
+    obs_type='ram' was accepted, the env claimed [4, 84, 84] frames, and its first reset raised
+    "Expected a numpy array with two dimensions" from inside AtariPreprocessing."""
+    with pytest.raises(ConfigError, match=r"ALE/Pong-v5 with obs_type='ram' observes the console's 128 bytes of RAM"):
+        rlfoundry.make_env("ALE/Pong-v5", obs_type="ram")
+    for obs_type in ("rgb", "grayscale"):  # the frames come from the screen either way
+        env = rlfoundry.make_env("ALE/Pong-v5", obs_type=obs_type, noop_max=0, repeat_action_probability=0.0)
+        observations, _ = env.reset(seed=0)
+        assert observations.shape == (1, 4, 84, 84)
+        env.close()
+
+
 def test_a_dqn_on_breakout_with_fire_loads_onto_the_same_env(tmp_path):
     env = rlfoundry.RegisteredEnv("ALE/Breakout-v5", {"fire_on_reset": True, "repeat_action_probability": 0.0})
     rlfoundry.DQN(env, quiet=True, buffer_size=64, learning_starts=100, device="cpu").learn(8).save(tmp_path / "dqn")

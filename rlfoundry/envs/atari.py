@@ -82,6 +82,15 @@ def make_atari_env(
             "fire_on_life_loss=True presses FIRE when a life is lost and the episode goes on, but with "
             "terminal_on_life_loss=True it ends there: use fire_on_reset=True, which presses it as the next episode starts"
         )
+    if make_kwargs.get("obs_type") == "ram":
+        # AtariPreprocessing reads the screen into a buffer shaped like the ALE's observations,
+        # which for RAM have no second axis: its first reset would fail.
+        raise ConfigError(
+            f"{env_id} with obs_type='ram' observes the console's 128 bytes of RAM, which the preprocessing "
+            f"({SCREEN_SIZE} x {SCREEN_SIZE} frames of the screen) cannot take: leave obs_type out (the frames come "
+            f"from the screen with 'rgb' and 'grayscale' alike), or for RAM observations pass a function that makes "
+            f"the env, e.g. lambda: gymnasium.make({env_id!r}, obs_type='ram')"
+        )
     # AtariPreprocessing skips (and max-pools) frames itself, so the ALE must not skip any.
     env = gym.make(env_id, frameskip=1, **make_kwargs)
     meanings = ale_env(env).get_action_meanings()
