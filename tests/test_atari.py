@@ -136,6 +136,18 @@ def test_ram_observations_are_refused_when_the_env_is_made():
         env.close()
 
 
+def test_continuous_actions_are_refused_with_the_discrete_actions_the_preprocessing_takes():
+    """The no-op starts step the ALE with action 0 and PressFire with FIRE's index, which an ALE made
+    with continuous=True refuses (a bare AssertionError from ale_py at the first reset)."""
+    for options in ({}, {"noop_max": 0, "fire_on_reset": True}, {"noop_max": 0, "fire_on_life_loss": True}):
+        with pytest.raises(ConfigError, match="continuous=True acts with joystick arrays"):
+            rlfoundry.make_env("ALE/Breakout-v5", continuous=True, **options)
+    env = rlfoundry.make_env("ALE/Breakout-v5", continuous=True, noop_max=0)
+    env.reset(seed=0)
+    env.step(np.zeros((1, 3), dtype=np.float32))
+    env.close()
+
+
 def test_a_dqn_on_breakout_with_fire_loads_onto_the_same_env(tmp_path):
     env = rlfoundry.RegisteredEnv("ALE/Breakout-v5", {"fire_on_reset": True, "repeat_action_probability": 0.0})
     rlfoundry.DQN(env, quiet=True, buffer_size=64, learning_starts=100, device="cpu").learn(8).save(tmp_path / "dqn")

@@ -91,6 +91,13 @@ def make_atari_env(
             f"from the screen with 'rgb' and 'grayscale' alike), or for RAM observations pass a function that makes "
             f"the env, e.g. lambda: gymnasium.make({env_id!r}, obs_type='ram')"
         )
+    if make_kwargs.get("continuous") and (noop_max > 0 or fire_on_reset or fire_on_life_loss):
+        # The ALE asserts that a continuous action is a float32 array; the first reset would fail.
+        raise ConfigError(
+            f"{env_id} with continuous=True acts with joystick arrays [strength, angle, fire], but the no-op starts "
+            "(noop_max) step it with the discrete action 0 and fire_on_reset and fire_on_life_loss with FIRE's index: "
+            "pass noop_max=0 with continuous=True, and leave the fire options out"
+        )
     # AtariPreprocessing skips (and max-pools) frames itself, so the ALE must not skip any.
     env = gym.make(env_id, frameskip=1, **make_kwargs)
     meanings = ale_env(env).get_action_meanings()
