@@ -8,6 +8,7 @@ import rlfoundry
 from rlfoundry import QLearning
 from rlfoundry.envs.chain import ChainEnv
 from rlfoundry.envs.spaces import SpaceError
+from rlfoundry.run.evaluation import episode_step_cap, vector_env_specs
 
 
 def right_always():
@@ -234,3 +235,12 @@ def test_the_summary_counts_episodes_in_words():
     assert str(one) == "mean return 1.00 +/- 0.00 over 1 episode"
     two = EvaluationResult(returns=np.array([1.0, 2.0]), lengths=np.array([3, 3]), cut=np.array([False, True]))
     assert str(two) == "mean return 1.50 +/- 0.50 over 2 episodes (1 cut at the step cap, counted with their return so far)"
+
+
+@pytest.mark.parametrize("frames, cap", [(108_000, None), (0, 10_000), (-1, 10_000)])
+def test_an_ale_game_is_left_uncut_only_under_a_frame_limit(frames, cap):
+    """The ALE ends episodes at max_num_frames_per_episode only when it is positive; a negative one
+    was taken for a limit, and an evaluation of a Breakout policy that never serves played forever."""
+    env = rlfoundry.make_env("ALE/Breakout-v5", max_num_frames_per_episode=frames)
+    assert episode_step_cap(None, vector_env_specs(env)) == cap
+    env.close()

@@ -85,8 +85,9 @@ def episode_step_cap(
     else `default`."""
     if max_episode_steps is not None:
         return max_episode_steps
+    # The ALE counts max_num_frames_per_episode only when positive (0 or less: no limit).
     limited = all(
-        spec is not None and (spec.max_episode_steps is not None or bool(spec.kwargs.get("max_num_frames_per_episode")))
+        spec is not None and (spec.max_episode_steps is not None or (spec.kwargs.get("max_num_frames_per_episode") or 0) > 0)
         for spec in specs
     )
     return None if limited else default
