@@ -92,6 +92,7 @@ def test_train_refuses_a_step_count_below_one(tmp_path, capsys, steps):
         # The ALE takes these, but the preprocessing's first reset failed on them (a traceback after the run directory).
         (["train", "dqn", "ALE/Pong-v5", "--env-kwarg", "obs_type=ram"], "ALE/Pong-v5 with obs_type='ram' observes"),
         (["train", "ppo", "ALE/Pong-v5", "--env-kwarg", "continuous=true"], "continuous=True acts with joystick arrays"),
+        (["train", "sac", "HalfCheetah-v5", "--env-kwarg", "forward_reward_weight=fast"], "forward_reward_weight expects a number, got 'fast'"),
         (["train", "q-learning", "CartPole-v1"], "needs a Discrete observation space"),
         (["train", "q-learning", "CartPole-v1", "--checkpoint-every", "5"], "needs a Discrete observation space"),
         (["eval", "/no/such/checkpoint"], "no checkpoint at /no/such/checkpoint"),

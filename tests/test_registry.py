@@ -80,6 +80,18 @@ def test_command_line_values_take_the_types_the_env_annotates_or_the_first_that_
         parse_env_kwargs("FrozenLake-v1", ["is_slippery=maybe"])
 
 
+def test_command_line_values_take_the_annotated_types_of_a_constructor_that_takes_any_keyword():
+    """MuJoCo constructors annotate their own keywords and pass the others (**kwargs) on: their
+    annotations were ignored, so forward_reward_weight=fast reached HalfCheetah as a string and the
+    first step failed (rlf train: a traceback after the run directory was written)."""
+    parsed = parse_env_kwargs("HalfCheetah-v5", ["forward_reward_weight=2", "frame_skip=4.0", "width=64"])
+    assert repr(parsed) == repr({"forward_reward_weight": 2.0, "frame_skip": 4, "width": 64})  # the types too
+    with pytest.raises(ConfigError, match="forward_reward_weight expects a number, got 'fast'"):
+        parse_env_kwargs("HalfCheetah-v5", ["forward_reward_weight=fast"])
+    with pytest.raises(ConfigError, match="exclude_current_positions_from_observation expects true or false, got 'maybe'"):
+        parse_env_kwargs("HalfCheetah-v5", ["exclude_current_positions_from_observation=maybe"])
+
+
 def autoreset_vector(env_id, **kwargs):
     return gym.make_vec(env_id, 2, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
 

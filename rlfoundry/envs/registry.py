@@ -59,22 +59,22 @@ def check_env_id(env_id: str) -> None:
         raise UnknownEnvironmentError(unknown_name_message("environment id", env_id, gym.registry.keys()) + hint)
 
 
-def env_keywords(env_id: str) -> dict[str, Any] | None:
-    """The keyword arguments that make_env takes for `env_id`, each with its type (None where the
-    env does not annotate it): gym.make's, the env constructor's and, for ALE ids, those of
-    rlfoundry's Atari preprocessing. None when the constructor takes any keyword (**kwargs)."""
+def env_keywords(env_id: str) -> tuple[dict[str, Any], bool]:
+    """(the keyword arguments that make_env takes by name for `env_id`, each with its type (None where
+    the env does not annotate it): gym.make's, the env constructor's and, for ALE ids, those of
+    rlfoundry's Atari preprocessing; whether the constructor takes any other keyword too (**kwargs,
+    as MuJoCo's do), so that no name can be refused)."""
     check_env_id(env_id)
     entry_point = gym.spec(env_id).entry_point
     creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
     if creator is None:  # a spec without an entry point: nothing to check against
-        return None
-    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in inspect.signature(creator).parameters.values()):
-        return None
+        return {}, True
+    takes_any = any(parameter.kind is parameter.VAR_KEYWORD for parameter in inspect.signature(creator).parameters.values())
     keywords = {**_named_keywords(creator), **MAKE_KEYWORDS}
     if is_atari_id(env_id):
         keywords.update(_named_keywords(make_atari_env))
         del keywords["env_id"]
-    return keywords
+    return keywords, takes_any
 
 
 def _named_keywords(function: Any) -> dict[str, Any]:
@@ -94,18 +94,18 @@ def _named_keywords(function: Any) -> dict[str, Any]:
 def check_env_kwargs(env_id: str, kwargs: typing.Mapping[str, Any]) -> None:
     """ConfigError for the first keyword argument that make_env cannot pass on for `env_id`: one its
     env does not take (naming the closest it does), or one rlfoundry's Atari preprocessing fixes."""
-    keywords = env_keywords(env_id)
+    keywords, takes_any = env_keywords(env_id)
     for key in kwargs:
         if is_atari_id(env_id) and key in FIXED_MAKE_KWARGS:
             raise ConfigError(f"{env_id} does not take {key}: {FIXED_MAKE_KWARGS[key]}")
-        if keywords is not None and key not in keywords:
+        if not takes_any and key not in keywords:
             raise ConfigError(unknown_name_message(f"keyword argument of {env_id}", key, keywords))
 
 
 def parse_env_kwargs(env_id: str, assignments: typing.Iterable[str]) -> dict[str, Any]:
     """Parse the CLI's `--env-kwarg key=value` strings into values of the types the env's keyword
     arguments take (see UNANNOTATED for those without an annotation)."""
-    keywords = env_keywords(env_id) or {}
+    keywords, _ = env_keywords(env_id)
 
     def keyword_type(key: str) -> Any:
         check_env_kwargs(env_id, {key: None})
