@@ -92,6 +92,16 @@ def test_command_line_values_take_the_annotated_types_of_a_constructor_that_take
         parse_env_kwargs("HalfCheetah-v5", ["exclude_current_positions_from_observation=maybe"])
 
 
+def test_a_command_line_tuple_becomes_a_list_that_checkpoints_record():
+    """Hopper annotates healthy_z_range as tuple[float, float]: parsed as a tuple, it was refused as
+    a value a checkpoint cannot record, with a remedy (pass a function) the command line has not."""
+    kwargs = parse_env_kwargs("Hopper-v5", ["healthy_z_range=0.5,2"])
+    assert repr(kwargs) == repr({"healthy_z_range": [0.5, 2.0]})
+    env = make_env(RegisteredEnv("Hopper-v5", kwargs))
+    assert env.envs[0].unwrapped._healthy_z_range == [0.5, 2.0]
+    env.close()
+
+
 def autoreset_vector(env_id, **kwargs):
     return gym.make_vec(env_id, 2, vectorization_mode="sync", vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
 

@@ -104,14 +104,16 @@ def check_env_kwargs(env_id: str, kwargs: typing.Mapping[str, Any]) -> None:
 
 def parse_env_kwargs(env_id: str, assignments: typing.Iterable[str]) -> dict[str, Any]:
     """Parse the CLI's `--env-kwarg key=value` strings into values of the types the env's keyword
-    arguments take (see UNANNOTATED for those without an annotation)."""
+    arguments take (see UNANNOTATED for those without an annotation); a tuple becomes a list, the
+    JSON value a checkpoint records."""
     keywords, _ = env_keywords(env_id)
 
     def keyword_type(key: str) -> Any:
         check_env_kwargs(env_id, {key: None})
         return keywords.get(key) or UNANNOTATED
 
-    return parse_assignments("--env-kwarg", assignments, keyword_type)
+    parsed = parse_assignments("--env-kwarg", assignments, keyword_type)
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in parsed.items()}
 
 
 def is_json_value(value: Any) -> bool:
