@@ -23,8 +23,9 @@ Modes, each run in a fresh process and alternating per seed: `eager` (rlfoundry 
 `compiled` (the gradient step compiled), `compiled+acting` (the acting too), `passes` (only the
 networks' forward and backward passes and Adam with clipping compiled, for the update and for
 acting's forward pass; the losses' gradients and the action sampling stay rlfoundry's torch
-functions, as a backend that keeps `losses/` as it is would have them), `sb3` (Stable-Baselines3,
-through actor_critic_cartpole.py's worker). The first run compiles the
+functions, as a backend that keeps `losses/` as it is would have them), `passes+acting` (the
+same with `compiled+acting`'s acting: forward pass and sampling compiled), `sb3`
+(Stable-Baselines3, through actor_critic_cartpole.py's worker). The first run compiles the
 kernels (a few seconds) and caches them in benchmarks/__pycache__; the script compiles them once
 before timing anything.
 """
@@ -52,7 +53,7 @@ FLOAT = np.float32
 # No "nnan" or "ninf": the compiler may not assume finite values, so NaNs still reach the checks.
 FAST_MATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 compiled = numba.njit(cache=True, fastmath=FAST_MATH, error_model="numpy")
-MODES = ("compiled+acting", "compiled", "passes", "eager", "sb3")
+MODES = ("compiled+acting", "compiled", "passes+acting", "passes", "eager", "sb3")
 STABLE_BASELINES_SCRIPT = Path(__file__).with_name("actor_critic_cartpole.py")
 
 
@@ -355,10 +356,12 @@ def experiment_model(mode: str, seed: int):
         model.update = kernels.update
         if mode == "compiled+acting":
             model.collector.collect = kernels.collect
-    if mode == "passes":
+    if mode.startswith("passes"):
         kernels = CompiledPPO(model)
         model.update = kernels.update_with_torch_losses
         model.collector.distribution = kernels.distribution
+        if mode == "passes+acting":
+            model.collector.collect = kernels.collect
     return model
 
 
@@ -412,7 +415,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS["ppo"])
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--check", action="store_true", help="check the kernels against references instead")
-    parser.add_argument("--worker", choices=MODES[:4], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=MODES[:5], help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     if arguments.check:
