@@ -30,6 +30,15 @@ def test_files_and_a_metric_that_appears_later(tmp_path):
     assert any(path.name.startswith("events.out.tfevents") for path in run_dir.iterdir())
 
 
+def test_a_run_without_a_finished_episode_draws_no_empty_learning_curve(tmp_path):
+    monitor = TrainingMonitor(tmp_path, total_steps=20, quiet=True, log_interval=10)
+    for step in range(1, 21):
+        monitor.record("train/loss", 1.0)
+        monitor.step(step)
+    monitor.close(20)
+    assert (tmp_path / "progress.csv").exists() and not (tmp_path / "learning_curve.png").exists()
+
+
 def test_a_second_learn_call_continues_progress_csv(tmp_path):
     """Two monitors in one run directory (two learn() calls, or a resumed run): the second one
     appends its rows, with a metric the first one never had, and loses none of the first's."""

@@ -314,9 +314,11 @@ class TrainingMonitor:
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.run_dir is not None and self.csv is not None and self.csv.rows:
-            from rlfoundry.run.plotting import plot_learning_curves
+            from rlfoundry.run.plotting import has_something_to_plot, plot_learning_curves
 
-            plot_learning_curves([self.run_dir], self.run_dir / "learning_curve.png")
+            # An empty chart would say nothing (rlf plot refuses such runs too).
+            if has_something_to_plot(self.run_dir):
+                plot_learning_curves([self.run_dir], self.run_dir / "learning_curve.png")
 
 
 def policy_saver(model: Any) -> Callable[[Path], object]:

@@ -44,9 +44,14 @@ def read_evaluations(run_dir: Path) -> tuple[list[float], list[float]]:
     return [float(row["step"]) for row in rows], [float(row["mean_return"]) for row in rows]
 
 
+def has_something_to_plot(run_dir: Path) -> bool:
+    """Whether the run has a finished episode in its progress.csv or an evaluation."""
+    return bool(read_curve(run_dir)[0] or read_evaluations(run_dir)[0])
+
+
 def require_something_to_plot(run_dir: Path) -> None:
     """RunDirectoryError if the run has neither a finished episode in its progress.csv nor an evaluation."""
-    if not read_curve(run_dir)[0] and not read_evaluations(run_dir)[0]:
+    if not has_something_to_plot(run_dir):
         raise RunDirectoryError(
             f"{run_dir} has no finished episode in its progress.csv and no evaluations: nothing to plot "
             "(train it longer, or with --eval-every N)"
