@@ -179,6 +179,19 @@ def test_an_atari_recording_plays_at_the_agents_fifteen_steps_a_second(tmp_path)
     assert abs(sum(frame_durations(tmp_path / "pong.gif")) - 6 * 1000 / 15) <= 10
 
 
+def test_an_atari_env_object_plays_at_its_agents_steps_a_second(tmp_path):
+    """Only an ALE id got the agent's speed; an env object played at the ALE's render_fps of 30."""
+    from rlfoundry.envs.atari import agent_steps_per_second, make_atari_env
+
+    env = make_atari_env("ALE/Pong-v5", render_mode="rgb_array")
+    rlfoundry.record_video(AtariNoop(), tmp_path / "wrapped.gif", env=env, seed=0, max_steps=5)
+    env.close()
+    assert abs(sum(frame_durations(tmp_path / "wrapped.gif")) - 6 * 1000 / 15) <= 10
+    raw = gym.make("ALE/Pong-v5", render_mode="rgb_array", frameskip=2)  # 2 frames a step: 30 steps a second
+    assert agent_steps_per_second(raw) == 30.0 and agent_steps_per_second(gym.make("CartPole-v1")) is None
+    raw.close()
+
+
 def test_rlf_eval_records_a_mujoco_video_without_a_display_or_mujoco_gl(tmp_path):
     """MuJoCo picks its OpenGL platform when first imported; without a display it found none and
     rlf eval --video failed with mujoco.FatalError. rlf now asks for EGL's off-screen one."""

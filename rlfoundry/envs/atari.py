@@ -33,8 +33,7 @@ if TYPE_CHECKING:
 
 ATARI_PREFIX = "ALE/"
 FRAME_SKIP = 4
-# The emulator runs 60 frames a second, so an agent step of FRAME_SKIP frames lasts 1/15 s.
-STEPS_PER_SECOND = 60 / FRAME_SKIP
+EMULATOR_FRAMES_PER_SECOND = 60
 FRAME_STACK = 4
 SCREEN_SIZE = 84
 # gym.make's keyword arguments that the preprocessing sets itself, and what to use instead.
@@ -56,6 +55,24 @@ def ale_env(env: gym.Env) -> AtariEnv:
 def is_atari_id(env_id: str) -> bool:
     """Whether an env id names an Arcade Learning Environment game."""
     return env_id.startswith(ATARI_PREFIX)
+
+
+def agent_steps_per_second(env: gym.Env) -> float | None:
+    """Agent steps per second of game time for an env over the ALE: 60 emulator frames a second over
+    the frames one step takes (the ALE's own frameskip times AtariPreprocessing's frame_skip); None
+    for an env that is not an ALE game. The ALE's render_fps (30) does not count the frames skipped."""
+    frames_per_step = 1.0
+    layer = env
+    while isinstance(layer, gym.Wrapper):
+        if isinstance(layer, AtariPreprocessing):
+            frames_per_step *= layer.frame_skip
+        layer = layer.env
+    if type(layer).__module__.split(".")[0] != "ale_py":
+        return None
+    skip = getattr(layer, "_frameskip", 1)
+    # A stochastic frameskip (low, high) draws from range(low, high): its mean.
+    frames_per_step *= (skip[0] + skip[1] - 1) / 2 if isinstance(skip, tuple) else skip
+    return EMULATOR_FRAMES_PER_SECOND / frames_per_step
 
 
 def make_atari_env(

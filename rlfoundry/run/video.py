@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image
 
-from rlfoundry.envs.atari import STEPS_PER_SECOND, is_atari_id, make_atari_env
+from rlfoundry.envs.atari import agent_steps_per_second, is_atari_id, make_atari_env
 from rlfoundry.envs.registry import RegisteredEnv, check_env_kwargs
 from rlfoundry.envs.vector import EnvSource, builds_new_envs
 from rlfoundry.run.evaluation import (
@@ -82,9 +82,8 @@ def record_video(
                 returns.append(total)
                 lengths.append(length)
                 cuts.append(not done)
-        fps = single.metadata.get("render_fps") or DEFAULT_FPS
-        if isinstance(source, RegisteredEnv) and is_atari_id(source.env_id):
-            fps = STEPS_PER_SECOND  # a step is FRAME_SKIP emulator frames: render_fps would play it 2x fast
+        # An ALE game's render_fps ignores its skipped frames, and would play it 2x or 4x fast.
+        fps = agent_steps_per_second(single) or single.metadata.get("render_fps") or DEFAULT_FPS
     finally:
         if builds_new_envs(source):
             single.close()
