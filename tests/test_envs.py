@@ -135,6 +135,17 @@ def test_next_step_autoreset_vector_envs_are_refused_with_a_fix():
         make_env(env)
 
 
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_vector_envs_that_overwrite_their_observations_are_refused_with_a_fix(vectorization):
+    """A copy=False vector env returns one observation buffer that its next step overwrites: the
+    rollout and the replay buffer stored s_{t+1} where s_t belonged, without a word."""
+    env = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode=vectorization,
+                       vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP, "copy": False})
+    with pytest.raises(ValueError, match="copy=False.*overwrites.*copy=True"):
+        rlfoundry.PPO(env, quiet=True, n_envs=2)
+    env.close()
+
+
 def test_a_vector_env_must_match_n_envs():
     """It used to fail inside numpy broadcasting at the first step."""
     env = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync",

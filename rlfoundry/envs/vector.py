@@ -48,8 +48,9 @@ def make_env(
 
     `env` is an env id (with `env_kwargs`, or a RegisteredEnv holding both), a factory returning a
     gymnasium.Env, a single gymnasium.Env (then n_envs must be 1) or a vector env (returned as it is
-    after checking its autoreset mode). `ALE/...` ids are built with the standard Atari
-    preprocessing of rlfoundry.envs.atari, whose options are keyword arguments too.
+    after checking its autoreset mode, and that it was built with copy=True: one built with
+    copy=False overwrites the observations it returned). `ALE/...` ids are built with the standard
+    Atari preprocessing of rlfoundry.envs.atari, whose options are keyword arguments too.
     `vectorization` is "auto" (the native batched CartPole for 4 or more copies, else "sync"),
     "sync" (all copies in this process) or "async" (one process per copy). A keyword argument the
     env does not take, or a value it refuses, raises a ConfigError naming it.
@@ -90,6 +91,13 @@ def _vector_env(env: EnvSource, n_envs: int, vectorization: str, env_kwargs: dic
         env, env_kwargs = atari_factory(env, **env_kwargs), {}
     if isinstance(env, VectorEnv):
         check_autoreset_mode(env)
+        if getattr(env.unwrapped, "copy", True) is False:
+            # Observations acted on are stored after the next step, which would have written over them.
+            raise ValueError(
+                "this vector env was built with copy=False: it returns one observation buffer that its next "
+                "step overwrites, so stored observations would be the next ones; build it with copy=True "
+                "(the default), or pass the env id to rlfoundry.make_env"
+            )
         if env.num_envs != n_envs:
             raise ValueError(
                 f"this vector env runs {env.num_envs} envs but n_envs={n_envs}: pass "
