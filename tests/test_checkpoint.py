@@ -506,6 +506,20 @@ def test_env_state_held_in_lists_and_deques_resumes_exactly(tmp_path, make_env):
     assert_same_checkpoints(tmp_path / "resumed", tmp_path / "straight")
 
 
+def test_a_sync_vector_cartpole_of_four_copies_loads_and_resumes_exactly_without_env(tmp_path):
+    """Rebuilt from its id, four CartPoles became the numpy-batched vector env, whose layers the
+    saved SyncVectorEnv snapshot did not fit: rlfoundry.load raised "not built like the one in the
+    checkpoint ... or load without an env", which it had been."""
+    def sync_cartpoles():
+        return rlfoundry.make_env("CartPole-v1", n_envs=4, vectorization="sync")
+
+    options = dict(TINY_PPO, n_envs=4)
+    rlfoundry.PPO(sync_cartpoles(), **options).learn(64).save(tmp_path / "straight")
+    rlfoundry.PPO(sync_cartpoles(), **options).learn(32).save(tmp_path / "first")
+    rlfoundry.load(tmp_path / "first", quiet=True).learn(32).save(tmp_path / "resumed")
+    assert_same_checkpoints(tmp_path / "resumed", tmp_path / "straight")
+
+
 def test_an_env_with_state_a_checkpoint_cannot_hold_is_not_restored_without_it(tmp_path):
     """Restoring everything but NormalizeObservation's statistics would continue in another env
     than the saved one: the checkpoint saves no position, and a loaded model starts fresh episodes."""

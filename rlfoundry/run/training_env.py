@@ -43,10 +43,13 @@ class TrainingEnv:
         seed: int,
         observation_space: spaces.Space | None = None,
         action_space: spaces.Space | None = None,
+        vectorization: str = "auto",
     ):
         self.source = source
         self.n_envs = n_envs
         self.seed = seed
+        # make_env's vectorization for an id or a factory (a checkpoint's env is rebuilt as it was).
+        self.vectorization = vectorization
         self.env_id = env_id_of(source) if source is not None else None
         self.env_kwargs = None if source is None or self.env_id is None else env_kwargs_of(source)
         self.env: VectorEnv | None = None
@@ -80,7 +83,7 @@ class TrainingEnv:
                     f"this vector env runs {self.source.num_envs} envs, but the model was trained with "
                     f"n_envs={self.n_envs}: pass a vector env of {self.n_envs} envs, or an env id or a function that makes one env"
                 )
-            env = make_env(self.source, n_envs=self.n_envs)
+            env = make_env(self.source, n_envs=self.n_envs, vectorization=self.vectorization)
             if self.model_spaces is not None:
                 require_model_spaces(env, self.source, *self.model_spaces)
             self.env = env
@@ -137,17 +140,21 @@ class TrainingEnv:
         env_kwargs = state.get("env_kwargs", {})
         if source is None and env_id is not None and env_kwargs is not None:
             source = RegisteredEnv(env_id, env_kwargs)
+        snapshot = state.get("env_snapshot")
+        # An id makes a numpy-batched CartPole of 4 or more copies by default: a snapshot of a
+        # SyncVectorEnv (make_env(..., vectorization="sync")) is restored into one.
+        sync = snapshot is not None and snapshot["layers"][0]["class"] == "SyncVectorEnv"
         training_env = cls(
             source,
             n_envs=state["n_envs"],
             seed=seed,
             observation_space=space_from_dict(state["observation_space"]),
             action_space=space_from_dict(state["action_space"]),
+            vectorization="sync" if sync else "auto",
         )
         if env_id is not None and training_env.env_id is None:
             # A factory given for the recorded env (or none at all): it is still that env.
             training_env.env_id, training_env.env_kwargs = env_id, env_kwargs
-        snapshot = state.get("env_snapshot")
         if snapshot is not None and training_env.source is not None and "env.observations" in arrays:
             env_state.restore(training_env.open(), snapshot)
             training_env.observations = arrays["env.observations"].copy()
