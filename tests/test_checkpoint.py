@@ -216,6 +216,19 @@ def test_crash_between_the_renames_keeps_a_loadable_checkpoint(tmp_path, monkeyp
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["q"]
 
 
+def test_saves_over_a_symbolic_link_to_a_checkpoint_replace_the_link_and_keep_what_it_points_to(tmp_path):
+    model = trained()
+    model.save(tmp_path / "real")
+    before = model.q_table.copy()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for _ in range(2):  # the second save used to fail on the first one's parked link
+        model.learn(100)
+        model.save(tmp_path / "link")
+        np.testing.assert_array_equal(rlfoundry.load(tmp_path / "link").q_table, model.q_table)
+    np.testing.assert_array_equal(rlfoundry.load(tmp_path / "real").q_table, before)
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["link", "real"]
+
+
 def test_nan_values_are_never_saved_over_a_good_checkpoint(tmp_path):
     model = trained()
     model.save(tmp_path / "q")

@@ -242,12 +242,21 @@ def _swap_into_place(temporary: Path, path: Path) -> None:
     """Rename the finished directory to `path`; the old one is removed only afterwards."""
     previous = path.with_name(path.name + PREVIOUS_SUFFIX)
     if previous.exists() and path.exists():
-        shutil.rmtree(previous)
+        _remove_replaced(previous)
     if path.exists():
         os.replace(path, previous)
     os.replace(temporary, path)
     _fsync(path.parent)
-    shutil.rmtree(previous, ignore_errors=True)
+    _remove_replaced(previous)
+
+
+def _remove_replaced(previous: Path) -> None:
+    """Remove a replaced checkpoint; one saved over through a symbolic link loses the link, never
+    what it points to (rmtree refuses a link, which would leave it parked and fail every next save)."""
+    if previous.is_symlink():
+        previous.unlink()
+    else:
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
