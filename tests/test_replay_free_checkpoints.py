@@ -144,6 +144,14 @@ def test_a_load_without_the_replay_buffer_reads_none_and_predicts_the_same(tmp_p
         rlfoundry.load(tmp_path / "ppo", replay_buffer=False)
 
 
+@pytest.mark.parametrize("value", [0, "no"])
+def test_a_replay_buffer_option_that_is_not_true_or_false_is_refused_before_the_buffer_is_read(tmp_path, value):
+    """replay_buffer=0 used to read the whole buffer (only False left it unread)."""
+    rlfoundry.DQN("CartPole-v1", hidden_sizes=(8,), buffer_size=500, learning_starts=16, quiet=True).learn(32).save(tmp_path / "dqn")
+    with pytest.raises(ConfigError, match=f"replay_buffer={value!r} is not allowed: pass False .*, or True"):
+        rlfoundry.load(tmp_path / "dqn", replay_buffer=value)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_new_model_with_learning_starts_zero_says_nothing_of_a_checkpoint(name, capsys):
     """Its empty buffer was taken for one left out of a checkpoint: "the replay buffer holds 0

@@ -180,7 +180,14 @@ def load_model(cls: type[Any], path: str | Path, env: EnvSource | None, options:
     `options` are LOAD_OPTIONS (the MACHINE_FIELDS among them are set without counting as config
     changes) and config fields to change (override_config: only those that leave the saved
     state's shapes and meaning as they are), printed once unless quiet."""
-    checkpoint = load_checkpoint(path, algorithm=cls.name, skipped_arrays="replay." if options.get("replay_buffer") is False else None)
+    replay_buffer = options.get("replay_buffer")
+    if replay_buffer is not None and not isinstance(replay_buffer, bool):
+        # Only False leaves the buffer unread: 0 or "no" would read it all.
+        raise ConfigError(
+            f"replay_buffer={replay_buffer!r} is not allowed: pass False to leave the saved replay buffer unread, "
+            "or True (the default) to load it"
+        )
+    checkpoint = load_checkpoint(path, algorithm=cls.name, skipped_arrays="replay." if replay_buffer is False else None)
     model = object.__new__(cls)  # no __init__: the model is built from the checkpoint
     config = config_from_dict(cls.Config, checkpoint.config)
     for name, lacking in MACHINE_FIELDS.items():
