@@ -104,6 +104,24 @@ def test_missing_file_and_broken_manifest(tmp_path):
         rlfoundry.load(tmp_path / "q")
 
 
+@pytest.mark.parametrize(
+    "edit, complaint",
+    [
+        (lambda manifest: [{"Config": "config.json", "RepoTags": ["app:1"]}], " is a JSON list, not an object: it is not an rlfoundry checkpoint's manifest"),
+        (lambda manifest: {**manifest, "algorithm": ["q-learning"]}, ": its algorithm is a JSON list, not a string: the checkpoint is corrupt"),
+        (lambda manifest: {**manifest, "config": 3}, ": its config is a JSON number, not an object: the checkpoint is corrupt"),
+        (lambda manifest: {**manifest, "files": ["arrays/q_table.npy"]}, ": its files is a JSON list, not an object: the checkpoint is corrupt"),
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_is_a_corrupt_checkpoint(tmp_path, edit, complaint):
+    """A manifest.json of another shape (docker save writes a list) used to raise AttributeError or TypeError."""
+    trained().save(tmp_path / "q")
+    manifest_path = tmp_path / "q" / "manifest.json"
+    manifest_path.write_text(json.dumps(edit(json.loads(manifest_path.read_text()))))
+    with pytest.raises(CheckpointCorruptError, match=f"manifest.json{complaint}"):
+        rlfoundry.load(tmp_path / "q")
+
+
 def test_newer_schema_is_refused(tmp_path):
     trained().save(tmp_path / "q")
     manifest_path = tmp_path / "q" / "manifest.json"

@@ -36,6 +36,8 @@ MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 ARRAYS = "arrays"
 PREVIOUS_SUFFIX = ".previous"
+# The manifest's entries besides schema_version, with the JSON type each must have.
+MANIFEST_FIELDS = {"algorithm": str, "config": dict, "counters": dict, "state": dict, "files": dict}
 # The .npy header readers of the format versions numpy writes (3.0 only for non-Latin-1 field names).
 NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
@@ -268,12 +270,23 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointCorruptError(f"{path} has no {MANIFEST}: it is not a complete rlfoundry checkpoint") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointCorruptError(f"{path / MANIFEST} is not valid JSON ({error}): the checkpoint is corrupt") from None
+    if not isinstance(manifest, dict):
+        # Other tools write manifest.json files too (docker save's is a list).
+        raise CheckpointCorruptError(
+            f"{path / MANIFEST} is a JSON {_json_kind(manifest)}, not an object: it is not an rlfoundry checkpoint's manifest"
+        )
     version = manifest.get("schema_version")
     if not isinstance(version, int):
         raise CheckpointCorruptError(f"{path / MANIFEST} has no schema_version: the checkpoint is corrupt")
-    missing = [key for key in ("algorithm", "config", "counters", "state", "files") if key not in manifest]
+    missing = [key for key in MANIFEST_FIELDS if key not in manifest]
     if missing:
         raise CheckpointCorruptError(f"{path / MANIFEST} lacks {', '.join(missing)}: the checkpoint is corrupt")
+    for key, kind in MANIFEST_FIELDS.items():
+        if not isinstance(manifest[key], kind):
+            raise CheckpointCorruptError(
+                f"{path / MANIFEST}: its {key} is a JSON {_json_kind(manifest[key])}, not {'a string' if kind is str else 'an object'}: "
+                "the checkpoint is corrupt"
+            )
     if version > SCHEMA_VERSION:
         raise CheckpointVersionError(
             f"{path} was written with checkpoint schema {version}, newer than this rlfoundry's "
@@ -317,6 +330,12 @@ def load_checkpoint(path: str | os.PathLike, algorithm: str | None = None, skipp
         tensors=tensors,
         arrays=arrays,
     )
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON type name of a value json.loads returned."""
+    kinds = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    return kinds.get(type(value), "null")
 
 
 def _existing_checkpoint(path: Path) -> Path:
