@@ -29,6 +29,7 @@ from rlfoundry.run.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from rlfoundry.envs.registry import UnknownEnvironmentError
 from rlfoundry.envs.spaces import SpaceError
 from rlfoundry.run.config import ConfigError
 from rlfoundry.run.torch_state import load_optimizer, module_tensors, load_module, optimizer_state
@@ -464,6 +465,27 @@ def test_an_env_its_id_does_not_rebuild_is_asked_for_after_loading(tmp_path):
         rlfoundry.evaluate(loaded)
     again = gymnasium.wrappers.TransformReward(gymnasium.make("FrozenLake-v1"), lambda reward: 2 * reward)
     assert rlfoundry.load(tmp_path / "q", env=again, quiet=True).learn(10).steps == 20
+
+
+def test_a_checkpoint_of_an_env_id_this_process_has_not_registered_says_to_register_it_or_pass_env(tmp_path):
+    """Restoring the env position makes the env: the error used to be a bare "unknown environment
+    id 'SmallLake-v0'; did you mean ..." as if the caller had mistyped an id."""
+    gymnasium.register("SmallLake-v0", entry_point="gymnasium.envs.toy_text:FrozenLakeEnv", kwargs={"map_name": "4x4"})
+    try:
+        QLearning("SmallLake-v0", quiet=True).learn(10).save(tmp_path / "q")
+    finally:
+        del gymnasium.registry["SmallLake-v0"]  # as in a new process that has not imported the registering module
+    with pytest.raises(
+        UnknownEnvironmentError,
+        match=r"unknown environment id 'SmallLake-v0'.*: the checkpoint .* was trained on it; register it in this process "
+        r"\(import the module that calls gymnasium.register\) before loading, or pass env=",
+    ):
+        rlfoundry.load(tmp_path / "q")
+    gymnasium.register("SmallLake-v0", entry_point="gymnasium.envs.toy_text:FrozenLakeEnv", kwargs={"map_name": "4x4"})
+    try:
+        assert rlfoundry.load(tmp_path / "q", quiet=True).learn(10).steps == 20
+    finally:
+        del gymnasium.registry["SmallLake-v0"]
 
 
 def test_a_schema_1_checkpoint_rebuilds_its_env_from_the_id_alone(tmp_path):

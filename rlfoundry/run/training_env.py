@@ -12,7 +12,7 @@ from gymnasium.vector import VectorEnv
 
 from rlfoundry.envs import state as env_state
 from rlfoundry.envs.atari import is_atari_id
-from rlfoundry.envs.registry import RegisteredEnv
+from rlfoundry.envs.registry import RegisteredEnv, UnknownEnvironmentError
 from rlfoundry.envs.spaces import SpaceError, describe, space_from_dict, space_to_dict
 from rlfoundry.envs.vector import (
     EnvSource,
@@ -138,7 +138,8 @@ class TrainingEnv:
         env_id = state["env_id"]
         # Schema 1 checkpoints predate env_kwargs: their envs were rebuilt from the id alone.
         env_kwargs = state.get("env_kwargs", {})
-        if source is None and env_id is not None and env_kwargs is not None:
+        rebuilt = source is None and env_id is not None and env_kwargs is not None
+        if rebuilt:
             source = RegisteredEnv(env_id, env_kwargs)
         snapshot = state.get("env_snapshot")
         # An id makes a numpy-batched CartPole of 4 or more copies by default: a snapshot of a
@@ -156,7 +157,16 @@ class TrainingEnv:
             # A factory given for the recorded env (or none at all): it is still that env.
             training_env.env_id, training_env.env_kwargs = env_id, env_kwargs
         if snapshot is not None and training_env.source is not None and "env.observations" in arrays:
-            env_state.restore(training_env.open(), snapshot)
+            try:
+                env = training_env.open()
+            except UnknownEnvironmentError as error:
+                if not rebuilt:
+                    raise  # an id the caller passed as env=
+                raise UnknownEnvironmentError(
+                    f"{error}: the checkpoint (whose env position is restored now) was trained on it; register it in "
+                    "this process (import the module that calls gymnasium.register) before loading, or pass env=..."
+                ) from None
+            env_state.restore(env, snapshot)
             training_env.observations = arrays["env.observations"].copy()
             training_env.episodes.returns[:] = arrays["env.episode_returns"]
             training_env.episodes.lengths[:] = arrays["env.episode_lengths"]
