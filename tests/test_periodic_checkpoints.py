@@ -95,6 +95,23 @@ def test_rlf_resume_picks_the_furthest_checkpoint_of_a_run(tmp_path, capsys):
     assert rlfoundry.load(run_dir / "checkpoints" / "final").steps == 400
 
 
+def test_a_checkpoint_whose_save_stopped_between_its_renames_still_counts_as_the_runs(tmp_path, capsys):
+    """A save that stops between its two renames leaves latest.previous, which load reads for
+    latest; run_checkpoints used to miss it, so `rlf resume RUN` went on from the older final
+    (then deleted the further latest.previous with its next save of latest) and a load of that
+    final into RUN was not refused."""
+    assert main(["train", "q-learning", "FrozenLake-v1", "--steps", "200", "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    (run_dir,) = list(tmp_path.iterdir())
+    checkpoints = run_dir / "checkpoints"
+    rlfoundry.load(checkpoints / "final", quiet=True).learn(100).save(checkpoints / "latest")
+    (checkpoints / "latest").rename(checkpoints / "latest.previous")  # the state after the first rename
+    with pytest.raises(ConfigError, match="final \\(step 200\\) is behind .*latest \\(step 300\\)"):
+        rlfoundry.load(checkpoints / "final", run_dir=run_dir, quiet=True)
+    capsys.readouterr()
+    assert main(["resume", str(run_dir), "--steps", "100", "--quiet"]) == 0
+    assert rlfoundry.load(checkpoints / "final").steps == 400
+
+
 def test_rlf_resume_from_a_checkpoint_behind_its_run_goes_on_in_a_new_run_directory(tmp_path, capsys):
     """Going on from `best` inside its run directory would replace the run's further `final` and
     send progress.csv back in time: that continuation gets its own run directory."""

@@ -387,8 +387,10 @@ def _fsync(path: Path) -> None:
 
 
 def run_checkpoints(run_dir: Path) -> list[Path]:
-    """The run directory's final and latest checkpoints that exist."""
-    return [run_dir / "checkpoints" / name for name in ("final", "latest") if (run_dir / "checkpoints" / name).is_dir()]
+    """The run directory's final and latest checkpoints that exist, as load finds them: also one
+    whose save stopped between its renames (only NAME.previous is there)."""
+    paths = [run_dir / "checkpoints" / name for name in ("final", "latest")]
+    return [path for path in paths if path.is_dir() or path.with_name(path.name + PREVIOUS_SUFFIX).is_dir()]
 
 
 def checkpoint_steps(path: Path) -> int:
