@@ -111,6 +111,18 @@ def test_a_field_fixed_by_the_checkpoint_is_refused_and_nothing_is_lost(tmp_path
     assert rlfoundry.load(tmp_path / "saved", quiet=True, **{field: unchanged}).config_changes == []
 
 
+@pytest.mark.parametrize(
+    "keyword, suggested",
+    [("replay_bufer", "replay_buffer"), ("checkpoint_evry", "checkpoint_every"), ("rundir", "run_dir"), ("evaluations", "evaluation")],
+)
+def test_a_mistyped_load_option_is_named_with_the_option_meant(tmp_path, keyword, suggested):
+    """The load options were left out of the spellings offered: replay_bufer=False suggested
+    replay_storage and check_replay_memory, config fields that mean something else."""
+    rlfoundry.DQN("CartPole-v1", **DQN_SETTINGS).save(tmp_path / "dqn")
+    with pytest.raises(ConfigError, match=f"unknown DQNConfig config key {keyword!r}; did you mean {suggested}\\b"):
+        rlfoundry.load(tmp_path / "dqn", **{keyword: False})
+
+
 def test_rlf_resume_set_changes_fields_and_records_them(tmp_path, capsys):
     root = tmp_path / "runs"
     assert main(["train", "q-learning", "FrozenLake-v1", "--steps", "200", "--runs-dir", str(root), "--quiet"]) == 0

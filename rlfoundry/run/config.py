@@ -218,13 +218,14 @@ STABLE_BASELINES_NAMES = {
 }
 
 
-def check_keys(config_class: type, values: typing.Mapping[str, Any]) -> None:
+def check_keys(config_class: type, values: typing.Mapping[str, Any], load_options: typing.Sequence[str] = ()) -> None:
     """Raise ConfigError for the first key that is not a field of config_class, with the field
-    a Stable-Baselines3 name corresponds to where there is one."""
+    a Stable-Baselines3 name corresponds to where there is one. `load_options`: rlfoundry.load's
+    keywords besides the fields, offered too as what a mistyped key meant."""
     names = [field.name for field in dataclasses.fields(config_class)]
     for key in values:
         if key not in names:
-            message = unknown_name_message(f"{config_class.__qualname__.split('.')[0]} config key", key, names)
+            message = unknown_name_message(f"{config_class.__qualname__.split('.')[0]} config key", key, [*names, *load_options])
             matches = [name for name in STABLE_BASELINES_NAMES.get(key, ()) if name in names or "=" in name]
             if matches:
                 message += f" (Stable-Baselines3's {key} is {' or '.join(matches)} here)"

@@ -197,7 +197,9 @@ def load_model(cls: type[Any], path: str | Path, env: EnvSource | None, options:
             config = dataclasses.replace(config, **{name: options[name]})
     if options.get("replay_buffer") is not None and not hasattr(config, "buffer_size"):
         raise ConfigError(f"{cls.name} keeps no replay buffer: leave replay_buffer out")
-    model.config, changes = override_config(config, {name: value for name, value in options.items() if name not in LOAD_OPTIONS})
+    overrides = {name: value for name, value in options.items() if name not in LOAD_OPTIONS}
+    check_keys(cls.Config, overrides, load_options=LOAD_OPTIONS)  # a mistyped load option is named as one
+    model.config, changes = override_config(config, overrides)
     set_run_options(
         model, options.get("run_dir"), options.get("quiet", False), options.get("checkpoint_every"), options.get("evaluation"),
         checkpoint=path,
