@@ -278,6 +278,16 @@ def test_a_save_never_writes_over_what_is_not_a_checkpoint(tmp_path):
     np.testing.assert_array_equal(rlfoundry.load(empty).q_table, model.q_table)
 
 
+@pytest.mark.parametrize("target", [".", ""])
+def test_a_save_to_a_path_without_a_name_says_to_name_a_directory(tmp_path, monkeypatch, target):
+    """save(".") used to raise "ValueError: PosixPath('.') has an empty name"; replacing the
+    working directory would leave the process in a deleted one."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match=f"cannot save to {target!r}: .*name the checkpoint's directory, e.g. checkpoints/NAME"):
+        trained().save(target)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_run_dir_that_is_a_file_is_refused_before_training(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("a user's file")

@@ -188,6 +188,13 @@ def _identity(status: os.stat_result) -> tuple[int, ...]:
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     """Write `checkpoint` to the directory `path`, replacing an older one only when complete."""
     _require_finite(checkpoint)
+    if not Path(path).name:
+        # ".", "" or "/": a save renames the directory it replaces, which must have a name (and
+        # must not be the working directory, which the process would be left inside, deleted).
+        raise CheckpointError(
+            f"cannot save to {os.fspath(path)!r}: a save replaces the directory it names, and this path names none; "
+            "name the checkpoint's directory, e.g. checkpoints/NAME"
+        )
     path = Path(path)
     _require_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
