@@ -282,11 +282,13 @@ def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) 
     target = model.steps + steps
     model.learn(steps)
     best = best_evaluation_row(run_dir)
-    if model.steps < target and model.evaluations:
-        reached = model.evaluations[-1].result.mean
-        print(f"stopped at step {model.steps} of {target}: the evaluation there reached --stop-at-return (mean {reached:.2f})")
     last = model.evaluations[-1] if model.evaluations else None
     plan = model.evaluation
+    # Only a reached stop_at ends early: REINFORCE's and OffPolicyPG's learn() counts from the step
+    # target of the calls before, so a resumed call may end short of model.steps + steps unstopped.
+    stopped = plan is not None and plan.stop_at is not None and last is not None and last.result.mean >= plan.stop_at
+    if model.steps < target and stopped:
+        print(f"stopped at step {model.steps} of {target}: the evaluation there reached --stop-at-return (mean {last.result.mean:.2f})")
     # Whether the periodic evaluations play this one's episodes: as many, greedy, on the training env
     # with its seed and time limit (a Python run's that rlf resume goes on with may play others).
     plays_these_episodes = plan is not None and (

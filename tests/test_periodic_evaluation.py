@@ -268,6 +268,22 @@ def test_rlf_train_eval_every_writes_evaluations_and_the_best_checkpoint(tmp_pat
     assert "stopped at step 100 of 300: the evaluation there reached --stop-at-return (mean 0.00)" in capsys.readouterr().out
 
 
+def test_rlf_resume_says_it_stopped_early_only_when_stop_at_return_stopped_it(tmp_path, capsys):
+    """A REINFORCE run ends past its step target (whole batches of episodes) and the next learn()
+    counts from that target, so a resumed call can end before the run's steps plus --steps
+    without being stopped: that is no --stop-at-return stop, which was never asked for."""
+    assert main([
+        "train", "reinforce", "CartPole-v1", "--no-preset", "--steps", "15", "--env-kwarg", "max_episode_steps=10",
+        "--set", "n_envs=1", "--eval-every", "5", "--eval-episodes", "1", "--runs-dir", str(tmp_path), "--quiet",
+    ]) == 0
+    (run_dir,) = list(tmp_path.iterdir())
+    capsys.readouterr()
+    # Steps 20, step target 15: the call's target is 27, reached by the one batch that ends at 30 (< 20 + 12).
+    assert main(["resume", str(run_dir), "--steps", "12", "--quiet"]) == 0
+    assert load_checkpoint(run_dir / "checkpoints" / "final").counters["steps"] == 30
+    assert "stopped at step" not in capsys.readouterr().out
+
+
 def test_rlf_train_does_not_replay_an_evaluation_made_at_its_last_step(tmp_path, capsys, monkeypatch):
     """The final evaluation's episodes (seed + 10,000, --eval-episodes, the final policy) are those
     of a periodic evaluation at the last step: they are printed from it instead of played again."""
