@@ -7,7 +7,6 @@ corrupt checkpoint) print one line naming what was wrong and exit with status 2,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from rlfoundry.run.plotting import (
     plot_learning_curves,
     require_something_to_plot,
 )
-from rlfoundry.run.record import record_run_options, recorded_evaluation_settings, write_run_record
+from rlfoundry.run.record import read_run_record, record_run_options, recorded_evaluation_settings, write_run_record
 from rlfoundry.run.training_env import unbuildable_env_message
 
 USER_ERRORS = (
@@ -226,14 +225,8 @@ def take_run_options(arguments: argparse.Namespace, source_run: Path | None, not
     Returns the other settings of the evaluation it took (a Python run's env, seed, step cap,
     sampled actions: recorded_evaluation_settings), so that the means go on comparing like for like."""
     recorded_path = None if source_run is None else source_run / "config.json"
-    recorded: dict[str, Any] = {}
-    if recorded_path is not None and recorded_path.is_file():
-        try:
-            recorded = json.loads(recorded_path.read_text())
-        except json.JSONDecodeError as error:
-            raise UsageError(
-                f"{recorded_path} is not valid JSON ({error}): pass --eval-every, --eval-episodes and --checkpoint-every yourself"
-            ) from None
+    # Read whatever the flags: a record that is not JSON must be repaired or moved away (ConfigError).
+    recorded = read_run_record(source_run) if recorded_path is not None and recorded_path.is_file() else {}
     asked = arguments.eval_every is not None or arguments.checkpoint_every is not None
     if recorded_path is not None and not recorded_path.is_file() and not asked and not arguments.quiet:
         notes.append(

@@ -124,6 +124,20 @@ def test_a_record_that_is_not_json_stops_a_change_before_training(tmp_path):
     assert model.steps == 50 and (tmp_path / "config.json").read_text() == "{"
 
 
+def test_rlf_resume_of_a_run_whose_record_is_not_json_gives_advice_that_works(tmp_path, capsys):
+    """It advised passing --eval-every, --eval-episodes and --checkpoint-every, which still failed
+    the same way: the record is read whatever the flags."""
+    run_dir = cli_run(tmp_path, "--steps", "100")
+    (run_dir / "config.json").write_text("{")
+    final = (run_dir / "checkpoints" / "final" / "manifest.json").read_bytes()
+    options = ["--eval-every", "50", "--eval-episodes", "2", "--checkpoint-every", "50"]
+    assert main(["resume", str(run_dir), "--steps", "50", "--quiet", *options]) == 2
+    assert "config.json is not valid JSON" in (error := capsys.readouterr().err) and "repair it or move it away" in error
+    assert (run_dir / "checkpoints" / "final" / "manifest.json").read_bytes() == final
+    (run_dir / "config.json").rename(tmp_path / "config.json.broken")  # as the error advises
+    assert main(["resume", str(run_dir), "--steps", "50", "--quiet", *options]) == 0
+
+
 def test_run_options_given_to_a_resume_in_the_directory_are_what_the_next_resume_takes(tmp_path, capsys):
     """They were not written back: the next `rlf resume` went on with the first call's options."""
     run_dir = cli_run(tmp_path, "--steps", "100", "--eval-every", "50", "--eval-episodes", "2", "--checkpoint-every", "100")
