@@ -338,6 +338,7 @@ def resume(arguments: argparse.Namespace) -> int:
             )
             run_dir = None
     else:
+        refuse_run_without_checkpoints(path)
         run_dir = None
     continues_run = run_dir is not None
     manifest = read_manifest(path)
@@ -376,6 +377,19 @@ def resume(arguments: argparse.Namespace) -> int:
     return learn_and_report(model, arguments.steps, arguments.eval_episodes, run_dir)
 
 
+def refuse_run_without_checkpoints(path: Path) -> None:
+    """UsageError for a run directory (config.json or checkpoints/ in it) that has neither
+    checkpoints/final nor checkpoints/latest: its run stopped (Ctrl-C, a crash) before writing one."""
+    if not ((path / "config.json").is_file() or (path / "checkpoints").is_dir()):
+        return
+    best = path / "checkpoints" / "best"
+    remedy = f"its best policy is {best}, which a command can take instead" if best.is_dir() else "train it again"
+    raise UsageError(
+        f"{path} is a run directory without a final or latest checkpoint (its run stopped before writing one; "
+        f"--checkpoint-every N writes checkpoints/latest as it trains): {remedy}"
+    )
+
+
 def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
     import rlfoundry
 
@@ -395,6 +409,8 @@ def evaluate_checkpoint(arguments: argparse.Namespace) -> int:
     if from_run:
         # A run directory: its furthest checkpoint, as `rlf resume` takes.
         checkpoint = max(run_checkpoints(checkpoint), key=checkpoint_steps)
+    else:
+        refuse_run_without_checkpoints(checkpoint)
     # An evaluation needs no replay buffer (an Atari one is gigabytes): it is neither read nor checked.
     without_replay: dict[str, Any] = {"replay_buffer": False, "check_replay_memory": False}
     model = rlfoundry.load(

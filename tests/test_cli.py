@@ -345,3 +345,25 @@ def test_resume_of_a_run_without_config_json_says_its_options_need_flags(tmp_pat
     status, out, err = run_cli(capsys, "resume", str(tmp_path / "run"), "--steps", "50", "--eval-every", "25")
     assert status == 0, err
     assert "has no config.json" not in out
+
+
+def test_resume_and_eval_of_a_run_stopped_before_its_first_checkpoint_say_so(tmp_path, capsys):
+    """Ctrl-C before the final checkpoint (and without --checkpoint-every) leaves a run directory
+    with no final or latest: that was reported as the directory not being a complete checkpoint."""
+    import rlfoundry
+
+    def interrupt(status):
+        if status.step >= 100:
+            raise KeyboardInterrupt
+
+    model = rlfoundry.QLearning(
+        "FrozenLake-v1", run_dir=tmp_path, quiet=True, evaluation=rlfoundry.PeriodicEvaluation(every=50, episodes=1)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        model.learn(200, callback=interrupt)
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["best"]
+    for command in (["resume", str(tmp_path), "--steps", "100"], ["eval", str(tmp_path)]):
+        status, out, err = run_cli(capsys, *command)
+        assert status == 2 and out == "", (out, err)
+        assert f"{tmp_path} is a run directory without a final or latest checkpoint" in err
+        assert f"its best policy is {tmp_path / 'checkpoints' / 'best'}" in err
