@@ -226,7 +226,7 @@ def take_run_options(arguments: argparse.Namespace, source_run: Path | None, not
     sampled actions: recorded_evaluation_settings), so that the means go on comparing like for like."""
     recorded_path = None if source_run is None else source_run / "config.json"
     # Read whatever the flags: a record that is not JSON must be repaired or moved away (ConfigError).
-    recorded = read_run_record(source_run) if recorded_path is not None and recorded_path.is_file() else {}
+    recorded = read_run_record(source_run) if source_run is not None and recorded_path is not None and recorded_path.is_file() else {}
     asked = arguments.eval_every is not None or arguments.checkpoint_every is not None
     if recorded_path is not None and not recorded_path.is_file() and not asked and not arguments.quiet:
         notes.append(
@@ -280,7 +280,7 @@ def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) 
     # Only a reached stop_at ends early: REINFORCE's and OffPolicyPG's learn() counts from the step
     # target of the calls before, so a resumed call may end short of model.steps + steps unstopped.
     stopped = plan is not None and plan.stop_at is not None and last is not None and last.result.mean >= plan.stop_at
-    if model.steps < target and stopped:
+    if model.steps < target and stopped and last is not None:
         print(f"stopped at step {model.steps} of {target}: the evaluation there reached --stop-at-return (mean {last.result.mean:.2f})")
     # Whether the periodic evaluations play this one's episodes: as many, greedy, on the training env
     # with its seed and time limit (a Python run's that rlf resume goes on with may play others).
