@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,18 @@ def test_newer_schema_is_refused(tmp_path):
     manifest["schema_version"] = 99
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(CheckpointVersionError, match="schema 99, newer than"):
+        rlfoundry.load(tmp_path / "q")
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "2", None])
+def test_a_schema_version_that_is_not_a_whole_number_from_one_is_corrupt(tmp_path, version):
+    """0, a negative number and true loaded as if they were the current schema."""
+    trained().save(tmp_path / "q")
+    manifest_path = tmp_path / "q" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["schema_version"] = version
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointCorruptError, match=f"schema_version {re.escape(json.dumps(version))}, not a whole number"):
         rlfoundry.load(tmp_path / "q")
 
 

@@ -283,8 +283,13 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
             f"{path / MANIFEST} is a JSON {_json_kind(manifest)}, not an object: it is not an rlfoundry checkpoint's manifest"
         )
     version = manifest.get("schema_version")
-    if not isinstance(version, int):
+    if "schema_version" not in manifest:
         raise CheckpointCorruptError(f"{path / MANIFEST} has no schema_version: the checkpoint is corrupt")
+    # JSON's true is a Python int too; schemas count from 1.
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointCorruptError(
+            f"{path / MANIFEST} has schema_version {json.dumps(version)}, not a whole number from 1: the checkpoint is corrupt"
+        )
     missing = [key for key in MANIFEST_FIELDS if key not in manifest]
     if missing:
         raise CheckpointCorruptError(f"{path / MANIFEST} lacks {', '.join(missing)}: the checkpoint is corrupt")
