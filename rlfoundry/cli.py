@@ -347,6 +347,10 @@ def resume(arguments: argparse.Namespace) -> int:
         overrides = parse_overrides(algorithm_class(manifest["algorithm"]).Config, arguments.overrides)
     if "device" in overrides:
         raise UsageError(f"load onto a device with --device {overrides['device']}, not with --set device=...")
+    keeps_replay = hasattr(algorithm_class(manifest["algorithm"]).Config, "check_replay_memory")
+    if arguments.check_replay_memory is False and not keeps_replay:
+        # load's own error would name the Python option, not the flag given here.
+        raise UsageError(f"{manifest['algorithm']} keeps no replay buffer: it has no memory check to skip, leave --no-memory-check out")
     if "check_replay_memory" in overrides:
         # A load option, as --no-memory-check gives it (=true checks a checkpoint saved without the check).
         if arguments.check_replay_memory is False and overrides["check_replay_memory"]:

@@ -186,3 +186,8 @@ def test_a_checkpoint_whose_buffer_does_not_fit_is_refused_when_loaded_unless_to
     assert main(["eval", str(tmp_path / "dqn"), "--episodes", "1"]) == 0
     with pytest.raises(ConfigError, match="ppo keeps no replay buffer: it has no memory check to skip, leave check_replay_memory out"):
         rlfoundry.load(tmp_path / "ppo", check_replay_memory=False)
+    # The command line names its own flag, not the Python option.
+    capsys.readouterr()
+    assert main(["resume", str(tmp_path / "ppo"), "--steps", "1", "--no-memory-check", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err.endswith("ppo keeps no replay buffer: it has no memory check to skip, leave --no-memory-check out\n")
+    assert not (tmp_path / "runs").exists()
