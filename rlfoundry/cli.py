@@ -48,6 +48,21 @@ class UsageError(Exception):
     """A command-line mistake: printed as one line, exit status 2."""
 
 
+def step_count(text: str) -> int:
+    """An argparse type for counts of steps: a whole number, also written 1e6 or 1_000_000 (as --set reads them)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not number.is_integer():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(number)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlf", description="Train, evaluate and plot rlfoundry agents.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train ALGO on ENV and write a run directory")
     train.add_argument("algorithm", metavar="ALGO", help="an algorithm name (see `rlf list`)")
     train.add_argument("env_id", metavar="ENV", help="a Gymnasium environment id, e.g. CliffWalking-v1")
-    train.add_argument("--steps", type=int, help="environment steps (default: the preset's, else 100000)")
+    train.add_argument("--steps", type=step_count, help="environment steps (default: the preset's, else 100000)")
     train.add_argument("--seed", type=int, default=0, help="seed for python, numpy, torch and the envs")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field (repeatable), e.g. --set gamma=0.98")
@@ -67,29 +82,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
     train.add_argument("--eval-episodes", type=int, default=DEFAULT_EVALUATION_EPISODES,
                        help="evaluation episodes after training (and at each --eval-every)")
-    train.add_argument("--eval-every", type=int, metavar="N",
+    train.add_argument("--eval-every", type=step_count, metavar="N",
                        help="also evaluate every N env steps, logging to RUN_DIR/evaluations.csv and keeping the best "
                             "policy as RUN_DIR/checkpoints/best")
     train.add_argument("--stop-at-return", type=float, metavar="R",
                        help="with --eval-every: stop at the first evaluation whose mean return is at least R")
-    train.add_argument("--checkpoint-every", type=int, metavar="N",
+    train.add_argument("--checkpoint-every", type=step_count, metavar="N",
                        help="also write RUN_DIR/checkpoints/latest every N env steps (for `rlf resume` after a crash)")
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
 
     resume = commands.add_parser("resume", help="train a saved model further, in its run directory")
     resume.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="a run directory (its furthest checkpoint, final or latest, is used) or a checkpoint directory")
-    resume.add_argument("--steps", type=int, required=True, help="more environment steps to train")
+    resume.add_argument("--steps", type=step_count, required=True, help="more environment steps to train")
     resume.add_argument("--runs-dir", default="runs",
                         help="where a new run directory goes when CHECKPOINT is not inside one (default: runs/)")
     resume.add_argument("--eval-episodes", type=int,
                         help="evaluation episodes after training (and at each --eval-every; default: the run's, else 20)")
-    resume.add_argument("--eval-every", type=int, metavar="N",
+    resume.add_argument("--eval-every", type=step_count, metavar="N",
                         help="also evaluate every N env steps (default: the run's); a run directory's checkpoints/best "
                              "is replaced only by a better one")
     resume.add_argument("--stop-at-return", type=float, metavar="R",
                         help="with --eval-every: stop at the first evaluation whose mean return is at least R")
-    resume.add_argument("--checkpoint-every", type=int, metavar="N",
+    resume.add_argument("--checkpoint-every", type=step_count, metavar="N",
                         help="also write checkpoints/latest every N env steps (default: the run's)")
     resume.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="change a config field that leaves the saved state as it is (repeatable), e.g. --set "
@@ -110,12 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="make the env with this keyword argument (repeatable): over those the model's env was "
                                "made with, or alone with --env; e.g. --env-kwarg max_episode_steps=1000")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of acting greedily")
-    evaluate.add_argument("--max-episode-steps", type=int, metavar="K",
+    evaluate.add_argument("--max-episode-steps", type=step_count, metavar="K",
                           help="cut each episode after K steps, counting its return so far (default: the env's time "
                                "limit, else 10000)")
     evaluate.add_argument("--video", metavar="PATH.gif",
                           help="also record one episode (seeded with --seed) as an animated GIF")
-    evaluate.add_argument("--video-steps", type=int, metavar="K",
+    evaluate.add_argument("--video-steps", type=step_count, metavar="K",
                           help="cut the recorded episode after K steps (its frames are held in memory; default: "
                                "--max-episode-steps, else the env's time limit, else 1000)")
 

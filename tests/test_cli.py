@@ -74,6 +74,22 @@ def test_train_refuses_a_step_count_below_one(tmp_path, capsys, steps):
     assert not any(tmp_path.iterdir())
 
 
+def test_step_counts_may_be_written_as_1e6_as_set_reads_them():
+    """--steps 1e5 was refused by argparse's int while --set accepted 1e5 for an integer field."""
+    from rlfoundry.cli import build_parser
+
+    parser = build_parser()
+    parsed = parser.parse_args(["train", "ppo", "CartPole-v1", "--steps", "1e5", "--eval-every", "2_000", "--checkpoint-every", "5E4"])
+    assert (parsed.steps, parsed.eval_every, parsed.checkpoint_every) == (100_000, 2_000, 50_000)
+    assert parser.parse_args(["resume", "RUN", "--steps", "2.5e3"]).steps == 2_500
+
+
+def test_a_step_count_that_is_not_a_whole_number_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "ppo", "CartPole-v1", "--steps", "1.5"])
+    assert stopped.value.code == 2 and "argument --steps: '1.5' is not a whole number" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
