@@ -143,7 +143,7 @@ def test_networks_it_does_not_cover_keep_autograd():
 
 
 def trained_weights(algorithm, env_id, manual, config):
-    model = algorithm(env_id, quiet=True, **config)
+    model = algorithm(env_id, quiet=True, backend="torch", **config)
     assert model.collector.manual is not None
     if not manual:
         model.collector.manual = None
@@ -177,10 +177,12 @@ def test_training_equals_autograd_training_to_rounding(algorithm, env_id, config
         torch.testing.assert_close(written, automatic, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["torch", "compiled"])
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_written_out_gradients_stay_views_of_one_flat_tensor_through_training(env_id):
-    """What lets clipping measure and scale them as one tensor (run.optimizer_step.clip_gradient_norm)."""
-    model = PPO(env_id, quiet=True, n_envs=2, n_steps=16, batch_size=16, n_epochs=2)
+def test_written_out_gradients_stay_views_of_one_flat_tensor_through_training(env_id, backend):
+    """What lets clipping measure and scale them as one tensor (run.optimizer_step.clip_gradient_norm),
+    and the compiled kernels write them through numpy views of the same memory."""
+    model = PPO(env_id, quiet=True, n_envs=2, n_steps=16, batch_size=16, n_epochs=2, backend=backend)
     model.learn(2 * model.config.rollout_size)
     flat = model.collector.manual.gradient
     parameters = list(model.network.parameters())

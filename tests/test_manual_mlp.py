@@ -129,7 +129,7 @@ def test_chosen_action_weights_of_a_burst_weight_each_row_by_its_minibatch_size(
 def test_dqn_trains_to_the_same_weights_with_and_without_autograd(double_q, loss):
     settings = dict(
         seed=3, learning_starts=200, train_freq=16, gradient_steps=8, batch_size=32, target_update_interval=50,
-        hidden_sizes=(32, 32), double_q=double_q, max_grad_norm=1.0, learning_rate=1e-3, loss=loss,
+        hidden_sizes=(32, 32), double_q=double_q, max_grad_norm=1.0, learning_rate=1e-3, loss=loss, backend="torch",
     )
     manual = DQN("CartPole-v1", **settings)
     assert manual.manual_mlp is not None

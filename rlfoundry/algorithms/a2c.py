@@ -130,6 +130,8 @@ class A2C:
             self.optimizer = torch.optim.RMSprop(
                 self.network.parameters(), lr=config.learning_rate, alpha=config.rmsprop_alpha, eps=config.optimizer_epsilon
             )
+        # The compiled backend's Adam step (None: torch's, and always for RMSprop), on this optimiser's state.
+        self.compiled_optimizer = self.collector.compiled_optimizer(self.optimizer)
 
     @property
     def steps(self) -> int:
@@ -165,6 +167,18 @@ class A2C:
     def update(self, batch: RolloutBatch, learning_rate: float, monitor: TrainingMonitor) -> None:
         """One gradient step on the whole rollout."""
         config = self.config
+        compiled = self.collector.compiled
+        if compiled is not None:
+            # The same loss's gradient, from numba-compiled passes and losses' rows.
+            step = compiled.gradient(
+                batch, clipped=False, clip_range=0.0, value_clip_range=None, value_coef=config.value_coef,
+                entropy_coef=config.entropy_coef, normalize=config.normalize_advantage,
+            )
+            gradient_step(self.optimizer, None, config.max_grad_norm, learning_rate, self.collector.flat_gradient,
+                          self.compiled_optimizer)
+            self._record({"policy_loss": step.policy_loss, "value_loss": step.value_loss, "entropy": step.entropy},
+                         learning_rate, monitor)
+            return
         distribution, values, backward = training_forward(self.collector, batch.observations)
         with torch.set_grad_enabled(backward is None):
             advantages = normalize_advantages(batch.advantages) if config.normalize_advantage else batch.advantages
@@ -185,6 +199,10 @@ class A2C:
                 )
         gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate, self.collector.flat_gradient)
         statistics = dict(zip(("policy_loss", "value_loss", "entropy"), torch.stack([policy_loss, critic_loss, entropy]).tolist()))
+        self._record(statistics, learning_rate, monitor)
+
+    def _record(self, statistics: dict[str, float], learning_rate: float, monitor: TrainingMonitor) -> None:
+        """Log the update's statistics (NonFiniteError if training diverged)."""
         require_finite(statistics, self.name, self.steps)
         for name, value in statistics.items():
             monitor.record(f"train/{name}", value)

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from itertools import repeat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -42,9 +43,10 @@ from rlfoundry.networks.manual_mlp import ManualMLP, gradient_views
 from rlfoundry.networks.policies import is_image_space
 from rlfoundry.networks.q_networks import QNetwork
 from rlfoundry.networks.torsos import ACTIVATIONS
+from rlfoundry.run.backend import BACKENDS, use_compiled
 from rlfoundry.run.checkpoint import NonFiniteError
 from rlfoundry.run.config import require_choice, require_int, require_range
-from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
+from rlfoundry.run.device import configure_blas_threads, configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.off_policy import FIXED_WITH_REPLAY, crossings, note_warm_up, require_widths, restore_replay
@@ -53,6 +55,10 @@ from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.seeding import prediction_generator
 from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.evaluation import PeriodicEvaluation
+
+if TYPE_CHECKING:  # numba loads only when a model compiles its kernels
+    from rlfoundry.networks.compiled_mlp import CompiledAdam
+    from rlfoundry.networks.compiled_q_network import CompiledQNetwork
 
 TARGET_BLOCK_ROWS = 1024
 """Rows per forward pass of the target network over a burst's next observations."""
@@ -111,7 +117,9 @@ class DQNConfig:
     device: str = "auto"
     """'auto' (CPU for MLPs, CUDA for images when present), 'cpu' or 'cuda'."""
     torch_threads: int | None = None
-    """torch intra-op threads; None uses rlfoundry's measured default (1)."""
+    """torch intra-op threads, and the compiled kernels' BLAS threads; None uses rlfoundry's measured default (1)."""
+    backend: Literal["auto", "compiled", "torch"] = "auto"
+    """'compiled': numba-compiled gradient steps and greedy actions for MLPs with relu or tanh on the CPU; 'torch': PyTorch only; 'auto': compiled where it applies (rlfoundry.run.backend)."""
 
     # Fields that shape or give meaning to saved state: a loaded model keeps the checkpoint's (run/config.py).
     fixed_by_checkpoint: ClassVar[frozenset[str]] = FIXED_WITH_REPLAY | {
@@ -146,6 +154,7 @@ class DQNConfig:
         require_choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
         if self.torch_threads is not None:
             require_int("torch_threads", self.torch_threads, 1)
+        require_choice("backend", self.backend, BACKENDS)
 
 
 class DQN:
@@ -187,6 +196,18 @@ class DQN:
         self.flat_gradient = None if self.manual_mlp is None else gradient_views(self.online_parameters)
         # fused: one kernel for the whole update instead of a handful per parameter tensor.
         self.optimizer = torch.optim.Adam(self.online_parameters, lr=config.learning_rate, fused=True)
+        # Where they apply (and backend allows), numba-compiled kernels take the gradient steps and
+        # the greedy actions on the same parameters (networks/compiled_q_network.py).
+        self.compiled: CompiledQNetwork | None = None
+        self.compiled_optimizer: CompiledAdam | None = None
+        if use_compiled(config.backend, self._compiled_obstacle()):
+            from rlfoundry.networks.compiled_mlp import CompiledAdam
+            from rlfoundry.networks.compiled_q_network import CompiledQNetwork
+
+            assert self.manual_mlp is not None and self.flat_gradient is not None  # else an obstacle
+            self.compiled = CompiledQNetwork(self.manual_mlp, config.batch_size)
+            self.compiled_optimizer = CompiledAdam(self.optimizer, self.flat_gradient)
+            configure_blas_threads(config.torch_threads)
         # A loaded buffer keeps its saved layout, whatever env a load passes; "auto" picks frame stacks
         # only where make_env stacked ALE frames, and stores other images (RGB channels, say) whole.
         storage = saved_storage or config.replay_storage
@@ -199,6 +220,14 @@ class DQN:
         self.steps = 0
         self.gradient_steps_done = 0
         self.target_updates = 0
+
+    def _compiled_obstacle(self) -> str | None:
+        """What keeps the Q-network from the compiled kernels, or None."""
+        if self.device.type != "cpu":
+            return f"they run on the CPU and the network is on {self.device}"
+        if self.manual_mlp is None:
+            return "they cover MLPs with relu or tanh (not image observations, elu or gelu, or an MLP without hidden layers)"
+        return None
 
     @property
     def env_id(self) -> str | None:
@@ -213,11 +242,15 @@ class DQN:
 
     def _greedy(self, observations: np.ndarray) -> np.ndarray:
         """argmax_a Q(s, a; theta) for a batch of observations [B, *obs] (lowest index on ties)."""
+        if self.compiled is not None:
+            return self.compiled.greedy(observations)
         with torch.no_grad():
             return self._q_values(torch.as_tensor(observations, device=self.device)).argmax(dim=1).cpu().numpy()
 
     def _q_values(self, observations: torch.Tensor) -> torch.Tensor:
         """Q(s, .; theta) [B, n_actions]; call under torch.no_grad()."""
+        if self.compiled is not None:
+            return self.compiled.q_values(observations)
         return self.q_network(observations) if self.manual_mlp is None else self.manual_mlp.forward(observations)[-1]
 
     def _epsilon_greedy(self, observations: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
@@ -298,18 +331,16 @@ class DQN:
         size = config.batch_size
         batch = self.replay.sample(size * gradient_steps, self.rng).to_tensors(self.device)
         next_q_values_target = self._target_q_values(batch.next_observations)
-        # Whatever a step needs per sample is prepared for the whole burst at once and split into
-        # the steps' views in one call per tensor; the steps' TD errors are stacked once, and the
-        # burst's loss is logged from them.
         action_index = batch.actions.long().unsqueeze(-1)
-        weights = chosen_action_weights(action_index, self.n_actions, size)
-        if config.double_q:
-            targets = self._double_dqn_targets(batch, next_q_values_target, size)
+        if self.compiled is not None and self.compiled_optimizer is not None and not config.double_q:
+            # The burst's targets are all known: its gradient steps in one compiled call.
+            targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
+            errors = self.compiled.gradient_steps(
+                batch.observations, action_index, targets, size, config.loss == "huber", self.compiled_optimizer,
+                config.max_grad_norm,
+            )
         else:
-            all_targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
-            targets = all_targets.unsqueeze(-1).split(size)
-        minibatches = zip(batch.observations.split(size), action_index.split(size), weights.split(size), targets)
-        errors = torch.stack([self._gradient_step(*minibatch) for minibatch in minibatches])
+            errors = self._gradient_steps(batch, action_index, next_q_values_target)
         self.gradient_steps_done += gradient_steps
         mean_loss = float(td_error_loss(errors, config.loss))
         if not math.isfinite(mean_loss):
@@ -319,6 +350,22 @@ class DQN:
             )
         monitor.record("train/loss", mean_loss)
         monitor.record("train/epsilon", self.epsilon())
+
+    def _gradient_steps(self, batch: ReplayBatch, action_index: torch.Tensor, next_q_values_target: torch.Tensor) -> torch.Tensor:
+        """A burst's gradient steps one minibatch at a time; returns their TD errors [steps, B, 1]."""
+        config = self.config
+        size = config.batch_size
+        # Whatever a step needs per sample is prepared for the whole burst at once and split into
+        # the steps' views in one call per tensor; the steps' TD errors are stacked once, and the
+        # burst's loss is logged from them.
+        weights = repeat(None) if self.compiled is not None else chosen_action_weights(action_index, self.n_actions, size).split(size)
+        if config.double_q:
+            targets = self._double_dqn_targets(batch, next_q_values_target, size)
+        else:
+            all_targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
+            targets = all_targets.unsqueeze(-1).split(size)
+        minibatches = zip(batch.observations.split(size), action_index.split(size), weights, targets)
+        return torch.stack([self._gradient_step(*minibatch) for minibatch in minibatches])
 
     @torch.no_grad()
     def _target_q_values(self, next_observations: torch.Tensor) -> torch.Tensor:
@@ -342,11 +389,17 @@ class DQN:
                 targets = double_dqn_targets(rewards, discounts, terminated, next_q_values_online, next_target)
             yield targets.unsqueeze(-1)
 
-    def _gradient_step(self, observations: torch.Tensor, action_index: torch.Tensor, weights: torch.Tensor,
+    def _gradient_step(self, observations: torch.Tensor, action_index: torch.Tensor, weights: torch.Tensor | None,
                        targets: torch.Tensor) -> torch.Tensor:
         """One Adam step on the loss of a minibatch (action_index and targets [B, 1], weights the
-        chosen_action_weights [B, A]); returns its TD errors [B, 1] before the step."""
+        chosen_action_weights [B, A] for the written-out pass); returns its TD errors [B, 1] before the step."""
         config = self.config
+        if self.compiled is not None:
+            # The gradient, the clipping and Adam's step in one compiled call.
+            _, errors = self.compiled.gradient(
+                observations, action_index, targets, config.loss == "huber", self.compiled_optimizer, config.max_grad_norm
+            )
+            return errors
         if self.manual_mlp is None:
             errors = td_errors(self.q_network(observations), action_index, targets)
             clear_gradients(self.optimizer)
@@ -356,6 +409,7 @@ class DQN:
             with torch.no_grad():
                 outputs = self.manual_mlp.forward(observations)
                 errors = td_errors(outputs[-1], action_index, targets)
+                assert weights is not None  # made for the written-out pass (_train)
                 self.manual_mlp.backward(outputs, q_value_loss_gradient(errors, weights, config.loss))
         if config.max_grad_norm is not None:
             clip_gradient_norm(self.online_parameters, config.max_grad_norm, self.flat_gradient)

@@ -118,6 +118,18 @@ class PPOUpdate(NamedTuple):
     stopped_by_target_kl: bool
 
 
+class MinibatchGradient(NamedTuple):
+    """One minibatch's step: the loss to backpropagate (None: .grad already holds its gradient), its
+    clipped-surrogate and value losses, its approximate KL (None when target_kl is off and torch
+    computed it), and whether target_kl's minibatch check skipped it."""
+
+    loss: torch.Tensor | None
+    policy_loss: torch.Tensor | float
+    value_loss: torch.Tensor | float
+    approximate_kl: torch.Tensor | float | None
+    skipped: bool
+
+
 class PPO:
     """Proximal Policy Optimization: clipped surrogate, GAE, minibatch epochs (Discrete, Box, MultiDiscrete)."""
 
@@ -136,6 +148,8 @@ class PPO:
         self.collector = RolloutCollector(training_env, self.config)
         self.network = self.collector.network
         self.optimizer = adam(self.network.parameters(), self.config.learning_rate, self.config.adam_epsilon)
+        # The compiled backend's Adam step (None: torch's), on this optimiser's state.
+        self.compiled_optimizer = self.collector.compiled_optimizer(self.optimizer)
 
     @property
     def steps(self) -> int:
@@ -176,51 +190,25 @@ class PPO:
             # The only minibatch is the whole batch: normalise once, not once per epoch.
             batch = replace(batch, advantages=normalize_advantages(batch.advantages))
             normalize_each_minibatch = False
-        policy_losses, value_losses = [], []
+        policy_losses: list[torch.Tensor | float] = []
+        value_losses: list[torch.Tensor | float] = []
         stopped = False
         for epoch in range(config.n_epochs):
-            epoch_kls = []
+            epoch_kls: list[torch.Tensor | float] = []
             for minibatch in batch.minibatches(config.batch_size, self.rng):
-                distribution, values, backward = training_forward(self.collector, minibatch.observations)
-                with torch.set_grad_enabled(backward is None):
-                    log_probs = distribution.log_prob(minibatch.actions)
-                    if config.target_kl is not None:
-                        kl = approximate_kl(log_probs.detach(), minibatch.old_log_probs)
-                        if config.target_kl_check == "minibatch" and kl.item() > config.target_kl:
-                            stopped = True
-                            break
-                        epoch_kls.append(kl)
-                    advantages = minibatch.advantages
-                    if normalize_each_minibatch:
-                        advantages = normalize_advantages(advantages)
-                    if backward is None:
-                        policy_loss = clipped_surrogate_loss(log_probs, minibatch.old_log_probs, advantages, clip_range)
-                        critic_loss = value_loss(values, minibatch.returns, minibatch.old_values, config.value_clip_range)
-                        loss = policy_loss + config.value_coef * critic_loss
-                        if config.entropy_coef > 0:
-                            loss = loss - config.entropy_coef * distribution.entropy().mean()
-                    else:
-                        # The same loss's gradient, written into .grad without autograd; the losses
-                        # come from the same pass as their gradients.
-                        loss = None
-                        policy_loss, log_prob_weights = clipped_surrogate_loss_and_gradient(
-                            log_probs, minibatch.old_log_probs, advantages, clip_range
-                        )
-                        critic_loss, value_weights = value_loss_and_gradient(
-                            values, minibatch.returns, minibatch.old_values, config.value_clip_range
-                        )
-                        backward(
-                            minibatch.actions,
-                            log_prob_weights,
-                            value_weights.mul_(config.value_coef),
-                            -config.entropy_coef / len(log_probs),
-                        )
-                gradient_step(self.optimizer, loss, config.max_grad_norm, learning_rate, self.collector.flat_gradient)
-                policy_losses.append(policy_loss.detach())
-                value_losses.append(critic_loss.detach())
+                step = self._minibatch_gradient(minibatch, clip_range, normalize_each_minibatch)
+                if step.skipped:
+                    stopped = True
+                    break
+                if step.approximate_kl is not None:
+                    epoch_kls.append(step.approximate_kl)
+                gradient_step(self.optimizer, step.loss, config.max_grad_norm, learning_rate,
+                              self.collector.flat_gradient, self.compiled_optimizer)
+                policy_losses.append(step.policy_loss)
+                value_losses.append(step.value_loss)
             # After the last epoch there is nothing left to skip, so there is nothing to check.
             if config.target_kl_check == "epoch" and config.target_kl is not None and epoch < config.n_epochs - 1:
-                stopped = stopped or torch.stack(epoch_kls).mean().item() > config.target_kl
+                stopped = stopped or mean_of(epoch_kls) > config.target_kl
             if stopped:
                 break
         self.last_update = self._statistics(batch, policy_losses, value_losses, clip_range, stopped)
@@ -231,11 +219,50 @@ class PPO:
         monitor.record("train/learning_rate", learning_rate)
         monitor.record("train/clip_range", clip_range)
 
+    def _minibatch_gradient(self, minibatch: RolloutBatch, clip_range: float, normalize: bool) -> "MinibatchGradient":
+        """The minibatch's loss L for autograd, or, by the written-out or compiled passes, its gradient
+        written into .grad (loss None); skipped when target_kl's minibatch check stops the update."""
+        config = self.config
+        kl_limit = config.target_kl if config.target_kl_check == "minibatch" else None
+        compiled = self.collector.compiled
+        if compiled is not None:
+            step = compiled.gradient(
+                minibatch, clipped=True, clip_range=clip_range, value_clip_range=config.value_clip_range,
+                value_coef=config.value_coef, entropy_coef=config.entropy_coef, normalize=normalize, kl_limit=kl_limit,
+            )
+            return MinibatchGradient(None, step.policy_loss, step.value_loss, step.approximate_kl, step.skipped)
+        distribution, values, backward = training_forward(self.collector, minibatch.observations)
+        with torch.set_grad_enabled(backward is None):
+            log_probs = distribution.log_prob(minibatch.actions)
+            kl = None
+            if config.target_kl is not None:
+                kl = approximate_kl(log_probs.detach(), minibatch.old_log_probs)
+                if kl_limit is not None and kl.item() > kl_limit:
+                    return MinibatchGradient(None, math.nan, math.nan, kl, True)
+            advantages = normalize_advantages(minibatch.advantages) if normalize else minibatch.advantages
+            if backward is None:
+                policy_loss = clipped_surrogate_loss(log_probs, minibatch.old_log_probs, advantages, clip_range)
+                critic_loss = value_loss(values, minibatch.returns, minibatch.old_values, config.value_clip_range)
+                loss = policy_loss + config.value_coef * critic_loss
+                if config.entropy_coef > 0:
+                    loss = loss - config.entropy_coef * distribution.entropy().mean()
+                return MinibatchGradient(loss, policy_loss.detach(), critic_loss.detach(), kl, False)
+            # The same loss's gradient, written into .grad without autograd; the losses come from
+            # the same pass as their gradients.
+            policy_loss, log_prob_weights = clipped_surrogate_loss_and_gradient(
+                log_probs, minibatch.old_log_probs, advantages, clip_range
+            )
+            critic_loss, value_weights = value_loss_and_gradient(
+                values, minibatch.returns, minibatch.old_values, config.value_clip_range
+            )
+            backward(minibatch.actions, log_prob_weights, value_weights.mul_(config.value_coef), -config.entropy_coef / len(log_probs))
+        return MinibatchGradient(None, policy_loss, critic_loss, kl, False)
+
     def _statistics(
         self,
         batch: RolloutBatch,
-        policy_losses: list[torch.Tensor],
-        value_losses: list[torch.Tensor],
+        policy_losses: list[torch.Tensor | float],
+        value_losses: list[torch.Tensor | float],
         clip_range: float,
         stopped: bool,
     ) -> "PPOUpdate":
@@ -245,8 +272,8 @@ class PPO:
             log_probs = distribution.log_prob(batch.actions)
             ratios = (log_probs - batch.old_log_probs).exp()
             numbers = [
-                torch.stack(policy_losses).mean() if policy_losses else torch.tensor(math.nan),
-                torch.stack(value_losses).mean() if value_losses else torch.tensor(math.nan),
+                torch.tensor(mean_of(policy_losses)),
+                torch.tensor(mean_of(value_losses)),
                 distribution.entropy().mean(),
                 approximate_kl(log_probs, batch.old_log_probs),
                 ((ratios - 1.0).abs() > clip_range).float().mean(),
@@ -266,3 +293,13 @@ class PPO:
         model._build(training_env)
         restore_on_policy(model, checkpoint)
         return model
+
+
+def mean_of(numbers: list[torch.Tensor | float]) -> float:
+    """The mean of per-step numbers: 0-dim tensors (torch's steps) or floats (compiled steps); NaN for none."""
+    if not numbers:
+        return math.nan
+    tensors = [number for number in numbers if isinstance(number, torch.Tensor)]
+    if len(tensors) == len(numbers):
+        return torch.stack(tensors).mean().item()  # one stack and one read for torch's steps
+    return sum(float(number) for number in numbers) / len(numbers)

@@ -4,6 +4,9 @@ Tensors have a leading batch dimension B. `discounts` is gamma^k for a sample sp
 (gamma for one-step transitions; see rlfoundry.data.replay.ReplayBatch), and the next Q-values are
 taken at the TRUE next observations: a truncated episode bootstraps from its final observation,
 only `terminated` cuts the bootstrap.
+
+`td_error_row` is the loss of one TD error with its derivative, in plain float arithmetic: numba
+compiles it into the compiled backend's gradient step (rlfoundry.networks.compiled_q_network).
 """
 
 from __future__ import annotations
@@ -96,3 +99,15 @@ def q_value_loss_gradient(errors: torch.Tensor, weights: torch.Tensor, loss: str
     if loss == "squared":
         return weights * (2.0 * errors)
     raise ValueError(f"loss={loss!r} is not allowed: choose one of {', '.join(map(repr, LOSSES))}")
+
+
+def td_error_row(error: float, huber: bool) -> tuple[float, float]:
+    """l(delta) and l'(delta): Huber, x^2 / 2 for |x| <= 1 and |x| - 1/2 beyond, with l'(x) = clip(x, -1, 1); or squared, x^2 with l'(x) = 2x
+
+    One TD error's term of td_error_loss (its mean over rows is the loss) and its derivative.
+    """
+    if not huber:
+        return error * error, 2.0 * error
+    if abs(error) <= 1.0:
+        return 0.5 * error * error, error
+    return abs(error) - 0.5, error / abs(error)  # a NaN error stays NaN

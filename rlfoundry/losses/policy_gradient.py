@@ -2,9 +2,15 @@
 
 Every loss is a mean over a batch of B steps and is *minimised*: the policy terms carry a minus
 sign because the policy gradient ascends J(theta). Inputs are torch tensors of shape [B].
+
+The `_row` functions are the same losses for one row t, before the mean's 1/B, with their
+derivatives, in plain float arithmetic: numba compiles them into the compiled backend's gradient
+step (rlfoundry.networks.compiled_actor_critic), and tests pin each to its tensor form.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.nn import functional
@@ -135,3 +141,54 @@ def approximate_kl(log_probs: torch.Tensor, old_log_probs: torch.Tensor) -> torc
     """
     log_ratios = log_probs - old_log_probs
     return (torch.expm1(log_ratios) - log_ratios).mean()
+
+
+def policy_gradient_row(log_prob: float, advantage: float) -> tuple[float, float]:
+    """l_t = -A_t log pi_theta(a_t|s_t),  dl_t/d log pi_theta(a_t|s_t) = -A_t
+
+    One row of policy_gradient_loss (its mean over rows is the loss) and its derivative.
+    """
+    return -advantage * log_prob, -advantage
+
+
+def clipped_surrogate_row(log_prob: float, old_log_prob: float, advantage: float, clip_range: float) -> tuple[float, float]:
+    """l_t = -min(rho_t A_t, clip(rho_t, 1 - epsilon, 1 + epsilon) A_t),  dl_t/d log pi_theta(a_t|s_t) = -rho_t A_t 1[rho_t A_t <= clip(rho_t, 1 - epsilon, 1 + epsilon) A_t]
+
+    One row of clipped_surrogate_loss_and_gradient (its mean over rows is L^CLIP) and its derivative
+    (d rho / d log pi = rho): no gradient where the clipped constant is the smaller term.
+    """
+    ratio = math.exp(log_prob - old_log_prob)
+    unclipped = ratio * advantage
+    clipped = min(max(ratio, 1.0 - clip_range), 1.0 + clip_range) * advantage
+    if unclipped <= clipped:
+        return -unclipped, -unclipped
+    return -clipped, 0.0
+
+
+def value_row(value: float, target: float, old_value: float, clip_range: float) -> tuple[float, float]:
+    """l_t = (V_t - R_t)^2,  or with clip range c: max((V_t - R_t)^2, (V_old,t + clip(V_t - V_old,t, -c, c) - R_t)^2); and dl_t/dV_t
+
+    One row of value_loss_and_gradient (its mean over rows is L^V) and its derivative, with the same
+    rule for a tie beyond the clip range (half of 2 (V - R)). clip_range = inf: no clipping.
+    """
+    error = value - target
+    if math.isinf(clip_range):
+        return error * error, 2.0 * error
+    step = value - old_value
+    clipped_error = old_value + min(max(step, -clip_range), clip_range) - target
+    squared, clipped_squared = error * error, clipped_error * clipped_error
+    inside = abs(step) <= clip_range
+    if squared > clipped_squared or (squared == clipped_squared and inside):
+        return squared, 2.0 * error
+    if squared == clipped_squared:
+        return squared, error
+    return clipped_squared, 2.0 * clipped_error if inside else 0.0
+
+
+def approximate_kl_row(log_prob: float, old_log_prob: float) -> float:
+    """k_t = (rho_t - 1) - log rho_t,  rho_t = pi_theta(a_t|s_t) / pi_old(a_t|s_t)
+
+    One row of approximate_kl (its mean over rows is the estimate).
+    """
+    log_ratio = log_prob - old_log_prob
+    return math.expm1(log_ratio) - log_ratio

@@ -42,6 +42,18 @@ def configure_threads(threads: int | None) -> None:
         torch.set_num_threads(count)
 
 
+def configure_blas_threads(threads: int | None) -> None:
+    """Set the BLAS thread count of the compiled kernels (None: the measured default, as for torch).
+    numba's np.dot calls scipy's OpenBLAS, which otherwise starts a thread per core and keeps them
+    spinning between products: on 2 cores a compiled PPO run then used twice the CPU time and took
+    longer (RESULTS.md, "Compiled backend"). threadpoolctl sets every BLAS loaded in the process,
+    numpy's included."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS the kernels call, so that the limit reaches it)
+    import threadpoolctl
+
+    threadpoolctl.threadpool_limits(limits=DEFAULT_TORCH_THREADS if threads is None else threads, user_api="blas")
+
+
 @contextlib.contextmanager
 def denormals_flushed() -> Iterator[None]:
     """Treat denormal floats (magnitude below 1.2e-38) as zero inside; torch's default (off) after.

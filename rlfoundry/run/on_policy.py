@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -32,9 +32,10 @@ from rlfoundry.networks.manual_actor_critic import ManualActorCritic
 from rlfoundry.networks.policies import ActorCritic, Distribution, env_actions, is_image_space, observation_tensor, predict_actions
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.returns import generalized_advantages
+from rlfoundry.run.backend import BACKENDS, use_compiled
 from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
-from rlfoundry.run.device import configure_threads, resolve_device
+from rlfoundry.run.device import configure_blas_threads, configure_threads, resolve_device
 from rlfoundry.run.lifecycle import restore_torch, restore_torch_generator, save_model
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.normalization import Normalization
@@ -42,6 +43,10 @@ from rlfoundry.run.optimizer_step import clear_gradients, clip_gradient_norm, st
 from rlfoundry.run.schedules import LinearSchedule
 from rlfoundry.run.seeding import torch_generator
 from rlfoundry.run.training_env import TrainingEnv
+
+if TYPE_CHECKING:  # numba loads only when a model compiles its kernels
+    from rlfoundry.networks.compiled_actor_critic import CompiledActorCritic
+    from rlfoundry.networks.compiled_mlp import CompiledAdam
 
 Schedule = Literal["constant", "linear"]
 NORMALIZATION = "normalization"  # the checkpoint arrays' prefix
@@ -82,7 +87,9 @@ class ActorCriticConfig:
     device: str = "auto"
     """'auto' (CPU for MLPs, CUDA for images when present), 'cpu' or 'cuda'."""
     torch_threads: int | None = None
-    """torch intra-op threads; None uses rlfoundry's measured default (1)."""
+    """torch intra-op threads, and the compiled kernels' BLAS threads; None uses rlfoundry's measured default (1)."""
+    backend: Literal["auto", "compiled", "torch"] = "auto"
+    """'compiled': numba-compiled acting and gradient steps for separate MLP torsos with ReLU or tanh on the CPU; 'torch': PyTorch only; 'auto': compiled where it applies (rlfoundry.run.backend)."""
 
     # Fields that shape or give meaning to saved state: a loaded model keeps the checkpoint's (run/config.py).
     fixed_by_checkpoint: ClassVar[frozenset[str]] = frozenset({
@@ -114,6 +121,7 @@ class ActorCriticConfig:
         if self.torch_threads is not None:
             require_int("torch_threads", self.torch_threads, 1)
         require_choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
+        require_choice("backend", self.backend, BACKENDS)
 
     @property
     def rollout_size(self) -> int:
@@ -134,11 +142,16 @@ def gradient_step(
     max_grad_norm: float | None,
     learning_rate: float | None = None,
     flat_gradient: torch.Tensor | None = None,
+    compiled: "CompiledAdam | None" = None,
 ) -> None:
     """One optimiser step on `loss`: clear, backpropagate, clip the global gradient norm (unless
     max_grad_norm is None) and step, at `learning_rate` (every parameter group) when one is given.
-    loss=None: the parameters' .grad already hold the gradient (ManualActorCritic.backward wrote it
-    into the views of its flat_gradient, which clipping then measures and scales as one tensor)."""
+    loss=None: the parameters' .grad already hold the gradient (ManualActorCritic.backward or the
+    compiled kernels wrote it into the views of its flat_gradient, which clipping then measures and
+    scales as one tensor); `compiled` (RolloutCollector.compiled_optimizer) then clips and steps."""
+    if compiled is not None and loss is None:
+        compiled.step(max_grad_norm, learning_rate)
+        return
     groups = optimizer.param_groups
     if learning_rate is not None:
         for group in groups:
@@ -213,6 +226,15 @@ class RolloutCollector:
         # without autograd or module calls (networks/manual_actor_critic.py); other networks keep
         # autograd (manual is None).
         self.manual = ManualActorCritic.of(self.network)
+        # Where they apply (and backend allows), numba-compiled kernels act and take the gradient
+        # steps on the same parameters (networks/compiled_actor_critic.py); else manual or autograd.
+        self.compiled: CompiledActorCritic | None = None
+        if use_compiled(config.backend, self._compiled_obstacle()):
+            from rlfoundry.networks.compiled_actor_critic import CompiledActorCritic
+
+            assert self.manual is not None  # _compiled_obstacle names its absence
+            self.compiled = CompiledActorCritic(self.manual, config.n_envs)
+            configure_blas_threads(config.torch_threads)
         self.rollout = RolloutBuffer(config.n_steps, config.n_envs, self.observation_space, self.action_space)
         self.normalization = None
         if config.normalize_observations or config.normalize_rewards:
@@ -220,6 +242,26 @@ class RolloutCollector:
                 self.observation_space, config.n_envs, config.gamma, config.normalize_observations, config.normalize_rewards
             )
         self.steps = 0
+
+    def _compiled_obstacle(self) -> str | None:
+        """What keeps this network from the compiled kernels, or None."""
+        if self.device.type != "cpu":
+            return f"they run on the CPU and the network is on {self.device}"
+        if self.manual is None:
+            return (
+                "they cover separate policy and value MLPs with relu or tanh and Discrete or Box actions (not "
+                "shared_torso, image observations, elu or gelu, MultiDiscrete actions or an MLP without hidden layers)"
+            )
+        return None
+
+    def compiled_optimizer(self, optimizer: torch.optim.Optimizer) -> "CompiledAdam | None":
+        """The compiled Adam step for the optimiser of the compiled networks; None where the
+        networks are not compiled or the optimiser is not such an Adam (it then steps in torch)."""
+        if self.compiled is None or self.manual is None:
+            return None
+        from rlfoundry.networks.compiled_mlp import CompiledAdam
+
+        return None if CompiledAdam.obstacle(optimizer) else CompiledAdam(optimizer, self.manual.gradient)
 
     @property
     def env_id(self) -> str | None:
@@ -280,19 +322,24 @@ class RolloutCollector:
         n_envs = self.config.n_envs
         with torch.inference_mode():
             for _ in range(self.config.n_steps):
-                distribution = self.distribution(observation_tensor(inputs, self.device))
-                actions = distribution.sample(self.torch_rng)
-                log_probs = distribution.log_prob(actions)
-                actions_array = actions.cpu().numpy()
+                actions_array, log_probs = self._act(inputs)
                 step, finished_returns, finished_lengths = training_env.step(env_actions(actions_array, self.action_space))
                 step = self._normalised(step)
-                rollout.add(inputs, actions_array, log_probs.cpu().numpy(), None, step)
+                rollout.add(inputs, actions_array, log_probs, None, step)
                 self.steps += n_envs
                 monitor.episodes(self.steps, finished_returns, finished_lengths)
                 inputs = step.observations
         # V(s_t) of the whole rollout in one batched call: the critic does not change while acting.
         rollout.fill_values(self.values)
         rollout.finish(inputs, self.values)
+
+    def _act(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(a_t ~ pi(.|s_t), log pi(a_t|s_t)) for the envs' network inputs, as numpy arrays."""
+        if self.compiled is not None:
+            return self.compiled.act(inputs, self.torch_rng)
+        distribution = self.distribution(observation_tensor(inputs, self.device))
+        actions = distribution.sample(self.torch_rng)
+        return actions.cpu().numpy(), distribution.log_prob(actions).cpu().numpy()
 
     def gae_batch(self) -> RolloutBatch:
         """The finished rollout as a training batch with GAE advantages and returns A_t + V(s_t)."""
