@@ -10,6 +10,9 @@ The settings are RL Baselines3 Zoo's tuned CartPole-v1 entries, written out on b
   learning rate 1e-3, 20 value epochs per rollout, 100k steps, SB3-Contrib's defaults otherwise
   (target KL 0.01, 15 CG iterations, line search 0.8 x 10).
 Separate 64x64 tanh policy and value networks with orthogonal initialisation in both libraries.
+`rlfoundry` trains with its default backend (numba-compiled kernels where they apply,
+rlfoundry.run.backend) and `rlfoundry-torch` with backend="torch" (PyTorch only); the kernels are
+compiled (a machine's first run) or loaded from numba's cache by one short untimed run first.
 Each run is a fresh subprocess (so neither library warms the other's caches); runs alternate
 rlfoundry / SB3 per seed. The clock covers learn() only; afterwards both models play the same 20
 evaluation episodes (deterministic actions, rlfoundry.evaluate).
@@ -37,6 +40,9 @@ import time
 from fresh_process import run_worker
 from stable_baselines_policy import StableBaselinesPolicy
 
+# "rlfoundry" runs its default backend (compiled kernels where they apply), "rlfoundry-torch" PyTorch only.
+BACKENDS = {"rlfoundry": "auto", "rlfoundry-torch": "torch"}
+LIBRARIES = ["rlfoundry", "rlfoundry-torch", "sb3"]
 ENV_ID = "CartPole-v1"
 EVALUATION_EPISODES = 20
 EVALUATION_SEED = 10_000
@@ -79,11 +85,11 @@ SETTINGS = {
 SCHEDULES = {"ppo": {"learning_rate_schedule": "linear", "clip_range_schedule": "linear"}, "a2c": {}, "trpo": {}}
 
 
-def rlfoundry_model(algorithm: str, seed: int, threads: int = 1):
+def rlfoundry_model(algorithm: str, seed: int, threads: int = 1, backend: str = "auto"):
     import rlfoundry
 
     return rlfoundry.ALGORITHMS[algorithm](
-        ENV_ID, quiet=True, seed=seed, torch_threads=threads, **SETTINGS[algorithm], **SCHEDULES[algorithm]
+        ENV_ID, quiet=True, seed=seed, torch_threads=threads, backend=backend, **SETTINGS[algorithm], **SCHEDULES[algorithm]
     )
 
 
@@ -131,11 +137,14 @@ def run_one(algorithm: str, library: str, seed: int, steps: int, threads: int) -
     """Train one model in this process; return seconds of learn() and the evaluation return."""
     import rlfoundry
 
-    model = (rlfoundry_model if library == "rlfoundry" else stable_baselines_model)(algorithm, seed, threads)
+    if library.startswith("rlfoundry"):
+        model = rlfoundry_model(algorithm, seed, threads, BACKENDS[library])
+    else:
+        model = stable_baselines_model(algorithm, seed, threads)
     start, cpu_start = time.perf_counter(), time.process_time()
     model.learn(steps)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    player = model if library == "rlfoundry" else StableBaselinesPolicy(model, ENV_ID)
+    player = model if library.startswith("rlfoundry") else StableBaselinesPolicy(model, ENV_ID)
     result = rlfoundry.evaluate(player, ENV_ID, n_episodes=EVALUATION_EPISODES, seed=EVALUATION_SEED)
     return {"library": library, "seed": seed, "seconds": seconds, "cpu_seconds": cpu_seconds, "return": result.mean}
 
@@ -160,11 +169,11 @@ def main() -> None:
     parser.add_argument("--algorithm", choices=sorted(SETTINGS), default="ppo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, help="env steps (default: the zoo's budget for the algorithm)")
-    parser.add_argument("--libraries", nargs="+", default=["rlfoundry", "sb3"], choices=["rlfoundry", "sb3"])
+    parser.add_argument("--libraries", nargs="+", default=LIBRARIES, choices=LIBRARIES)
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for both libraries")
     parser.add_argument("--profile", action="store_true", help="cProfile one rlfoundry run instead")
     parser.add_argument("--baseline", metavar="CHECKOUT", help="also run the rlfoundry of another checkout (benchmarks/fresh_process.py)")
-    parser.add_argument("--worker", choices=["rlfoundry", "sb3"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     algorithm, steps = arguments.algorithm, arguments.steps or STEPS[arguments.algorithm]
     if arguments.worker:
@@ -174,6 +183,12 @@ def main() -> None:
         profile(algorithm, steps, 25)
         return
     libraries = arguments.libraries + (["baseline"] if arguments.baseline else [])
+    if "rlfoundry" in libraries:
+        # Compiles the kernels on a machine's first run (numba caches them), outside the timed runs.
+        start = time.perf_counter()
+        run_in_subprocess(algorithm, "rlfoundry", 0, SETTINGS[algorithm]["n_steps"] * SETTINGS[algorithm]["n_envs"],
+                          arguments.torch_threads, None)
+        print(f"compiling or loading the kernels, and one rollout: {time.perf_counter() - start:.1f} s", flush=True)
     results = []
     for seed in arguments.seeds:
         for library in libraries:
@@ -195,7 +210,7 @@ def main() -> None:
             f"{', '.join(format(result['seconds'], '.1f') for result in mine)} | "
             f"{', '.join(format(result['return'], '.0f') for result in mine)} |"
         )
-    for library in ("rlfoundry", "baseline"):
+    for library in ("rlfoundry", "rlfoundry-torch", "baseline"):
         if library in medians and "sb3" in medians:
             wall, cpu = (medians["sb3"][index] / medians[library][index] for index in (0, 1))
             print(f"\n{library} is {wall:.2f}x faster than sb3 in wall-clock, {cpu:.2f}x in CPU time (medians)")
