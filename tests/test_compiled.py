@@ -383,19 +383,21 @@ def test_a_burst_in_one_call_equals_its_steps_one_by_one():
     for in_one_call in (True, False):
         torso, head, manual = mlp(VECTOR, (16, 8), "relu", outputs=4)
         flat = list(torso.parameters())[0].grad._base
-        optimizer = CompiledAdam(torch.optim.Adam(list(torso.parameters()) + list(head.parameters()), lr=1e-2), flat)
-        compiled = CompiledQNetwork(manual, rows=ROWS)
+        optimizer = torch.optim.Adam(list(torso.parameters()) + list(head.parameters()), lr=1e-2)
+        compiled = CompiledQNetwork(manual, ROWS, optimizer, flat)
         if in_one_call:
-            errors.append(compiled.gradient_steps(observations, actions, targets, ROWS, True, optimizer, 0.5))
+            errors.append(compiled.gradient_steps(observations, actions, targets, ROWS, True, 0.5))
         else:
             steps = zip(observations.split(ROWS), actions.split(ROWS), targets.split(ROWS))
-            errors.append(torch.cat([compiled.gradient(*step, True, optimizer, 0.5)[1] for step in steps]))
+            errors.append(torch.cat([compiled.gradient(*step, True, 0.5)[1] for step in steps]))
         parameters.append([parameter.detach().clone() for parameter in list(torso.parameters()) + list(head.parameters())])
     torch.testing.assert_close(errors[0], errors[1], rtol=1e-6, atol=1e-7)
     for ours, theirs in zip(*parameters):
         torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="not a whole number of minibatches of 10"):
-        compiled.gradient_steps(observations, actions, targets, 10, True, optimizer, 0.5)
+        compiled.gradient_steps(observations, actions, targets, 10, True, 0.5)
+    with pytest.raises(ValueError, match="build the CompiledQNetwork with its optimizer"):
+        CompiledQNetwork(manual, ROWS).gradient_steps(observations, actions, targets, ROWS, True, 0.5)
 
 
 # -- the backend option in the algorithms --------------------------------------------------------
@@ -404,6 +406,7 @@ def test_a_burst_in_one_call_equals_its_steps_one_by_one():
 def test_backend_option_picks_the_kernels_where_they_apply():
     assert PPO("CartPole-v1", quiet=True).collector.compiled is not None
     assert PPO("CartPole-v1", quiet=True).compiled_optimizer is not None
+    assert DQN("CartPole-v1", quiet=True, buffer_size=1000).compiled.adam is not None
     assert PPO("CartPole-v1", quiet=True, backend="torch").collector.compiled is None
     assert PPO("CartPole-v1", quiet=True, shared_torso=True).collector.compiled is None  # auto: torch
     rmsprop = A2C("CartPole-v1", quiet=True)
@@ -412,7 +415,7 @@ def test_backend_option_picks_the_kernels_where_they_apply():
     assert DQN("CartPole-v1", quiet=True, buffer_size=1000, backend="torch").compiled is None
     with pytest.raises(ConfigError, match="backend='compiled' does not apply here: .*shared_torso"):
         PPO("CartPole-v1", quiet=True, shared_torso=True, backend="compiled")
-    with pytest.raises(ConfigError, match="backend='compiled' does not apply here: .*elu or gelu"):
+    with pytest.raises(ConfigError, match="backend='compiled' does not apply here: the kernels cover MLPs .*elu or gelu"):
         DQN("CartPole-v1", quiet=True, buffer_size=1000, activation="gelu", backend="compiled")
     with pytest.raises(ConfigError, match="backend='fast' is not allowed"):
         PPO("CartPole-v1", quiet=True, backend="fast")

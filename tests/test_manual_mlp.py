@@ -70,13 +70,13 @@ def test_forward_into_a_kept_workspace_equals_the_module_for_any_rows_up_to_its_
 
 def test_dqn_target_pass_in_blocks_equals_the_target_network_at_once():
     model = DQN("CartPole-v1", seed=0, hidden_sizes=(32, 32))
-    assert model.target_mlp is not None
+    assert model.target_q_values.manual is not None
     with torch.no_grad():
         for parameter in model.target_parameters:
             parameter.normal_()  # a target network unlike the online one
         next_observations = torch.randn(2500, 4, generator=torch.Generator().manual_seed(4))  # 3 blocks, the last partial
         expected = model.target_network(next_observations)
-    assert torch.equal(model._target_q_values(next_observations), expected)
+    assert torch.equal(model.target_q_values(next_observations), expected)
 
 
 def test_networks_it_does_not_cover_keep_autograd():
@@ -134,7 +134,7 @@ def test_dqn_trains_to_the_same_weights_with_and_without_autograd(double_q, loss
     manual = DQN("CartPole-v1", **settings)
     assert manual.manual_mlp is not None
     autograd = DQN("CartPole-v1", **settings)
-    autograd.manual_mlp = autograd.target_mlp = None
+    autograd.manual_mlp = autograd.target_q_values.manual = None
     manual.learn(1200)
     autograd.learn(1200)
     assert manual.gradient_steps_done == autograd.gradient_steps_done > 0

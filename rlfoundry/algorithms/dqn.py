@@ -15,10 +15,9 @@ The loop: act epsilon-greedily in N envs at once and store each step in the repl
 sampled minibatches. The target network only changes between these bursts, so a burst samples all
 its minibatches at once and evaluates Q(s', .; theta^-) for all of them in one forward pass.
 
-For MLPs with ReLU or tanh (vector observations), the online network's forward and backward passes
-are written out (rlfoundry.networks.manual_mlp, with the loss's gradient from
-losses.dqn.q_value_loss_gradient) instead of run by autograd: the same operations, bitwise the same
-gradients, in about half the time of a gradient step (RESULTS.md, "DQN"). The Nature CNN keeps autograd.
+For MLPs with ReLU or tanh the gradient steps skip autograd: by default through numba-compiled
+kernels (networks/compiled_q_network.py, to float32 rounding), with backend="torch" through the
+written-out passes of networks/manual_mlp.py (bitwise autograd's). The Nature CNN keeps autograd.
 """
 
 from __future__ import annotations
@@ -37,16 +36,16 @@ from rlfoundry.data.replay import STORAGES, ReplayBatch, ReplayBuffer, Storage
 from rlfoundry.envs.spaces import observation_batch, require_discrete_actions
 from rlfoundry.envs.vector import EnvSource
 from rlfoundry.losses.continuous import polyak_update
-from rlfoundry.losses.dqn import LOSSES, chosen_action_weights, double_dqn_targets, dqn_targets
-from rlfoundry.losses.dqn import q_value_loss_gradient, td_error_loss, td_errors
+from rlfoundry.losses.dqn import LOSSES, chosen_action_weights, double_dqn_targets, dqn_targets, q_value_loss_gradient
+from rlfoundry.losses.dqn import td_error_loss, td_errors
 from rlfoundry.networks.manual_mlp import ManualMLP, gradient_views
 from rlfoundry.networks.policies import is_image_space
-from rlfoundry.networks.q_networks import QNetwork
+from rlfoundry.networks.q_networks import BlockedQValues, QNetwork
 from rlfoundry.networks.torsos import ACTIVATIONS
-from rlfoundry.run.backend import BACKENDS, use_compiled
+from rlfoundry.run.backend import BACKENDS, compiled_backend
 from rlfoundry.run.checkpoint import NonFiniteError
 from rlfoundry.run.config import require_choice, require_int, require_range
-from rlfoundry.run.device import configure_blas_threads, configure_threads, denormals_flushed, resolve_device
+from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.off_policy import FIXED_WITH_REPLAY, crossings, note_warm_up, require_widths, restore_replay
@@ -57,11 +56,11 @@ from rlfoundry.run.training_env import TrainingEnv
 from rlfoundry.run.evaluation import PeriodicEvaluation
 
 if TYPE_CHECKING:  # numba loads only when a model compiles its kernels
-    from rlfoundry.networks.compiled_mlp import CompiledAdam
     from rlfoundry.networks.compiled_q_network import CompiledQNetwork
 
 TARGET_BLOCK_ROWS = 1024
 """Rows per forward pass of the target network over a burst's next observations."""
+Q_COVERAGE = "MLPs with relu or tanh (not image observations, elu or gelu, or an MLP without hidden layers)"
 
 
 @dataclass(frozen=True)
@@ -190,8 +189,8 @@ class DQN:
         self.target_parameters = list(self.target_network.parameters())
         # None (autograd) for the CNN and for activations without a written-out derivative.
         self.manual_mlp = ManualMLP.of(self.q_network.torso, self.q_network.head)
-        self.target_mlp = ManualMLP.of(self.target_network.torso, self.target_network.head)
-        self.target_workspace = [] if self.target_mlp is None else self.target_mlp.workspace(TARGET_BLOCK_ROWS)
+        # Q(s', .; theta^-) over a whole burst, in blocks that stay in the cache.
+        self.target_q_values = BlockedQValues(self.target_network, TARGET_BLOCK_ROWS)
         # The written-out gradients as views of one tensor: clipping measures and scales it in one operation.
         self.flat_gradient = None if self.manual_mlp is None else gradient_views(self.online_parameters)
         # fused: one kernel for the whole update instead of a handful per parameter tensor.
@@ -199,15 +198,11 @@ class DQN:
         # Where they apply (and backend allows), numba-compiled kernels take the gradient steps and
         # the greedy actions on the same parameters (networks/compiled_q_network.py).
         self.compiled: CompiledQNetwork | None = None
-        self.compiled_optimizer: CompiledAdam | None = None
-        if use_compiled(config.backend, self._compiled_obstacle()):
-            from rlfoundry.networks.compiled_mlp import CompiledAdam
+        if compiled_backend(config.backend, self.device, self.manual_mlp is not None, Q_COVERAGE, config.torch_threads):
             from rlfoundry.networks.compiled_q_network import CompiledQNetwork
 
-            assert self.manual_mlp is not None and self.flat_gradient is not None  # else an obstacle
-            self.compiled = CompiledQNetwork(self.manual_mlp, config.batch_size)
-            self.compiled_optimizer = CompiledAdam(self.optimizer, self.flat_gradient)
-            configure_blas_threads(config.torch_threads)
+            assert self.manual_mlp is not None  # covered
+            self.compiled = CompiledQNetwork(self.manual_mlp, config.batch_size, self.optimizer, self.flat_gradient)
         # A loaded buffer keeps its saved layout, whatever env a load passes; "auto" picks frame stacks
         # only where make_env stacked ALE frames, and stores other images (RGB channels, say) whole.
         storage = saved_storage or config.replay_storage
@@ -220,14 +215,6 @@ class DQN:
         self.steps = 0
         self.gradient_steps_done = 0
         self.target_updates = 0
-
-    def _compiled_obstacle(self) -> str | None:
-        """What keeps the Q-network from the compiled kernels, or None."""
-        if self.device.type != "cpu":
-            return f"they run on the CPU and the network is on {self.device}"
-        if self.manual_mlp is None:
-            return "they cover MLPs with relu or tanh (not image observations, elu or gelu, or an MLP without hidden layers)"
-        return None
 
     @property
     def env_id(self) -> str | None:
@@ -330,17 +317,23 @@ class DQN:
         config = self.config
         size = config.batch_size
         batch = self.replay.sample(size * gradient_steps, self.rng).to_tensors(self.device)
-        next_q_values_target = self._target_q_values(batch.next_observations)
+        next_q_values_target = self.target_q_values(batch.next_observations)
         action_index = batch.actions.long().unsqueeze(-1)
-        if self.compiled is not None and self.compiled_optimizer is not None and not config.double_q:
-            # The burst's targets are all known: its gradient steps in one compiled call.
-            targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
-            errors = self.compiled.gradient_steps(
-                batch.observations, action_index, targets, size, config.loss == "huber", self.compiled_optimizer,
-                config.max_grad_norm,
-            )
+        if config.double_q:
+            step_targets = self._double_dqn_targets(batch, next_q_values_target, size)
         else:
-            errors = self._gradient_steps(batch, action_index, next_q_values_target)
+            targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
+            step_targets = iter(targets.unsqueeze(-1).split(size))
+        if self.compiled is not None and not config.double_q:
+            # The burst's targets are all known: its gradient steps in one compiled call.
+            huber = config.loss == "huber"
+            errors = self.compiled.gradient_steps(batch.observations, action_index, targets, size, huber, config.max_grad_norm)
+        else:
+            # Whatever a step needs per sample is prepared for the whole burst at once and split into
+            # the steps' views in one call per tensor; the steps' TD errors are stacked once.
+            weights = repeat(None) if self.compiled is not None else chosen_action_weights(action_index, self.n_actions, size).split(size)
+            minibatches = zip(batch.observations.split(size), action_index.split(size), weights, step_targets)
+            errors = torch.stack([self._gradient_step(*minibatch) for minibatch in minibatches])
         self.gradient_steps_done += gradient_steps
         mean_loss = float(td_error_loss(errors, config.loss))
         if not math.isfinite(mean_loss):
@@ -350,33 +343,6 @@ class DQN:
             )
         monitor.record("train/loss", mean_loss)
         monitor.record("train/epsilon", self.epsilon())
-
-    def _gradient_steps(self, batch: ReplayBatch, action_index: torch.Tensor, next_q_values_target: torch.Tensor) -> torch.Tensor:
-        """A burst's gradient steps one minibatch at a time; returns their TD errors [steps, B, 1]."""
-        config = self.config
-        size = config.batch_size
-        # Whatever a step needs per sample is prepared for the whole burst at once and split into
-        # the steps' views in one call per tensor; the steps' TD errors are stacked once, and the
-        # burst's loss is logged from them.
-        weights = repeat(None) if self.compiled is not None else chosen_action_weights(action_index, self.n_actions, size).split(size)
-        if config.double_q:
-            targets = self._double_dqn_targets(batch, next_q_values_target, size)
-        else:
-            all_targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
-            targets = all_targets.unsqueeze(-1).split(size)
-        minibatches = zip(batch.observations.split(size), action_index.split(size), weights, targets)
-        return torch.stack([self._gradient_step(*minibatch) for minibatch in minibatches])
-
-    @torch.no_grad()
-    def _target_q_values(self, next_observations: torch.Tensor) -> torch.Tensor:
-        """Q(s', .; theta^-) [N, A] for a burst's next observations, in blocks of TARGET_BLOCK_ROWS
-        rows: one pass over a whole burst (8,192 rows on CartPole) works on activations larger than
-        the cache and took 1.4x as long (RESULTS.md, DQN). The written-out MLP reuses one workspace
-        for every block instead of allocating fresh activations (about 1,850 page faults a burst)."""
-        blocks = next_observations.split(TARGET_BLOCK_ROWS)
-        if self.target_mlp is None:
-            return torch.cat([self.target_network(rows) for rows in blocks])
-        return torch.cat([self.target_mlp.forward(rows, self.target_workspace)[-1] for rows in blocks])
 
     def _double_dqn_targets(self, batch: ReplayBatch, next_q_values_target: torch.Tensor,
                             size: int) -> Iterator[torch.Tensor]:
@@ -396,10 +362,7 @@ class DQN:
         config = self.config
         if self.compiled is not None:
             # The gradient, the clipping and Adam's step in one compiled call.
-            _, errors = self.compiled.gradient(
-                observations, action_index, targets, config.loss == "huber", self.compiled_optimizer, config.max_grad_norm
-            )
-            return errors
+            return self.compiled.gradient(observations, action_index, targets, config.loss == "huber", config.max_grad_norm)[1]
         if self.manual_mlp is None:
             errors = td_errors(self.q_network(observations), action_index, targets)
             clear_gradients(self.optimizer)

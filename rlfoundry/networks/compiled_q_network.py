@@ -82,10 +82,13 @@ def greedy_actions(observations, weights, biases, hidden, outputs, actions, tanh
 
 
 class CompiledQNetwork:
-    """The online Q-network of DQN as a CompiledMLP, with the buffers of its passes."""
+    """The online Q-network of DQN as a CompiledMLP, with the buffers of its passes and, given the
+    torch optimizer (an Adam) and the flat gradient its .grad are views of, its compiled Adam step."""
 
-    def __init__(self, manual: ManualMLP, rows: int):
+    def __init__(self, manual: ManualMLP, rows: int, optimizer: torch.optim.Optimizer | None = None,
+                 flat_gradient: torch.Tensor | None = None):
         self.network = CompiledMLP(manual, rows)
+        self.adam = None if optimizer is None or flat_gradient is None else CompiledAdam(optimizer, flat_gradient)
         self.n_actions = len(manual.weights[-1])
         self.rows = 0
         self.reserve(rows)
@@ -98,10 +101,10 @@ class CompiledQNetwork:
             self.output_gradient = np.zeros((rows, self.n_actions), FLOAT)
 
     def gradient(self, observations: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor, huber: bool,
-                 optimizer: CompiledAdam | None = None, max_grad_norm: float | None = None) -> tuple[float, torch.Tensor]:
+                 max_grad_norm: float | None = None) -> tuple[float, torch.Tensor]:
         """Write the minibatch loss's gradient into .grad; return (L, the TD errors [B, 1]).
         observations [B, *obs], actions [B] or [B, 1] integers, targets [B] or [B, 1]. With an
-        optimizer, the same call then clips the gradient to max_grad_norm and takes its step."""
+        optimizer, the same call then clips the gradient to max_grad_norm and takes its Adam step."""
         rows = len(observations)
         self.reserve(rows)
         errors = np.empty((rows, 1), FLOAT)
@@ -110,17 +113,19 @@ class CompiledQNetwork:
             targets.reshape(-1).numpy(), huber, self.network.arrays(), self.outputs, self.output_gradient, errors[:, 0],
             self.network.tanh,
         )
-        if optimizer is None:
+        if self.adam is None:
             loss = q_gradient(*arguments)
         else:
-            loss = q_gradient_step(*arguments, optimizer.kernel_arguments(max_grad_norm))
+            loss = q_gradient_step(*arguments, self.adam.kernel_arguments(max_grad_norm))
         return loss, torch.from_numpy(errors)
 
     def gradient_steps(self, observations: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor, batch_size: int,
-                       huber: bool, optimizer: CompiledAdam, max_grad_norm: float | None) -> torch.Tensor:
+                       huber: bool, max_grad_norm: float | None) -> torch.Tensor:
         """Adam steps (clipped to max_grad_norm) on the consecutive minibatches of batch_size rows of
         a burst, in order, each on the loss of its rows against their targets; returns the TD errors
         [N, 1] of each row before its step. observations [N, *obs], actions and targets [N] or [N, 1]."""
+        if self.adam is None:
+            raise ValueError("gradient_steps takes Adam steps: build the CompiledQNetwork with its optimizer")
         rows = len(observations)
         if rows % batch_size:
             raise ValueError(f"a burst of {rows} rows is not a whole number of minibatches of {batch_size}")
@@ -129,7 +134,7 @@ class CompiledQNetwork:
         q_gradient_steps(
             self.network.inputs(observations), actions.reshape(-1).numpy().astype(np.int64, copy=False),
             targets.reshape(-1).numpy(), batch_size, huber, self.network.arrays(), self.outputs, self.output_gradient,
-            errors[:, 0], self.network.tanh, optimizer.kernel_arguments(max_grad_norm),
+            errors[:, 0], self.network.tanh, self.adam.kernel_arguments(max_grad_norm),
         )
         return torch.from_numpy(errors)
 

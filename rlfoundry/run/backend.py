@@ -12,18 +12,29 @@ started with. The algorithms' docs pages list what each covers.
 
 from __future__ import annotations
 
+import torch
+
 from rlfoundry.run.config import ConfigError
+from rlfoundry.run.device import configure_blas_threads
 
 BACKENDS = ("auto", "compiled", "torch")
 
 
-def use_compiled(backend: str, obstacle: str | None) -> bool:
+def compiled_backend(backend: str, device: torch.device, covered: bool, coverage: str, threads: int | None) -> bool:
     """Whether a model builds its compiled kernels: never for 'torch'; for 'auto' and 'compiled'
-    where nothing stands in their way (obstacle None), which 'compiled' requires."""
+    when its network is on the CPU and `covered` (the kernels handle it), which 'compiled' requires
+    (a ConfigError says which and names `coverage`, what the kernels handle). When the answer is
+    yes, the BLAS the kernels call gets `threads` threads (run.device.configure_blas_threads)."""
     if backend == "torch":
         return False
-    if obstacle is None:
-        return True
-    if backend == "compiled":
-        raise ConfigError(f"backend='compiled' does not apply here: {obstacle}; use backend='auto' or 'torch'")
-    return False
+    obstacle = None
+    if device.type != "cpu":
+        obstacle = f"the kernels run on the CPU and the network is on {device}"
+    elif not covered:
+        obstacle = f"the kernels cover {coverage}"
+    if obstacle is not None:
+        if backend == "compiled":
+            raise ConfigError(f"backend='compiled' does not apply here: {obstacle}; use backend='auto' or 'torch'")
+        return False
+    configure_blas_threads(threads)
+    return True

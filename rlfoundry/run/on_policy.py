@@ -32,10 +32,10 @@ from rlfoundry.networks.manual_actor_critic import ManualActorCritic
 from rlfoundry.networks.policies import ActorCritic, Distribution, env_actions, is_image_space, observation_tensor, predict_actions
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.returns import generalized_advantages
-from rlfoundry.run.backend import BACKENDS, use_compiled
+from rlfoundry.run.backend import BACKENDS, compiled_backend
 from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
-from rlfoundry.run.device import configure_blas_threads, configure_threads, resolve_device
+from rlfoundry.run.device import configure_threads, resolve_device
 from rlfoundry.run.lifecycle import restore_torch, restore_torch_generator, save_model
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.normalization import Normalization
@@ -50,6 +50,10 @@ if TYPE_CHECKING:  # numba loads only when a model compiles its kernels
 
 Schedule = Literal["constant", "linear"]
 NORMALIZATION = "normalization"  # the checkpoint arrays' prefix
+ACTOR_CRITIC_COVERAGE = (
+    "separate policy and value MLPs with relu or tanh and Discrete or Box actions (not shared_torso, image "
+    "observations, elu or gelu, MultiDiscrete actions or an MLP without hidden layers)"
+)
 
 
 @dataclass(frozen=True)
@@ -229,12 +233,11 @@ class RolloutCollector:
         # Where they apply (and backend allows), numba-compiled kernels act and take the gradient
         # steps on the same parameters (networks/compiled_actor_critic.py); else manual or autograd.
         self.compiled: CompiledActorCritic | None = None
-        if use_compiled(config.backend, self._compiled_obstacle()):
+        if compiled_backend(config.backend, self.device, self.manual is not None, ACTOR_CRITIC_COVERAGE, config.torch_threads):
             from rlfoundry.networks.compiled_actor_critic import CompiledActorCritic
 
-            assert self.manual is not None  # _compiled_obstacle names its absence
+            assert self.manual is not None  # covered
             self.compiled = CompiledActorCritic(self.manual, config.n_envs)
-            configure_blas_threads(config.torch_threads)
         self.rollout = RolloutBuffer(config.n_steps, config.n_envs, self.observation_space, self.action_space)
         self.normalization = None
         if config.normalize_observations or config.normalize_rewards:
@@ -242,17 +245,6 @@ class RolloutCollector:
                 self.observation_space, config.n_envs, config.gamma, config.normalize_observations, config.normalize_rewards
             )
         self.steps = 0
-
-    def _compiled_obstacle(self) -> str | None:
-        """What keeps this network from the compiled kernels, or None."""
-        if self.device.type != "cpu":
-            return f"they run on the CPU and the network is on {self.device}"
-        if self.manual is None:
-            return (
-                "they cover separate policy and value MLPs with relu or tanh and Discrete or Box actions (not "
-                "shared_torso, image observations, elu or gelu, MultiDiscrete actions or an MLP without hidden layers)"
-            )
-        return None
 
     def compiled_optimizer(self, optimizer: torch.optim.Optimizer) -> "CompiledAdam | None":
         """The compiled Adam step for the optimiser of the compiled networks; None where the
