@@ -7,6 +7,9 @@ through three layers), the row functions, which are float64 scalar code, with th
 float32 precision."""
 
 import copy
+import os
+import subprocess
+import sys
 import math
 
 import numpy as np
@@ -458,3 +461,22 @@ def test_the_kernels_blas_takes_the_configured_thread_count():
     assert blas_threads() == {2}
     DQN("CartPole-v1", quiet=True, buffer_size=1000)
     assert blas_threads() == {1}
+
+
+def test_the_kernels_compile_where_numba_has_no_writable_cache_directory():
+    """A read-only install with a read-only home leaves numba no cache directory (numba's
+    IPythonCacheLocator alone finds none for a file); the kernels then compile in each process
+    instead of failing to import, which made backend='auto' raise."""
+    program = (
+        "import numpy as np\n"
+        "import rlfoundry.networks.compiled_actor_critic, rlfoundry.networks.compiled_q_network\n"
+        "from rlfoundry.networks.compiled_mlp import tanh32_array\n"
+        "out = np.empty(1, np.float32)\n"
+        "tanh32_array(np.zeros(1, np.float32), out)\n"
+        "print(out[0])\n"
+    )
+    environment = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "IPythonCacheLocator"}
+    environment.pop("NUMBA_CACHE_DIR", None)
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0.0"

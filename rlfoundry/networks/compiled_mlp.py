@@ -17,8 +17,9 @@ reassociated, so results agree with torch's to rounding (tests/test_compiled_mlp
 about 1e-6 relative), not bitwise. tanh is `tanh32`, a rational approximation that vectorises
 (numba's libm tanhf takes 11 ns a float against 0.3 ns), within 4.4 ulp of the exact float64 value.
 The fastmath flags leave out "nnan" and "ninf": the compiler may not assume finite values, so a NaN
-still reaches the algorithms' checks. Compiled code is cached beside this file (numba's cache=True),
-so only the first run on a machine compiles (5 to 10 s).
+still reaches the algorithms' checks. Compiled code is cached beside this file (numba's cache=True;
+in the user's cache directory where this one is read-only), so only the first run on a machine
+compiles (5 to 10 s); with no writable cache directory every process compiles (`compiler`).
 """
 
 from __future__ import annotations
@@ -35,9 +36,26 @@ from rlfoundry.run.optimizer_step import _step_counters
 
 FLOAT = np.float32
 FAST_MATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+
+
+def compiler(**options: Any) -> Any:
+    """numba.njit(**options) with the compiled code cached on disk where numba finds a writable
+    directory for it (beside the source, else the user's cache); where it finds none (a read-only
+    install and home) numba's cache=True raises at decoration, so the kernels compile in each
+    process instead."""
+
+    def decorate(function: Any) -> Any:
+        try:
+            return numba.njit(cache=True, **options)(function)
+        except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+            return numba.njit(**options)(function)
+
+    return decorate
+
+
 # error_model="numpy": a division by zero gives inf or NaN instead of raising, and loops vectorise.
-kernel = numba.njit(cache=True, fastmath=FAST_MATH, error_model="numpy")
-inline_kernel = numba.njit(cache=True, fastmath=FAST_MATH, error_model="numpy", inline="always")
+kernel = compiler(fastmath=FAST_MATH, error_model="numpy")
+inline_kernel = compiler(fastmath=FAST_MATH, error_model="numpy", inline="always")
 
 
 @inline_kernel
