@@ -480,3 +480,17 @@ def test_the_kernels_compile_where_numba_has_no_writable_cache_directory():
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=environment, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0.0"
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_a2c_trains_on_after_zero_grad_replaced_the_gradient_views(optimizer):
+    """network.zero_grad() sets every .grad to None; the kernels write into the views it dropped, so
+    RMSprop, which steps on .grad, stopped moving the parameters without a word. The views are put
+    back: training is the same as without the call."""
+    config = {"n_envs": 2, "n_steps": 5, "optimizer": optimizer}
+    straight = A2C("CartPole-v1", quiet=True, backend="compiled", **config).learn(40)
+    cleared = A2C("CartPole-v1", quiet=True, backend="compiled", **config).learn(20)
+    cleared.network.zero_grad()
+    cleared.learn(20)
+    for ours, theirs in zip(cleared.network.parameters(), straight.network.parameters()):
+        assert torch.equal(ours, theirs)

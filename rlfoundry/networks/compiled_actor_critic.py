@@ -215,6 +215,10 @@ class CompiledActorCritic:
             self.log_std = self.log_std_gradient = np.zeros(0, FLOAT)
         else:
             self.log_std, self.log_std_gradient = as_array(manual.log_std), as_array(gradient_of(manual.log_std))
+        # Each parameter with the .grad view the kernels write into (gradient's reattach).
+        parameters = (*manual.policy.weights, *manual.policy.biases, *manual.value.weights, *manual.value.biases)
+        parameters += () if manual.log_std is None else (manual.log_std,)
+        self.gradient_views = tuple((parameter, gradient_of(parameter)) for parameter in parameters)
         self.no_discrete_actions = np.zeros(0, np.int64)
         self.no_continuous_actions = np.zeros((0, self.outputs_width), FLOAT)
         self.rows = 0
@@ -237,7 +241,13 @@ class CompiledActorCritic:
         """Write into .grad the gradient of the minibatch's loss (module docstring): PPO's clipped
         surrogate (clipped=True, at clip_range) or the policy gradient (False), value_clip_range as
         losses.policy_gradient.value_loss, the advantages normalised first when `normalize`. With
-        kl_limit, a minibatch whose approximate KL exceeds it gets no gradient (skipped)."""
+        kl_limit, a minibatch whose approximate KL exceeds it gets no gradient (skipped). A .grad that
+        is no longer the view the kernels write into (zero_grad() made it None) becomes it again."""
+        for parameter, view in self.gradient_views:
+            if parameter.grad is not view:
+                # zero_grad() or user code replaced it: an optimiser stepping on .grad (RMSprop) would
+                # not see what the kernels write.
+                parameter.grad = view
         rows = len(minibatch)
         self.reserve(rows)
         inputs = self.policy.inputs(minibatch.observations)
