@@ -42,7 +42,7 @@ from rlfoundry.networks.manual_mlp import ManualMLP, gradient_views
 from rlfoundry.networks.policies import is_image_space
 from rlfoundry.networks.q_networks import BlockedQValues, QNetwork
 from rlfoundry.networks.torsos import ACTIVATIONS
-from rlfoundry.run.backend import BACKENDS, compiled_backend
+from rlfoundry.run.backend import BACKENDS, compiled_backend, mlp_obstacle
 from rlfoundry.run.checkpoint import NonFiniteError
 from rlfoundry.run.config import require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
@@ -60,7 +60,6 @@ if TYPE_CHECKING:  # numba loads only when a model compiles its kernels
 
 TARGET_BLOCK_ROWS = 1024
 """Rows per forward pass of the target network over a burst's next observations."""
-Q_COVERAGE = "MLPs with relu or tanh (not image observations, elu or gelu, or an MLP without hidden layers)"
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,8 @@ class DQN:
         # Where they apply (and backend allows), numba-compiled kernels take the gradient steps and
         # the greedy actions on the same parameters (networks/compiled_q_network.py).
         self.compiled: CompiledQNetwork | None = None
-        if compiled_backend(config.backend, self.device, self.manual_mlp is not None, Q_COVERAGE, config.torch_threads):
+        uncovered = None if self.manual_mlp is not None else mlp_obstacle(uses_images, config.activation, config.hidden_sizes)
+        if compiled_backend(config.backend, self.device, uncovered, config.torch_threads):
             from rlfoundry.networks.compiled_q_network import CompiledQNetwork
 
             assert self.manual_mlp is not None  # covered

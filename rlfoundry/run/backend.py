@@ -20,21 +20,29 @@ from rlfoundry.run.device import configure_blas_threads
 BACKENDS = ("auto", "compiled", "torch")
 
 
-def compiled_backend(backend: str, device: torch.device, covered: bool, coverage: str, threads: int | None) -> bool:
+def compiled_backend(backend: str, device: torch.device, uncovered: str | None, threads: int | None) -> bool:
     """Whether a model builds its compiled kernels: never for 'torch'; for 'auto' and 'compiled'
-    when its network is on the CPU and `covered` (the kernels handle it), which 'compiled' requires
-    (a ConfigError says which and names `coverage`, what the kernels handle). When the answer is
-    yes, the BLAS the kernels call gets `threads` threads (run.device.configure_blas_threads)."""
+    when its network is on the CPU and the kernels cover it (`uncovered` None; else the setting in
+    their way), which 'compiled' requires (a ConfigError names what stands in the way). When the
+    answer is yes, the BLAS the kernels call gets `threads` threads (run.device.configure_blas_threads)."""
     if backend == "torch":
         return False
-    obstacle = None
-    if device.type != "cpu":
-        obstacle = f"the kernels run on the CPU and the network is on {device}"
-    elif not covered:
-        obstacle = f"the kernels cover {coverage}"
+    obstacle = f"the kernels run on the CPU and the network is on {device}" if device.type != "cpu" else uncovered
     if obstacle is not None:
         if backend == "compiled":
             raise ConfigError(f"backend='compiled' does not apply here: {obstacle}; use backend='auto' or 'torch'")
         return False
     configure_blas_threads(threads)
     return True
+
+
+def mlp_obstacle(image_observations: bool, activation: str, hidden_sizes: tuple[int, ...]) -> str:
+    """Which setting keeps a network that the written-out MLP passes do not cover (ManualMLP.of gave
+    None) from the kernels, named for compiled_backend's error."""
+    if image_observations:
+        return "image observations (the kernels cover MLPs, not the CNN)"
+    if activation not in ("relu", "tanh"):
+        return f"activation={activation!r} (the kernels cover relu and tanh)"
+    if not hidden_sizes:
+        return "hidden_sizes=() (the kernels cover MLPs with hidden layers)"
+    return "a network the kernels do not cover (they cover MLPs with relu or tanh)"

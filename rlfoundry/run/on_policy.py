@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from gymnasium import spaces
 
 from rlfoundry.data.rollout import RolloutBatch, RolloutBuffer
 from rlfoundry.envs.vector import VectorStep
@@ -32,7 +33,7 @@ from rlfoundry.networks.manual_actor_critic import ManualActorCritic
 from rlfoundry.networks.policies import ActorCritic, Distribution, env_actions, is_image_space, observation_tensor, predict_actions
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.returns import generalized_advantages
-from rlfoundry.run.backend import BACKENDS, compiled_backend
+from rlfoundry.run.backend import BACKENDS, compiled_backend, mlp_obstacle
 from rlfoundry.run.checkpoint import Checkpoint, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
 from rlfoundry.run.device import configure_threads, resolve_device
@@ -50,10 +51,6 @@ if TYPE_CHECKING:  # numba loads only when a model compiles its kernels
 
 Schedule = Literal["constant", "linear"]
 NORMALIZATION = "normalization"  # the checkpoint arrays' prefix
-ACTOR_CRITIC_COVERAGE = (
-    "separate policy and value MLPs with relu or tanh and Discrete or Box actions (not shared_torso, image "
-    "observations, elu or gelu, MultiDiscrete actions or an MLP without hidden layers)"
-)
 
 
 @dataclass(frozen=True)
@@ -233,7 +230,8 @@ class RolloutCollector:
         # Where they apply (and backend allows), numba-compiled kernels act and take the gradient
         # steps on the same parameters (networks/compiled_actor_critic.py); else manual or autograd.
         self.compiled: CompiledActorCritic | None = None
-        if compiled_backend(config.backend, self.device, self.manual is not None, ACTOR_CRITIC_COVERAGE, config.torch_threads):
+        uncovered = None if self.manual is not None else self._uncovered_setting()
+        if compiled_backend(config.backend, self.device, uncovered, config.torch_threads):
             from rlfoundry.networks.compiled_actor_critic import CompiledActorCritic
 
             assert self.manual is not None  # covered
@@ -245,6 +243,15 @@ class RolloutCollector:
                 self.observation_space, config.n_envs, config.gamma, config.normalize_observations, config.normalize_rewards
             )
         self.steps = 0
+
+    def _uncovered_setting(self) -> str:
+        """The setting that keeps a network without written-out passes (manual None) from the kernels."""
+        config = self.config
+        if config.shared_torso:
+            return "shared_torso=True (the kernels cover separate policy and value networks)"
+        if not isinstance(self.action_space, (spaces.Discrete, spaces.Box)):
+            return f"{type(self.action_space).__name__} actions (the kernels cover Discrete and Box actions)"
+        return mlp_obstacle(is_image_space(self.observation_space), config.activation, config.hidden_sizes)
 
     def compiled_optimizer(self, optimizer: torch.optim.Optimizer) -> "CompiledAdam | None":
         """The compiled Adam step for the optimiser of the compiled networks; None where the
