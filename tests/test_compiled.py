@@ -526,3 +526,18 @@ def test_backend_compiled_names_the_one_thing_in_its_way(make, obstacle):
     with pytest.raises(ConfigError, match=f"does not apply here: {obstacle} ") as error:
         make()
     assert "not shared_torso, image observations" not in str(error.value)
+
+
+def test_ppo_trains_on_after_vector_to_parameters_gave_the_parameters_new_memory():
+    """torch.nn.utils.vector_to_parameters sets param.data: the kernels kept acting with, and
+    training, the memory the network no longer reads, so its parameters stopped changing without a
+    word. The parameters get the kernels' memory back, with the values written: training is the
+    same as without the call."""
+    config = {"n_envs": 2, "n_steps": 32, "batch_size": 16, "n_epochs": 2}
+    straight = PPO("CartPole-v1", quiet=True, backend="compiled", **config).learn(128)
+    rewritten = PPO("CartPole-v1", quiet=True, backend="compiled", **config).learn(64)
+    parameters = list(rewritten.network.parameters())
+    torch.nn.utils.vector_to_parameters(torch.nn.utils.parameters_to_vector(parameters).detach().clone(), parameters)
+    rewritten.learn(64)
+    for ours, theirs in zip(rewritten.network.parameters(), straight.network.parameters()):
+        assert torch.equal(ours, theirs)

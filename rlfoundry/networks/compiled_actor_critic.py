@@ -215,10 +215,10 @@ class CompiledActorCritic:
             self.log_std = self.log_std_gradient = np.zeros(0, FLOAT)
         else:
             self.log_std, self.log_std_gradient = as_array(manual.log_std), as_array(gradient_of(manual.log_std))
-        # Each parameter with the .grad view the kernels write into (gradient's reattach).
+        # Each parameter with the memory the kernels read and write and its .grad view (reattach).
         parameters = (*manual.policy.weights, *manual.policy.biases, *manual.value.weights, *manual.value.biases)
         parameters += () if manual.log_std is None else (manual.log_std,)
-        self.gradient_views = tuple((parameter, gradient_of(parameter)) for parameter in parameters)
+        self.storage = tuple((parameter, parameter.data, gradient_of(parameter)) for parameter in parameters)
         self.no_discrete_actions = np.zeros(0, np.int64)
         self.no_continuous_actions = np.zeros((0, self.outputs_width), FLOAT)
         self.rows = 0
@@ -241,13 +241,8 @@ class CompiledActorCritic:
         """Write into .grad the gradient of the minibatch's loss (module docstring): PPO's clipped
         surrogate (clipped=True, at clip_range) or the policy gradient (False), value_clip_range as
         losses.policy_gradient.value_loss, the advantages normalised first when `normalize`. With
-        kl_limit, a minibatch whose approximate KL exceeds it gets no gradient (skipped). A .grad that
-        is no longer the view the kernels write into (zero_grad() made it None) becomes it again."""
-        for parameter, view in self.gradient_views:
-            if parameter.grad is not view:
-                # zero_grad() or user code replaced it: an optimiser stepping on .grad (RMSprop) would
-                # not see what the kernels write.
-                parameter.grad = view
+        kl_limit, a minibatch whose approximate KL exceeds it gets no gradient (skipped)."""
+        self.reattach()
         rows = len(minibatch)
         self.reserve(rows)
         inputs = self.policy.inputs(minibatch.observations)
@@ -263,6 +258,18 @@ class CompiledActorCritic:
             self.value.arrays(), self.log_std, self.log_std_gradient, self.gaussian, self.policy.tanh, self.buffers,
         )
         return CompiledStep(*result)
+
+    def reattach(self) -> None:
+        """Give each parameter back, with its values, the memory the kernels work on and the .grad view
+        they write into, where something replaced them: `param.data = ...` (as
+        torch.nn.utils.vector_to_parameters does) left the kernels training memory the network no
+        longer reads; zero_grad() left an optimiser stepping on .grad (RMSprop) without a gradient."""
+        for parameter, data, view in self.storage:
+            if parameter.data_ptr() != data.data_ptr():
+                data.copy_(parameter.detach())
+                parameter.data = data
+            if parameter.grad is not view:
+                parameter.grad = view
 
     def act(self, observations: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(a_t ~ pi(.|s_t), log pi(a_t|s_t) float32 [N]) for the network inputs [N, *obs], drawing the

@@ -317,6 +317,8 @@ class RolloutCollector:
         monitor sees the raw episode returns."""
         rollout, training_env = self.rollout, self.training_env
         rollout.reset()
+        if self.compiled is not None:
+            self.compiled.reattach()
         inputs = self._start()
         n_envs = self.config.n_envs
         with torch.inference_mode():
