@@ -7,11 +7,14 @@ through three layers), the row functions, which are float64 scalar code, with th
 float32 precision."""
 
 import copy
-import gymnasium
+import math
 import os
+import shutil
 import subprocess
 import sys
-import math
+from pathlib import Path
+
+import gymnasium
 
 import numpy as np
 import pytest
@@ -483,6 +486,43 @@ def test_the_kernels_compile_where_numba_has_no_writable_cache_directory():
     assert result.stdout.strip() == "0.0"
 
 
+def test_an_edit_to_a_loss_row_recompiles_the_kernels_that_inline_it(tmp_path):
+    """numba stamps a function's cache with its own file alone, so an edited row function in losses/
+    left the cached kernels of networks/ that inline it running the old code (and their tests
+    passing on it); the kernels' cache is stamped with every kernel source instead. A copy of the
+    package, its DQN gradient kernel run, cached, and run again after squared loss's row triples."""
+    package = tmp_path / "rlfoundry"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "rlfoundry", package, ignore=shutil.ignore_patterns("__pycache__"))
+    program = (
+        "import torch\n"
+        "from gymnasium import spaces\n"
+        "from torch import nn\n"
+        "from rlfoundry.networks.compiled_q_network import CompiledQNetwork\n"
+        "from rlfoundry.networks.manual_mlp import ManualMLP, gradient_views\n"
+        "from rlfoundry.networks.policies import make_torso\n"
+        "torch.manual_seed(0)\n"
+        "torso, head = make_torso(spaces.Box(-1, 1, (3,)), (8,), 'relu'), nn.Linear(8, 2)\n"
+        "gradient_views(list(torso.parameters()) + list(head.parameters()))\n"
+        "network = CompiledQNetwork(ManualMLP.of(torso, head), 4)\n"
+        "print(network.gradient(torch.ones(4, 3), torch.zeros(4, 1, dtype=torch.int64), torch.full((4, 1), 2.0), False)[0])\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    environment.pop("NUMBA_CACHE_DIR", None)
+
+    def loss() -> float:
+        result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=environment,
+                                cwd=tmp_path, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return float(result.stdout)
+
+    first = loss()
+    assert list((package / "networks" / "__pycache__").glob("compiled_q_network.q_gradient-*.nbi"))  # cached
+    assert loss() == first
+    rows = package / "losses" / "dqn.py"
+    rows.write_text(rows.read_text().replace("return error * error, 2.0 * error", "return 3.0 * error * error, 2.0 * error"))
+    assert loss() == pytest.approx(3.0 * first)
+
+
 @pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
 def test_a2c_trains_on_after_zero_grad_replaced_the_gradient_views(optimizer):
     """network.zero_grad() sets every .grad to None; the kernels write into the views it dropped, so
@@ -540,4 +580,17 @@ def test_ppo_trains_on_after_vector_to_parameters_gave_the_parameters_new_memory
     torch.nn.utils.vector_to_parameters(torch.nn.utils.parameters_to_vector(parameters).detach().clone(), parameters)
     rewritten.learn(64)
     for ours, theirs in zip(rewritten.network.parameters(), straight.network.parameters()):
+        assert torch.equal(ours, theirs)
+
+
+def test_dqn_trains_on_after_vector_to_parameters_gave_the_parameters_new_memory():
+    """As for PPO above: the greedy actions and the gradient steps must follow the network's memory."""
+    config = {"buffer_size": 1000, "learning_starts": 50, "batch_size": 16, "train_freq": 4, "hidden_sizes": (16, 16)}
+    straight = DQN("CartPole-v1", quiet=True, backend="compiled", **config).learn(300)
+    rewritten = DQN("CartPole-v1", quiet=True, backend="compiled", **config).learn(150)
+    parameters = list(rewritten.q_network.parameters())
+    torch.nn.utils.vector_to_parameters(torch.nn.utils.parameters_to_vector(parameters).detach().clone(), parameters)
+    rewritten.q_network.zero_grad()
+    rewritten.learn(150)
+    for ours, theirs in zip(rewritten.q_network.parameters(), straight.q_network.parameters()):
         assert torch.equal(ours, theirs)

@@ -29,8 +29,8 @@ import torch
 
 from rlfoundry.data.rollout import RolloutBatch
 from rlfoundry.losses import policy_gradient
-from rlfoundry.networks.compiled_mlp import FLOAT, CompiledMLP, as_array, gradient_of, inline_kernel, kernel, mlp_backward
-from rlfoundry.networks.compiled_mlp import mlp_forward
+from rlfoundry.networks.compiled_mlp import FLOAT, CompiledMLP, KernelMemory, as_array, gradient_of, inline_kernel, kernel
+from rlfoundry.networks.compiled_mlp import mlp_backward, mlp_forward
 from rlfoundry.networks.manual_actor_critic import ManualActorCritic
 from rlfoundry.networks.policies import LOG_SQRT_2PI
 
@@ -215,10 +215,8 @@ class CompiledActorCritic:
             self.log_std = self.log_std_gradient = np.zeros(0, FLOAT)
         else:
             self.log_std, self.log_std_gradient = as_array(manual.log_std), as_array(gradient_of(manual.log_std))
-        # Each parameter with the memory the kernels read and write and its .grad view (reattach).
         parameters = (*manual.policy.weights, *manual.policy.biases, *manual.value.weights, *manual.value.biases)
-        parameters += () if manual.log_std is None else (manual.log_std,)
-        self.storage = tuple((parameter, parameter.data, gradient_of(parameter)) for parameter in parameters)
+        self.memory = KernelMemory(parameters + (() if manual.log_std is None else (manual.log_std,)))
         self.no_discrete_actions = np.zeros(0, np.int64)
         self.no_continuous_actions = np.zeros((0, self.outputs_width), FLOAT)
         self.rows = 0
@@ -260,16 +258,8 @@ class CompiledActorCritic:
         return CompiledStep(*result)
 
     def reattach(self) -> None:
-        """Give each parameter back, with its values, the memory the kernels work on and the .grad view
-        they write into, where something replaced them: `param.data = ...` (as
-        torch.nn.utils.vector_to_parameters does) left the kernels training memory the network no
-        longer reads; zero_grad() left an optimiser stepping on .grad (RMSprop) without a gradient."""
-        for parameter, data, view in self.storage:
-            if parameter.data_ptr() != data.data_ptr():
-                data.copy_(parameter.detach())
-                parameter.data = data
-            if parameter.grad is not view:
-                parameter.grad = view
+        """Give the parameters back the memory the kernels work on where user code replaced it (KernelMemory)."""
+        self.memory.reattach()
 
     def act(self, observations: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(a_t ~ pi(.|s_t), log pi(a_t|s_t) float32 [N]) for the network inputs [N, *obs], drawing the

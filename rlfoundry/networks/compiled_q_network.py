@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from rlfoundry.losses import dqn
-from rlfoundry.networks.compiled_mlp import FLOAT, CompiledAdam, CompiledMLP, clipped_adam, inline_kernel, kernel
+from rlfoundry.networks.compiled_mlp import FLOAT, CompiledAdam, CompiledMLP, KernelMemory, clipped_adam, inline_kernel, kernel
 from rlfoundry.networks.compiled_mlp import mlp_backward, mlp_forward
 from rlfoundry.networks.manual_mlp import ManualMLP
 
@@ -89,6 +89,7 @@ class CompiledQNetwork:
                  flat_gradient: torch.Tensor | None = None):
         self.network = CompiledMLP(manual, rows)
         self.adam = None if optimizer is None or flat_gradient is None else CompiledAdam(optimizer, flat_gradient)
+        self.memory = KernelMemory(manual.weights + manual.biases)
         self.n_actions = len(manual.weights[-1])
         self.rows = 0
         self.reserve(rows)
@@ -105,6 +106,7 @@ class CompiledQNetwork:
         """Write the minibatch loss's gradient into .grad; return (L, the TD errors [B, 1]).
         observations [B, *obs], actions [B] or [B, 1] integers, targets [B] or [B, 1]. With an
         optimizer, the same call then clips the gradient to max_grad_norm and takes its Adam step."""
+        self.memory.reattach()  # where user code replaced param.data or .grad
         rows = len(observations)
         self.reserve(rows)
         errors = np.empty((rows, 1), FLOAT)
@@ -126,6 +128,7 @@ class CompiledQNetwork:
         [N, 1] of each row before its step. observations [N, *obs], actions and targets [N] or [N, 1]."""
         if self.adam is None:
             raise ValueError("gradient_steps takes Adam steps: build the CompiledQNetwork with its optimizer")
+        self.memory.reattach()  # where user code replaced param.data or .grad
         rows = len(observations)
         if rows % batch_size:
             raise ValueError(f"a burst of {rows} rows is not a whole number of minibatches of {batch_size}")
@@ -140,6 +143,7 @@ class CompiledQNetwork:
 
     def q_values(self, observations: torch.Tensor) -> torch.Tensor:
         """Q(s, .; theta) [B, n_actions] as a new tensor."""
+        self.memory.reattach()  # where user code replaced param.data or .grad
         inputs = self.network.inputs(observations)
         self.network.reserve(len(inputs))
         outputs = np.empty((len(inputs), self.n_actions), FLOAT)
@@ -148,6 +152,7 @@ class CompiledQNetwork:
 
     def greedy(self, observations: np.ndarray) -> np.ndarray:
         """argmax_a Q(s, a; theta) int64 [B] for a batch of observations."""
+        self.memory.reattach()  # where user code replaced param.data or .grad
         inputs = self.network.inputs(observations)
         rows = len(inputs)
         self.reserve(rows)
