@@ -26,7 +26,8 @@ from rlfoundry.algorithms.a2c import A2C
 from rlfoundry.algorithms.dqn import DQN
 from rlfoundry.algorithms.ppo import PPO
 from rlfoundry.data.rollout import RolloutBatch
-from rlfoundry.losses.dqn import q_value_loss, q_value_loss_gradient, td_error_loss, td_error_row
+from rlfoundry.losses.dqn import double_dqn_target_row, double_dqn_targets, q_value_loss, q_value_loss_gradient, td_error_loss
+from rlfoundry.losses.dqn import td_error_row
 from rlfoundry.losses.policy_gradient import (
     approximate_kl,
     approximate_kl_row,
@@ -377,7 +378,9 @@ def test_q_gradient_equals_autograd(loss, activation):
     expected_errors = q_values.detach().gather(-1, actions.unsqueeze(-1)) - targets.unsqueeze(-1)
     torch.testing.assert_close(errors, expected_errors, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
-        torch.testing.assert_close(compiled.q_values(observations), q_values, rtol=1e-5, atol=1e-6)
+        outputs = np.empty((ROWS, 4), FLOAT)
+        compiled.network.forward(compiled.network.inputs(observations), outputs)
+        np.testing.assert_allclose(outputs, q_values.numpy(), rtol=1e-5, atol=1e-6)
         assert np.array_equal(compiled.greedy(observations.numpy()), q_values.argmax(dim=1).numpy())
 
 
@@ -405,6 +408,49 @@ def test_a_burst_in_one_call_equals_its_steps_one_by_one():
         compiled.gradient_steps(observations, actions, targets, 10, True, 0.5)
     with pytest.raises(ValueError, match="build the CompiledQNetwork with its optimizer"):
         CompiledQNetwork(manual, ROWS).gradient_steps(observations, actions, targets, ROWS, True, 0.5)
+
+
+def test_double_dqn_row_equals_the_tensor_targets():
+    generator = torch.Generator().manual_seed(13)
+    rewards, discounts = torch.randn(ROWS, generator=generator), torch.full((ROWS,), 0.97)
+    terminated = torch.rand(ROWS, generator=generator) < 0.3
+    online = torch.randint(0, 3, (ROWS, 4), generator=generator).float()  # ties: the lowest index wins
+    target = torch.randn(ROWS, 4, generator=generator)
+    expected = double_dqn_targets(rewards, discounts, terminated, online, target)
+    rows = [double_dqn_target_row(*row) for row in zip(rewards.tolist(), discounts.tolist(), terminated.tolist(), online, target)]
+    torch.testing.assert_close(torch.tensor(rows), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_double_dqn_burst_makes_each_steps_targets_with_the_network_it_finds():
+    """One call equals, to rounding, steps one by one whose targets the online network of that
+    moment picks (torch's double_dqn_targets) and the target network's values price."""
+    generator = torch.Generator().manual_seed(14)
+    observations, next_observations = torch.randn(3 * ROWS, 5, generator=generator), torch.randn(3 * ROWS, 5, generator=generator)
+    actions = torch.randint(0, 4, (3 * ROWS, 1), generator=generator)
+    rewards, discounts = torch.randn(3 * ROWS, generator=generator), torch.full((3 * ROWS,), 0.9)
+    terminated = torch.rand(3 * ROWS, generator=generator) < 0.2
+    next_target_values = torch.randn(3 * ROWS, 4, generator=generator)
+    parameters, errors = [], []
+    for in_one_call in (True, False):
+        torso, head, manual = mlp(VECTOR, (16, 8), "tanh", outputs=4)
+        network = list(torso.parameters()) + list(head.parameters())
+        optimizer = torch.optim.Adam(network, lr=3e-2)  # large steps: stale targets would show
+        compiled = CompiledQNetwork(manual, ROWS, optimizer, network[0].grad._base)
+        if in_one_call:
+            double_q = (rewards, discounts, terminated, next_observations, next_target_values)
+            errors.append(compiled.gradient_steps(observations, actions, None, ROWS, False, 1.0, double_q))
+        else:
+            step_errors = []
+            for rows in (slice(start, start + ROWS) for start in range(0, 3 * ROWS, ROWS)):
+                with torch.no_grad():
+                    online = head(torso(next_observations[rows]))
+                targets = double_dqn_targets(rewards[rows], discounts[rows], terminated[rows], online, next_target_values[rows])
+                step_errors.append(compiled.gradient(observations[rows], actions[rows], targets, False, 1.0)[1])
+            errors.append(torch.cat(step_errors))
+        parameters.append([parameter.detach().clone() for parameter in network])
+    torch.testing.assert_close(errors[0], errors[1], rtol=1e-5, atol=1e-6)
+    for ours, theirs in zip(*parameters):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 # -- the backend option in the algorithms --------------------------------------------------------

@@ -351,3 +351,24 @@ def test_learning_starts_below_n_envs_trains_once_a_transition_can_be_sampled(st
     # 5 vector steps of 4 env steps, 4 gradient steps each once the buffer can be sampled: "full"
     # from the first row, "shared" from the second.
     assert model.gradient_steps_done == (20 if storage == "full" else 16)
+
+
+@pytest.mark.parametrize("hidden_sizes, activation", [((16, 16), "relu"), ((8,), "gelu")], ids=["written-out", "module"])
+def test_the_target_pass_evaluates_each_distinct_sample_once(hidden_sizes, activation, monkeypatch):
+    from rlfoundry.networks.manual_mlp import ManualMLP
+    from rlfoundry.networks.q_networks import BlockedQValues, QNetwork
+
+    network = QNetwork(gym.spaces.Box(-1.0, 1.0, (4,)), 3, hidden_sizes, activation)
+    blocked = BlockedQValues(network, block_rows=8)
+    keys = np.random.default_rng(0).integers(5, size=40)
+    observations = torch.randn(5, 4)[torch.from_numpy(keys)]
+    expected = blocked(observations)
+    evaluated = []
+    for owner in (QNetwork, ManualMLP):
+        def counted(self, rows, *workspace, forward=owner.forward):
+            evaluated.append(len(rows))
+            return forward(self, rows, *workspace)
+
+        monkeypatch.setattr(owner, "forward", counted)
+    torch.testing.assert_close(blocked(observations, keys), expected, rtol=1e-6, atol=1e-7)
+    assert evaluated == [len(np.unique(keys))]

@@ -140,6 +140,25 @@ def test_samples_are_exactly_the_valid_stored_transitions(storage, stack, capaci
     check_samples(buffer, expected_transitions(buffer, recorded))
 
 
+@pytest.mark.parametrize(("storage", "stack", "n_step"), [("full", 0, 3), ("shared", 0, 1), ("frames", 3, 2)])
+def test_equal_sample_ids_are_the_same_transition_and_sample_draws_them(storage, stack, n_step):
+    """DQN evaluates its target network once per distinct id of a burst (networks/q_networks.BlockedQValues)."""
+    recorded = record_steps(short_cartpole(10, stack), n_envs=2, steps=31)
+    space = gym.vector.SyncVectorEnv([short_cartpole(10, stack)])
+    buffer = ReplayBuffer(40, space.single_observation_space, space.single_action_space, 2, gamma=GAMMA, n_step=n_step,
+                          storage=storage)
+    fill(buffer, recorded)
+    ids = buffer.sample_ids(500, np.random.default_rng(3))
+    batch = buffer.batch_at(ids)
+    for field, sampled in zip(batch, buffer.sample(500, np.random.default_rng(3))):
+        np.testing.assert_array_equal(field, sampled)
+    _, first = np.unique(ids, return_index=True)
+    assert len(first) < len(ids), "the scenario needs repeated ids"
+    representative = first[np.searchsorted(ids[first], ids)]
+    for field in batch:
+        np.testing.assert_array_equal(field, field[representative])
+
+
 def test_final_observation_is_the_true_one_not_the_reset_one():
     recorded = record_steps(short_cartpole(4), n_envs=1, steps=13)
     space = gym.make("CartPole-v1")

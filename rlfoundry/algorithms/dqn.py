@@ -13,18 +13,17 @@ theta^- <- tau theta + (1 - tau) theta^-), so that the target does not chase eve
 The loop: act epsilon-greedily in N envs at once and store each step in the replay buffer; every
 `train_freq` env steps (after `learning_starts`), take `gradient_steps` gradient steps on uniformly
 sampled minibatches. The target network only changes between these bursts, so a burst samples all
-its minibatches at once and evaluates Q(s', .; theta^-) for all of them in one forward pass.
+its minibatches at once and evaluates Q(s', .; theta^-) once per distinct sampled transition.
 
-For MLPs with ReLU or tanh the gradient steps skip autograd: by default through numba-compiled
-kernels (networks/compiled_q_network.py, to float32 rounding), with backend="torch" through the
-written-out passes of networks/manual_mlp.py (bitwise autograd's). The Nature CNN keeps autograd.
+For MLPs with ReLU or tanh the gradient steps skip autograd: by default a burst is one call of
+numba-compiled kernels (networks/compiled_q_network.py, to float32 rounding); backend="torch" runs
+the written-out passes of networks/manual_mlp.py (bitwise autograd's). The CNN keeps autograd.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from itertools import repeat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -57,10 +56,6 @@ from rlfoundry.run.evaluation import PeriodicEvaluation
 
 if TYPE_CHECKING:  # numba loads only when a model compiles its kernels
     from rlfoundry.networks.compiled_q_network import CompiledQNetwork
-
-TARGET_BLOCK_ROWS = 1024
-"""Rows per forward pass of the target network over a burst's next observations."""
-
 
 @dataclass(frozen=True)
 class DQNConfig:
@@ -189,7 +184,7 @@ class DQN:
         # None (autograd) for the CNN and for activations without a written-out derivative.
         self.manual_mlp = ManualMLP.of(self.q_network.torso, self.q_network.head)
         # Q(s', .; theta^-) over a whole burst, in blocks that stay in the cache.
-        self.target_q_values = BlockedQValues(self.target_network, TARGET_BLOCK_ROWS)
+        self.target_q_values = BlockedQValues(self.target_network)
         # The written-out gradients as views of one tensor: clipping measures and scales it in one operation.
         self.flat_gradient = None if self.manual_mlp is None else gradient_views(self.online_parameters)
         # fused: one kernel for the whole update instead of a handful per parameter tensor.
@@ -236,8 +231,6 @@ class DQN:
 
     def _q_values(self, observations: torch.Tensor) -> torch.Tensor:
         """Q(s, .; theta) [B, n_actions]; call under torch.no_grad()."""
-        if self.compiled is not None:
-            return self.compiled.q_values(observations)
         return self.q_network(observations) if self.manual_mlp is None else self.manual_mlp.forward(observations)[-1]
 
     def _epsilon_greedy(self, observations: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
@@ -316,22 +309,22 @@ class DQN:
         """`gradient_steps` minibatch gradient steps on the loss; the target network is fixed throughout."""
         config = self.config
         size = config.batch_size
-        batch = self.replay.sample(size * gradient_steps, self.rng).to_tensors(self.device)
-        next_q_values_target = self.target_q_values(batch.next_observations)
+        ids = self.replay.sample_ids(size * gradient_steps, self.rng)
+        batch = self.replay.batch_at(ids).to_tensors(self.device)
+        next_q_values_target = self.target_q_values(batch.next_observations, ids)
         action_index = batch.actions.long().unsqueeze(-1)
-        if config.double_q:
-            step_targets = self._double_dqn_targets(batch, next_q_values_target, size)
-        else:
-            targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_values_target)
-            step_targets = iter(targets.unsqueeze(-1).split(size))
-        if self.compiled is not None and not config.double_q:
-            # The burst's targets are all known: its gradient steps in one compiled call.
-            huber = config.loss == "huber"
-            errors = self.compiled.gradient_steps(batch.observations, action_index, targets, size, huber, config.max_grad_norm)
+        if self.compiled is not None:
+            # The burst's gradient steps in one compiled call; Double DQN's targets are made in it, step by step.
+            columns = (batch.rewards, batch.discounts, batch.terminated)
+            double_q = (*columns, batch.next_observations, next_q_values_target) if config.double_q else None
+            targets = None if config.double_q else dqn_targets(*columns, next_q_values_target)
+            errors = self.compiled.gradient_steps(batch.observations, action_index, targets, size, config.loss == "huber",
+                                                  config.max_grad_norm, double_q)
         else:
             # Whatever a step needs per sample is prepared for the whole burst at once and split into
             # the steps' views in one call per tensor; the steps' TD errors are stacked once.
-            weights = repeat(None) if self.compiled is not None else chosen_action_weights(action_index, self.n_actions, size).split(size)
+            weights = [None] * gradient_steps if self.manual_mlp is None else chosen_action_weights(action_index, self.n_actions, size).split(size)
+            step_targets = self._step_targets(batch, next_q_values_target, size)
             minibatches = zip(batch.observations.split(size), action_index.split(size), weights, step_targets)
             errors = torch.stack([self._gradient_step(*minibatch) for minibatch in minibatches])
         self.gradient_steps_done += gradient_steps
@@ -344,15 +337,17 @@ class DQN:
         monitor.record("train/loss", mean_loss)
         monitor.record("train/epsilon", self.epsilon())
 
-    def _double_dqn_targets(self, batch: ReplayBatch, next_q_values_target: torch.Tensor,
-                            size: int) -> Iterator[torch.Tensor]:
-        """Double DQN's targets [B, 1] minibatch by minibatch, each made just before its step: the
-        online network that picks the next actions changes with every step."""
-        columns = (batch.rewards, batch.discounts, batch.terminated, batch.next_observations, next_q_values_target)
-        for rewards, discounts, terminated, next_observations, next_target in zip(*(c.split(size) for c in columns)):
-            with torch.no_grad():
-                next_q_values_online = self._q_values(next_observations)
-                targets = double_dqn_targets(rewards, discounts, terminated, next_q_values_online, next_target)
+    def _step_targets(self, batch: ReplayBatch, next_q_values_target: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+        """The targets [B, 1] of the burst's minibatches, in order. Double DQN's are made just before
+        their step: the online network that picks the next actions changes with every step."""
+        columns = (batch.rewards, batch.discounts, batch.terminated)
+        if not self.config.double_q:
+            yield from dqn_targets(*columns, next_q_values_target).unsqueeze(-1).split(size)
+            return
+        minibatches = zip(*(column.split(size) for column in (*columns, batch.next_observations, next_q_values_target)))
+        for rewards, discounts, terminated, next_observations, next_target in minibatches:
+            with torch.no_grad():  # not around the yield: the step taken there needs autograd
+                targets = double_dqn_targets(rewards, discounts, terminated, self._q_values(next_observations), next_target)
             yield targets.unsqueeze(-1)
 
     def _gradient_step(self, observations: torch.Tensor, action_index: torch.Tensor, weights: torch.Tensor | None,
@@ -360,9 +355,6 @@ class DQN:
         """One Adam step on the loss of a minibatch (action_index and targets [B, 1], weights the
         chosen_action_weights [B, A] for the written-out pass); returns its TD errors [B, 1] before the step."""
         config = self.config
-        if self.compiled is not None:
-            # The gradient, the clipping and Adam's step in one compiled call.
-            return self.compiled.gradient(observations, action_index, targets, config.loss == "huber", config.max_grad_norm)[1]
         if self.manual_mlp is None:
             errors = td_errors(self.q_network(observations), action_index, targets)
             clear_gradients(self.optimizer)

@@ -399,6 +399,12 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, generator: np.random.Generator) -> ReplayBatch:
         """`batch_size` transitions drawn uniformly (with replacement) with `generator`."""
+        return self.batch_at(self.sample_ids(batch_size, generator))
+
+    def sample_ids(self, batch_size: int, generator: np.random.Generator) -> np.ndarray:
+        """`batch_size` sample ids drawn uniformly (with replacement) with `generator`: int64 [B]
+        positions among the transitions that can be sampled, for `batch_at` before the next `add`.
+        Equal ids are the same transition, so a caller can evaluate each distinct one once."""
         _require_positive_int("batch_size", batch_size)
         first, last = self.sampleable_ages
         if last < first:
@@ -406,10 +412,12 @@ class ReplayBuffer:
                 f"the buffer holds {len(self)} transitions, too few to sample from: add more steps first "
                 "(start learning after a few steps, e.g. learning_starts > 0)"
             )
-        flat = generator.integers((last - first + 1) * self.n_envs, size=batch_size)
-        ages = first + flat // self.n_envs
-        envs = flat % self.n_envs
-        batch = self._gather(ages, envs, last)
+        return generator.integers((last - first + 1) * self.n_envs, size=batch_size)
+
+    def batch_at(self, ids: np.ndarray) -> ReplayBatch:
+        """The transitions of sample ids from `sample_ids` (drawn since the last `add`)."""
+        first, last = self.sampleable_ages
+        batch = self._gather(first + ids // self.n_envs, ids % self.n_envs, last)
         # Checked as they are drawn, once per batch: a NaN from the env is named before a loss uses it.
         require_finite_rewards(batch.rewards)
         require_finite_observations(batch.observations)

@@ -5,11 +5,14 @@ Tensors have a leading batch dimension B. `discounts` is gamma^k for a sample sp
 taken at the TRUE next observations: a truncated episode bootstraps from its final observation,
 only `terminated` cuts the bootstrap.
 
-`td_error_row` is the loss of one TD error with its derivative, in plain float arithmetic: numba
-compiles it into the compiled backend's gradient step (rlfoundry.networks.compiled_q_network).
+`td_error_row` (the loss of one TD error with its derivative) and `double_dqn_target_row` are in
+plain float arithmetic: numba compiles them into the compiled backend's gradient steps
+(rlfoundry.networks.compiled_q_network).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch.nn import functional
@@ -43,6 +46,20 @@ def double_dqn_targets(
     """
     best_actions = next_q_values_online.argmax(dim=-1, keepdim=True)
     return rewards + discounts * ~terminated * next_q_values_target.gather(-1, best_actions).squeeze(-1)
+
+
+def double_dqn_target_row(reward: float, discount: float, terminated: bool, next_q_values_online: Any,
+                          next_q_values_target: Any) -> float:
+    """y = r + gamma^k (1 - terminated) Q(s', argmax_a' Q(s', a'; theta); theta^-)
+
+    One row of double_dqn_targets: next_q_values_online and next_q_values_target are that row's
+    [A] values. The argmax takes the lowest index on ties, as torch's.
+    """
+    best = 0
+    for action in range(1, len(next_q_values_online)):
+        if next_q_values_online[action] > next_q_values_online[best]:
+            best = action
+    return reward + discount * (0.0 if terminated else 1.0) * next_q_values_target[best]
 
 
 def td_errors(q_values: torch.Tensor, action_index: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from torch import nn
@@ -53,8 +54,13 @@ class BlockedQValues:
         self.workspace = [] if self.manual is None else self.manual.workspace(block_rows)
 
     @torch.no_grad()
-    def __call__(self, observations: torch.Tensor) -> torch.Tensor:
-        """Q(s, .) [N, A] for observations [N, *obs]."""
+    def __call__(self, observations: torch.Tensor, keys: np.ndarray | None = None) -> torch.Tensor:
+        """Q(s, .) [N, A] for observations [N, *obs]. Rows with equal `keys` [N] (replay sample ids)
+        hold equal observations: each distinct one is evaluated once. A burst draws with
+        replacement, so early on (1,280 transitions stored, 8,192 drawn) most rows repeat."""
+        if keys is not None:
+            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            return self(observations[torch.from_numpy(first).to(observations.device)])[torch.from_numpy(inverse).to(observations.device)]
         blocks = observations.split(self.block_rows)
         if self.manual is None:
             return torch.cat([self.network(rows) for rows in blocks])
