@@ -596,6 +596,18 @@ def test_a_sync_vector_cartpole_of_four_copies_loads_and_resumes_exactly_without
     assert_same_checkpoints(tmp_path / "resumed", tmp_path / "straight")
 
 
+def test_a_model_on_a_gym_make_env_object_saves_its_position_and_resumes_exactly(tmp_path):
+    """Reading the env object's spec (for its id and keyword arguments) left gymnasium's cached
+    copy in each wrapper (`_cached_spec`), an object the snapshot cannot hold: the checkpoint saved
+    no position and the loaded model went on from fresh episodes."""
+    options = dict(TINY_PPO, n_envs=1)
+    rlfoundry.PPO(gymnasium.make("CartPole-v1"), **options).learn(64).save(tmp_path / "straight")
+    rlfoundry.PPO(gymnasium.make("CartPole-v1"), **options).learn(32).save(tmp_path / "first")
+    assert load_checkpoint(tmp_path / "first").state["env"]["env_snapshot"] is not None
+    rlfoundry.load(tmp_path / "first", quiet=True).learn(32).save(tmp_path / "resumed")
+    assert_same_checkpoints(tmp_path / "resumed", tmp_path / "straight")
+
+
 def test_an_env_with_state_a_checkpoint_cannot_hold_is_not_restored_without_it(tmp_path):
     """Restoring everything but NormalizeObservation's statistics would continue in another env
     than the saved one: the checkpoint saves no position, and a loaded model starts fresh episodes."""

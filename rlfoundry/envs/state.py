@@ -27,13 +27,14 @@ CAPTURABLE_MODULES = (
     "gymnasium.envs.classic_control",
     "rlfoundry.",
 )
-# Attributes that are not state: how the env was built (its spec and arguments, the toy-text
-# maps `desc` and transition tables `P`, the chain's MDP), links to the layers inside, and scratch
-# space a step writes before it reads it (SyncVectorEnv's `_env_obs`, PassiveEnvChecker's data).
-# Spaces and functions (a transforming wrapper's) are settings too.
+# Attributes that are not state: how the env was built (its spec, the copy of it a wrapper caches
+# once its spec is read, and arguments, the toy-text maps `desc` and transition tables `P`, the
+# chain's MDP), links to the layers inside, and scratch space a step writes before it reads it
+# (SyncVectorEnv's `_env_obs`, PassiveEnvChecker's data). Spaces and functions (a transforming
+# wrapper's) are settings too.
 _SETTINGS_ATTRIBUTES = {
-    "spec", "metadata", "_metadata", "render_mode", "env", "envs", "_env", "env_fns", "autoreset_mode",
-    "_saved_kwargs", "_env_obs", "_previous_data", "desc", "P", "mdp",
+    "spec", "_cached_spec", "metadata", "_metadata", "render_mode", "env", "envs", "_env", "env_fns",
+    "autoreset_mode", "_saved_kwargs", "_env_obs", "_previous_data", "desc", "P", "mdp",
 }
 
 
