@@ -6,7 +6,8 @@ gradient step per env step after 100 random steps, buffer 1M, gamma 0.99, tau 0.
 rate 1e-3 everywhere (rl-baselines3-zoo's Pendulum setting), TD3 and DDPG with Gaussian exploration
 noise 0.1 (in [-1, 1] action units on every side), TD3 with policy delay 2, target noise 0.2 clipped
 at 0.5; DDPG with one critic, updating the actor and the targets at every step. Every
-run is a fresh subprocess; the libraries alternate per seed. The clock covers learn() only;
+run is a fresh subprocess; the libraries alternate per seed. A short untimed rlfoundry run first
+compiles the kernels (or loads them from numba's cache). The clock covers learn() only;
 afterwards each model plays the same 20 deterministic evaluation episodes (rlfoundry.evaluate).
 
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/continuous_pendulum.py run --seeds 0 1
@@ -48,8 +49,9 @@ SHARED = {"learning_rate": 1e-3, "batch_size": 256, "buffer_size": 1_000_000, "l
 EXPLORATION_NOISE = 0.1
 EVALUATION_EPISODES = 20
 EVALUATION_SEED = 10_000
-LIBRARIES = ("rlfoundry", "rlfoundry-2threads", "sb3", "sb3-1thread", "sbx")
-"""rlfoundry runs with its default of one torch thread, rlfoundry-2threads with torch_threads=2;
+LIBRARIES = ("rlfoundry", "rlfoundry-2threads", "rlfoundry-torch", "sb3", "sb3-1thread", "sbx")
+"""rlfoundry runs with its defaults (the compiled update on one thread), rlfoundry-2threads with
+torch_threads=2 (the compiled update's two threads), rlfoundry-torch with backend="torch" on one thread;
 sb3 with torch's default (one thread per core, 2 here), sb3-1thread with one."""
 
 
@@ -90,7 +92,8 @@ def worker(library: str, algorithm: str, seed: int, steps: int) -> dict:
     if library == "sb3-1thread":
         torch.set_num_threads(1)
     if library.startswith("rlfoundry"):
-        model = rlfoundry_model(algorithm, seed, torch_threads=2 if library == "rlfoundry-2threads" else 1)
+        backend = "torch" if library == "rlfoundry-torch" else "auto"
+        model = rlfoundry_model(algorithm, seed, torch_threads=2 if library == "rlfoundry-2threads" else 1, backend=backend)
     else:
         model = baselines_model(library, algorithm, seed)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -101,12 +104,25 @@ def worker(library: str, algorithm: str, seed: int, steps: int) -> dict:
     result = rlfoundry.evaluate(player, env=ENV_ID, n_episodes=EVALUATION_EPISODES, seed=EVALUATION_SEED)
     return {
         "library": library, "algorithm": algorithm, "seed": seed, "steps": steps,
-        "torch_threads": torch.get_num_threads(), "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+        "torch_threads": torch.get_num_threads(), "kernel_threads": kernel_threads(model),
+        "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
         "updates_per_second": round(updates / wall, 1), "final_return": round(result.mean, 1),
     }
 
 
+def kernel_threads(model) -> int:
+    """The threads of an rlfoundry model's compiled update; 0 for PyTorch's update (or another library)."""
+    compiled = getattr(model, "compiled", None)
+    return 0 if compiled is None else compiled.threads.parts
+
+
 def run(arguments: argparse.Namespace) -> None:
+    if any(library in ("rlfoundry", "rlfoundry-2threads") for library in arguments.libraries):
+        for algorithm in arguments.algorithms:  # numba compiles the kernels (a machine's first run) or loads them
+            start = time.perf_counter()
+            subprocess.run([sys.executable, __file__, "worker", "rlfoundry", algorithm, "0", "300"], check=True,
+                           capture_output=True)
+            print(f"compiling or loading the {algorithm} kernels, and 300 steps: {time.perf_counter() - start:.1f} s")
     rows = []
     output = Path(arguments.output) if arguments.output else None
     libraries = (["baseline"] if arguments.baseline else []) + arguments.libraries

@@ -79,6 +79,7 @@ class DDPG:
         self.collector = collector
         self.networks = DeterministicActorCritic.build(collector, self.config, n_critics=N_CRITICS)
         self.actor, self.critics, self.target_actor, self.target_critics, self.optimizer = self.networks
+        self.compiled = self.networks.compiled(collector, self.config)
 
     def parts(self) -> dict[str, Part]:
         """What a checkpoint holds, by name."""
@@ -115,6 +116,10 @@ class DDPG:
 
     def update(self, batch: ReplayBatch, monitor: TrainingMonitor) -> None:
         """One critic update, one actor update, one Polyak step of both targets."""
+        if self.compiled is not None:
+            losses = self.compiled.update(batch, None, 0.0, True, self.config.tau)
+            record_finite(monitor, losses, self.name, self.collector.steps)
+            return
         with torch.no_grad():
             next_q_values = self.target_critics(batch.next_observations, self.target_actor(batch.next_observations))
             targets = q_target(batch.rewards, batch.terminated, next_q_values, batch.discounts)

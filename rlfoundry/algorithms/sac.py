@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from rlfoundry.run.off_policy import (
     Part,
     ReplayCollector,
     adam,
+    compiled_update,
     descend,
     frozen_copy,
     learning,
@@ -55,6 +56,9 @@ from rlfoundry.run.off_policy import (
     save_off_policy,
     split_parts,
 )
+
+if TYPE_CHECKING:  # numba loads only when a model compiles its kernels
+    from rlfoundry.networks.compiled_continuous import CompiledSAC
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,18 @@ class SAC:
             (self.critics, config.critic_learning_rate),
             (self.temperature, config.alpha_learning_rate),
         )
+        # Where they apply (and backend allows), numba-compiled kernels take the updates on the same
+        # parameters and optimiser state (networks/compiled_continuous.py).
+        self.compiled: CompiledSAC | None = None
+        uncovered = None if config.update_order == "simultaneous" else "update_order='sequential' (the kernels cover 'simultaneous')"
+        threads = compiled_update(config, collector.device, uncovered)
+        if threads:
+            from rlfoundry.networks.compiled_continuous import CompiledSAC
+
+            self.compiled = CompiledSAC(
+                self.actor, self.critics, self.target_critics, self.temperature.log_alpha, config.learn_alpha,
+                self.optimizer, config.batch_size, collector.observation_size, config.activation, threads,
+            )
 
     def parts(self) -> dict[str, Part]:
         """What a checkpoint holds, by name."""
@@ -183,8 +199,15 @@ class SAC:
         critics frozen, the temperature loss sees log pi detached), so a backward pass of their
         sum gives each network exactly its own gradient."""
         config = self.config
-        alpha = self.temperature()
         generator = self.collector.torch_rng
+        if self.compiled is not None:
+            # The action noise of both samples, drawn as SquashedGaussianActor draws it.
+            noise = torch.empty_like(batch.actions).normal_(generator=generator)
+            next_noise = torch.empty_like(batch.actions).normal_(generator=generator)
+            values = self.compiled.update(batch, noise, next_noise, self.target_entropy, config.tau)
+            record_finite(monitor, values, self.name, self.collector.steps)
+            return
+        alpha = self.temperature()
         actions, log_probs = self.actor(batch.observations, generator)
         with torch.no_grad():
             next_actions, next_log_probs = self.actor(batch.next_observations, generator)

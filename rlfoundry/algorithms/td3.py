@@ -87,6 +87,7 @@ class TD3:
         self.collector = collector
         self.networks = DeterministicActorCritic.build(collector, self.config, n_critics=N_CRITICS)
         self.actor, self.critics, self.target_actor, self.target_critics, self.optimizer = self.networks
+        self.compiled = self.networks.compiled(collector, self.config)
 
     def parts(self) -> dict[str, Part]:
         """What a checkpoint holds, by name."""
@@ -124,15 +125,21 @@ class TD3:
     def update(self, batch: ReplayBatch, monitor: TrainingMonitor) -> None:
         """One critic update; the actor and the targets update after every policy_delay-th one."""
         config = self.config
+        actor_due = self.collector.updates % config.policy_delay == 0
         with torch.no_grad():
             noise = torch.empty_like(batch.actions).normal_(generator=self.collector.torch_rng) * config.target_policy_noise
+        if self.compiled is not None:
+            losses = self.compiled.update(batch, noise, config.target_noise_clip, actor_due, config.tau)
+            record_finite(monitor, losses, self.name, self.collector.steps)
+            return
+        with torch.no_grad():
             next_actions = smoothed_target_actions(
                 self.target_actor(batch.next_observations), noise, config.target_noise_clip
             )
             next_q_values = self.target_critics(batch.next_observations, next_actions)
             targets = q_target(batch.rewards, batch.terminated, next_q_values, batch.discounts)
         metrics = {"train/critic_loss": critic_step(self.critics, self.optimizer, batch, targets)}
-        if self.collector.updates % config.policy_delay == 0:
+        if actor_due:
             metrics["train/actor_loss"] = deterministic_actor_step(
                 self.actor, self.critics, self.optimizer, batch.observations
             )

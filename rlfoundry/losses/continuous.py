@@ -3,6 +3,9 @@
 Shapes: B transitions, K critics, A action dimensions. `terminated` is a float or bool [B] mask
 of true terminal states; a truncated transition is not terminal and bootstraps from its true
 next observation. Critic values are [K, B] (the QEnsemble layout).
+
+The `_row` functions are the same targets for one transition, in float64 scalars, for the compiled
+kernels (networks/compiled_continuous.py) that inline them.
 """
 
 from __future__ import annotations
@@ -49,6 +52,32 @@ def soft_q_target(
     """
     soft_values = next_q_values.min(dim=0).values - alpha * next_log_probs
     return rewards + discounts * (1.0 - terminated.to(rewards.dtype)) * soft_values
+
+
+def q_target_row(reward: float, discount: float, terminated: bool, next_q_min: float) -> float:
+    """y = r + gamma (1 - terminated) min_k Q'_k(s', a')
+
+    q_target for one transition; next_q_min = min_k Q'_k(s', a').
+    """
+    return reward + discount * (0.0 if terminated else 1.0) * next_q_min
+
+
+def smoothed_target_action_row(target_action: float, noise: float, noise_clip: float) -> float:
+    """a' = clip(mu'(s') + clip(epsilon, -c, c), -1, 1)
+
+    smoothed_target_actions for one action component (noise already scaled by sigma).
+    """
+    return min(max(target_action + min(max(noise, -noise_clip), noise_clip), -1.0), 1.0)
+
+
+def soft_q_target_row(
+    reward: float, discount: float, terminated: bool, next_q_min: float, alpha: float, next_log_prob: float
+) -> float:
+    """y = r + gamma (1 - terminated) (min_k Q'_k(s', a') - alpha log pi(a'|s'))
+
+    soft_q_target for one transition; next_q_min = min_k Q'_k(s', a').
+    """
+    return reward + discount * (0.0 if terminated else 1.0) * (next_q_min - alpha * next_log_prob)
 
 
 def critic_loss(q_values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -50,7 +50,8 @@ KERNEL_SOURCES = tuple(
     PACKAGE / name
     for name in (
         "networks/compiled_mlp.py", "networks/compiled_actor_critic.py", "networks/compiled_q_network.py",
-        "networks/policies.py", "losses/policy_gradient.py", "losses/dqn.py",
+        "networks/compiled_continuous.py", "networks/policies.py", "networks/continuous.py",
+        "losses/policy_gradient.py", "losses/dqn.py", "losses/continuous.py",
     )
 )
 """Every file whose functions or constants the kernels compile in."""
@@ -111,8 +112,9 @@ def compiler(**options: Any) -> Any:
 
 
 # error_model="numpy": a division by zero gives inf or NaN instead of raising, and loops vectorise.
-kernel = compiler(fastmath=FAST_MATH, error_model="numpy")
-inline_kernel = compiler(fastmath=FAST_MATH, error_model="numpy", inline="always")
+# nogil: two threads can run kernels at once (networks/compiled_continuous.py's twin critics).
+kernel = compiler(fastmath=FAST_MATH, error_model="numpy", nogil=True)
+inline_kernel = compiler(fastmath=FAST_MATH, error_model="numpy", inline="always", nogil=True)
 
 
 @inline_kernel
@@ -146,6 +148,12 @@ def tanh32_array(values, out):
 def affine(inputs, weight, bias, out, activation):
     """out = f(inputs W^T + b); activation 0: none, 1: tanh, 2: ReLU (a NaN stays NaN, as torch's)."""
     np.dot(inputs, weight.T, out)
+    bias_activation(out, bias, activation)
+
+
+@kernel
+def bias_activation(out, bias, activation):
+    """out <- f(out + b) in place; activation as affine's."""
     for row in range(out.shape[0]):
         for column in range(out.shape[1]):
             value = out[row, column] + bias[column]
@@ -194,17 +202,28 @@ def activation_backward(gradient, output, tanh):
 def mlp_backward(inputs, weights, hidden, output_gradient, weight_gradients, bias_gradients, scratch, tanh):
     """Write dL/dW_l and dL/db_l into weight_gradients and bias_gradients (overwriting them), given
     mlp_forward's hidden outputs for these inputs and g_L = dL/dh_L [B, out]."""
-    rows = inputs.shape[0]
     gradient = output_gradient
     for layer in range(len(weights) - 1, -1, -1):
-        below = inputs if layer == 0 else hidden[layer - 1][:rows]
+        gradient = layer_backward(layer, gradient, inputs, weights, hidden, weight_gradients, bias_gradients, scratch,
+                                  tanh, True)
+
+
+@kernel
+def layer_backward(layer, gradient, inputs, weights, hidden, weight_gradients, bias_gradients, scratch, tanh,
+                   parameter_gradients):
+    """One layer of mlp_backward: given g_l = gradient, write dL/dW_l and dL/db_l (when
+    parameter_gradients) and return g_{l-1} (in scratch[l - 1]; layer 0: g_0 itself)."""
+    rows = inputs.shape[0]
+    below = inputs if layer == 0 else hidden[layer - 1][:rows]
+    if parameter_gradients:
         np.dot(gradient.T, below, weight_gradients[layer])
         column_sums(gradient, bias_gradients[layer])
-        if layer > 0:
-            below_gradient = scratch[layer - 1][:rows]
-            np.dot(gradient, weights[layer], below_gradient)
-            activation_backward(below_gradient, below, tanh)
-            gradient = below_gradient
+    if layer == 0:
+        return gradient
+    below_gradient = scratch[layer - 1][:rows]
+    np.dot(gradient, weights[layer], below_gradient)
+    activation_backward(below_gradient, below, tanh)
+    return below_gradient
 
 
 @kernel
@@ -333,16 +352,17 @@ def gradient_of(parameter: torch.Tensor) -> torch.Tensor:
 class CompiledAdam:
     """torch.optim.Adam's step (with global-norm clipping first) by the clipped_adam kernel, on the
     optimiser's own state: its moments and step counters are read and written in place, so
-    state_dict(), checkpoints and a later torch step see what this step did. Covers one parameter
-    group of float32 CPU parameters whose .grad are the views of `flat_gradient`, without AMSGrad,
-    weight decay or maximize (`obstacle` says what else)."""
+    state_dict(), checkpoints and a later torch step see what this step did. Covers the parameter
+    group `group` (None: the optimiser's only one) of float32 CPU parameters whose .grad are the views of `flat_gradient`, without
+    AMSGrad, weight decay or maximize (`obstacle` says what else); the other groups are left alone."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, flat_gradient: torch.Tensor):
-        problem = self.obstacle(optimizer)
+    def __init__(self, optimizer: torch.optim.Optimizer, flat_gradient: torch.Tensor, group: int | None = None):
+        problem = self.obstacle(optimizer, group)
         if problem is not None:
             raise ValueError(f"CompiledAdam does not cover this optimiser: {problem}")
         self.optimizer = optimizer
-        self.parameters = list(optimizer.param_groups[0]["params"])
+        self.group = group or 0
+        self.parameters = list(optimizer.param_groups[self.group]["params"])
         self.flat_gradient = as_array(flat_gradient)
         self.flat_parameters = tuple(as_array(parameter).reshape(-1) for parameter in self.parameters)
         self.first_moment_tensor: torch.Tensor | None = None
@@ -351,13 +371,14 @@ class CompiledAdam:
         self.counters = np.zeros(0, FLOAT)
 
     @staticmethod
-    def obstacle(optimizer: torch.optim.Optimizer) -> str | None:
-        """Why CompiledAdam cannot take this optimiser's steps, or None when it can."""
+    def obstacle(optimizer: torch.optim.Optimizer, group_index: int | None = None) -> str | None:
+        """Why CompiledAdam cannot take the steps of this optimiser's parameter group `group_index`
+        (None: of its only group), or None when it can."""
         if type(optimizer) is not torch.optim.Adam:
             return f"it is {type(optimizer).__name__}, not Adam"
-        if len(optimizer.param_groups) != 1:
+        if group_index is None and len(optimizer.param_groups) != 1:
             return "it has more than one parameter group"
-        group = optimizer.param_groups[0]
+        group = optimizer.param_groups[group_index or 0]
         if group["amsgrad"] or group["weight_decay"] or group["maximize"]:
             return "it uses AMSGrad, weight decay or maximize"
         if any(parameter.dtype != torch.float32 or parameter.device.type != "cpu" for parameter in group["params"]):
@@ -393,7 +414,7 @@ class CompiledAdam:
     def kernel_arguments(self, max_grad_norm: float | None, learning_rate: float | None = None) -> tuple:
         """clipped_adam's arguments (the optimiser's state and hyperparameters): for kernels that take
         gradient steps and these Adam steps in one call. `learning_rate` also becomes the group's lr."""
-        group = self.optimizer.param_groups[0]
+        group = self.optimizer.param_groups[self.group]
         if learning_rate is not None:
             group["lr"] = learning_rate
         first_moments, second_moments, counters = self._state()

@@ -22,6 +22,7 @@ from rlfoundry.networks.torsos import MLP, activation_layer
 LOG_STD_MIN = -20.0
 LOG_STD_MAX = 2.0
 _HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
+LOG_TWO = math.log(2.0)
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,55 @@ def squashed_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_s
     """
     standardised = (pre_tanh - mean) * torch.exp(-log_std)
     gaussian = -0.5 * standardised.square() - log_std - _HALF_LOG_TWO_PI
-    log_tanh_derivative = 2.0 * (math.log(2.0) - pre_tanh - functional.softplus(-2.0 * pre_tanh))
+    log_tanh_derivative = 2.0 * (LOG_TWO - pre_tanh - functional.softplus(-2.0 * pre_tanh))
     return (gaussian - log_tanh_derivative).sum(dim=-1)
+
+
+def squashed_gaussian_row(head: np.ndarray, noise: np.ndarray, actions: np.ndarray, standard_deviations: np.ndarray) -> float:
+    """log pi(a|s) = sum_i [log N(u_i; mu_i, sigma_i^2) - log(1 - tanh(u_i)^2)],  a = tanh(u),  u = mu + sigma epsilon
+
+    SquashedGaussianActor.forward for one row, for the compiled kernels (networks/compiled_continuous.py):
+    head [2A] the output layer's values (mu, then log sigma before its clamp), noise epsilon [A];
+    writes a into actions [A] and sigma into standard_deviations [A], returns log pi(a|s). The
+    standardised sample (u - mu) / sigma is epsilon itself.
+    """
+    size = len(noise)
+    total = 0.0
+    for index in range(size):
+        log_std = min(max(float(head[size + index]), LOG_STD_MIN), LOG_STD_MAX)
+        standard_deviation = math.exp(log_std)
+        epsilon = float(noise[index])
+        pre_tanh = float(head[index]) + standard_deviation * epsilon
+        actions[index] = math.tanh(pre_tanh)
+        standard_deviations[index] = standard_deviation
+        # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), softplus as torch's (x beyond 20: x).
+        softplus = -2.0 * pre_tanh if -2.0 * pre_tanh > 20.0 else math.log1p(math.exp(-2.0 * pre_tanh))
+        total += -0.5 * epsilon * epsilon - log_std - _HALF_LOG_TWO_PI - 2.0 * (LOG_TWO - pre_tanh - softplus)
+    return total
+
+
+def squashed_gaussian_gradient_row(
+    head: np.ndarray, noise: np.ndarray, actions: np.ndarray, standard_deviations: np.ndarray,
+    action_gradient: np.ndarray, log_prob_weight: float, head_gradient: np.ndarray,
+) -> None:
+    """dL/dmu_i = w 2 a_i + g_i (1 - a_i^2),  dL/dlog sigma_i = [w (2 a_i sigma_i epsilon_i - 1) + g_i (1 - a_i^2) sigma_i epsilon_i] 1[clamp passes]
+
+    The gradient of L = w log pi(a|s) + (a term whose gradient with respect to a is g) for one row,
+    through a = tanh(mu + sigma epsilon): d log pi / d mu_i = 2 a_i (the Gaussian term depends on
+    epsilon alone) and d log pi / d log sigma_i = 2 a_i sigma_i epsilon_i - 1. The clamp of log sigma
+    passes the gradient where the raw value lies in [LOG_STD_MIN, LOG_STD_MAX], as torch's clamp.
+    head, noise, actions, standard_deviations as squashed_gaussian_row; action_gradient g [A];
+    writes head_gradient [2A].
+    """
+    size = len(noise)
+    for index in range(size):
+        action = float(actions[index])
+        spread = float(standard_deviations[index]) * float(noise[index])
+        through_action = float(action_gradient[index]) * (1.0 - action * action)
+        head_gradient[index] = log_prob_weight * 2.0 * action + through_action
+        raw_log_std = float(head[size + index])
+        passes = LOG_STD_MIN <= raw_log_std <= LOG_STD_MAX
+        head_gradient[size + index] = (log_prob_weight * (2.0 * action * spread - 1.0) + through_action * spread) if passes else 0.0
 
 
 def _reparameterised(mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

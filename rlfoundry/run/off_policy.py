@@ -21,10 +21,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -40,13 +40,17 @@ from rlfoundry.networks.policies import is_image_space
 from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.run.checkpoint import Checkpoint, CheckpointCorruptError, NonFiniteError
 from rlfoundry.run.config import ConfigError, require_choice, require_int, require_range
-from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
+from rlfoundry.run.backend import BACKENDS, compiled_backend
+from rlfoundry.run.device import DEFAULT_TORCH_THREADS, configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.evaluation import PeriodicEvaluation
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch_generator, save_model
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.optimizer_step import clear_gradients, step_optimizer
 from rlfoundry.run.seeding import torch_generator
 from rlfoundry.run.training_env import TrainingEnv
+
+if TYPE_CHECKING:  # numba loads only when a model compiles its kernels
+    from rlfoundry.networks.compiled_continuous import CompiledDeterministicActorCritic
 
 UnitPolicy = Callable[[np.ndarray], np.ndarray]
 """Observations [N, O] (numpy) -> unit actions [N, A] in [-1, 1] (numpy float32)."""
@@ -94,7 +98,10 @@ class OffPolicyConfig:
     device: str = "auto"
     """'auto' (the CPU: these MLPs are faster there), 'cpu' or 'cuda'."""
     torch_threads: int | None = None
-    """torch intra-op threads; None uses rlfoundry's measured default (1)."""
+    """torch intra-op threads; with the compiled backend, the compiled update's threads (2 or more: the
+    twin critics' passes run on two threads at once), torch keeping one. None uses rlfoundry's measured default (1)."""
+    backend: Literal["auto", "compiled", "torch"] = "auto"
+    """'compiled': numba-compiled updates for MLPs with relu or tanh on the CPU (SAC: with update_order 'simultaneous'); 'torch': PyTorch only; 'auto': compiled where it applies (rlfoundry.run.backend)."""
 
     # Fields that shape or give meaning to saved state: a loaded model keeps the checkpoint's (run/config.py).
     fixed_by_checkpoint: ClassVar[frozenset[str]] = FIXED_WITH_REPLAY | {
@@ -120,6 +127,7 @@ class OffPolicyConfig:
         require_choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
         if self.torch_threads is not None:
             require_int("torch_threads", self.torch_threads, 1)
+        require_choice("backend", self.backend, BACKENDS)
 
 
 def require_widths(config: Any, name: str) -> None:
@@ -262,6 +270,19 @@ def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     step_optimizer(optimizer)
 
 
+def compiled_update(config: OffPolicyConfig, device: torch.device, uncovered: str | None = None) -> int:
+    """The threads of the compiled update (networks/compiled_continuous.py) where the model builds one
+    (run.backend.compiled_backend, with the activation among `uncovered`'s reasons); 0 where it
+    keeps PyTorch's. Each thread's BLAS runs single-threaded."""
+    if uncovered is None and config.activation not in ("relu", "tanh"):
+        uncovered = f"activation={config.activation!r} (the kernels cover relu and tanh)"
+    if not compiled_backend(config.backend, device, uncovered, 1):
+        return 0
+    # torch then only acts, on one row: a second thread of its own would wait for the kernels' core.
+    configure_threads(1)
+    return min(2, DEFAULT_TORCH_THREADS if config.torch_threads is None else config.torch_threads)
+
+
 def critic_step(
     critics: QEnsemble, optimizer: torch.optim.Optimizer, batch: ReplayBatch, targets: torch.Tensor
 ) -> torch.Tensor:
@@ -289,7 +310,7 @@ def frozen_copy(module: ModuleType) -> ModuleType:
     return copy.deepcopy(module).requires_grad_(False)
 
 
-def record_finite(monitor: TrainingMonitor, metrics: dict[str, torch.Tensor], algorithm: str, step: int) -> None:
+def record_finite(monitor: TrainingMonitor, metrics: Mapping[str, torch.Tensor | float], algorithm: str, step: int) -> None:
     """Report each metric; NonFiniteError if one is NaN or infinite (training diverged)."""
     for name, value in metrics.items():
         number = float(value)
@@ -443,6 +464,19 @@ class DeterministicActorCritic(NamedTuple):
     def parts(self) -> dict[str, Part]:
         """What a checkpoint holds, by name."""
         return self._asdict()
+
+    def compiled(self, collector: ReplayCollector, config: DeterministicPolicyConfig) -> "CompiledDeterministicActorCritic | None":
+        """The compiled update on these networks (networks/compiled_continuous.py) where it applies and
+        the backend allows; None: PyTorch's (critic_step, deterministic_actor_step)."""
+        threads = compiled_update(config, collector.device)
+        if not threads:
+            return None
+        from rlfoundry.networks.compiled_continuous import CompiledDeterministicActorCritic
+
+        return CompiledDeterministicActorCritic(
+            self.actor, self.critics, self.target_actor, self.target_critics, self.optimizer, config.batch_size,
+            collector.observation_size, config.activation, threads,
+        )
 
 
 def deterministic_actions(

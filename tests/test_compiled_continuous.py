@@ -1,0 +1,191 @@
+"""The compiled updates of SAC, TD3 and DDPG (networks/compiled_continuous.py): every gradient
+against autograd on the same minibatch and random draws, both activations, a learned and a fixed
+alpha; the Polyak steps; two threads bitwise equal to one; a failing part that stops its partner
+instead of leaving it waiting; which settings keep PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from off_policy_checks import TINY, hand_batch
+from rlfoundry import DDPG, SAC, TD3
+from rlfoundry.losses.continuous import (
+    critic_loss,
+    deterministic_actor_loss,
+    entropy_temperature_loss,
+    q_target,
+    smoothed_target_actions,
+    soft_actor_loss,
+    soft_q_target,
+)
+from rlfoundry.networks.compiled_continuous import ABORT, KernelThreads, meet
+from rlfoundry.networks.compiled_mlp import CompiledAdam, kernel
+from rlfoundry.run.config import ConfigError
+
+
+class RecordingMonitor:
+    """The monitor's record(), keeping the last value of each metric."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def record(self, name: str, value: float) -> None:
+        self.values[name] = value
+
+
+def frozen_learning_rates(model) -> None:
+    """Learning rates 0: an update leaves the parameters as they were and its gradients in .grad."""
+    for group in model.optimizer.param_groups:
+        group["lr"] = 0.0
+
+
+def assert_gradients_equal(parameters, expected) -> None:
+    for parameter, gradient in zip(parameters, expected, strict=True):
+        torch.testing.assert_close(parameter.grad, gradient, rtol=1e-4, atol=1e-6)
+
+
+def batch_of(observation_size: int, action_size: int):
+    """hand_batch's six transitions (two terminated, one truncated), with per-sample discounts."""
+    batch = hand_batch(observation_size, action_size, gamma=0.9, seed=3)
+    return batch._replace(discounts=torch.tensor([0.9, 0.9, 0.81, 0.9, 0.729, 0.9]))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("learn_alpha", [True, False])
+def test_sac_update_gradients_equal_autograd(activation, learn_alpha):
+    model = SAC("LunarLanderContinuous-v3", backend="compiled", activation=activation, learn_alpha=learn_alpha,
+                alpha=0.3, **TINY)
+    frozen_learning_rates(model)
+    batch = batch_of(8, 2)
+    model.collector.torch_rng.manual_seed(7)
+    target_before = [parameter.clone() for parameter in model.target_critics.parameters()]
+    monitor = RecordingMonitor()
+    model.update(batch, monitor)
+
+    # The same losses by autograd, with the update's two draws (the actions' noise, then the next actions').
+    generator = torch.Generator().manual_seed(7)
+    actor, critics = model.actor, model.critics
+    alpha = model.temperature()
+    actions, log_probs = actor(batch.observations, generator)
+    with torch.no_grad():
+        next_actions, next_log_probs = actor(batch.next_observations, generator)
+        targets = soft_q_target(batch.rewards, batch.terminated, model.target_critics(batch.next_observations, next_actions),
+                                next_log_probs, alpha, batch.discounts)
+    critic_value = critic_loss(critics(batch.observations, batch.actions), targets)
+    actor_value = soft_actor_loss(critics(batch.observations, actions, frozen=True), log_probs, alpha)
+    temperature_value = entropy_temperature_loss(model.temperature.log_alpha, log_probs, model.target_entropy)
+    parameters = [*actor.parameters(), *critics.parameters()]
+    total = critic_value + actor_value + (temperature_value if learn_alpha else 0.0)
+    expected = torch.autograd.grad(total, parameters + ([model.temperature.log_alpha] if learn_alpha else []))
+    assert_gradients_equal(parameters + ([model.temperature.log_alpha] if learn_alpha else []), expected)
+    assert monitor.values["train/critic_loss"] == pytest.approx(float(critic_value.detach()), rel=1e-5)
+    assert monitor.values["train/actor_loss"] == pytest.approx(float(actor_value.detach()), rel=1e-5, abs=1e-6)
+    assert monitor.values["train/entropy"] == pytest.approx(-float(log_probs.detach().mean()), rel=1e-5)
+    # The Polyak step of the critics' targets (their sources unchanged at learning rate 0).
+    for target, before, source in zip(model.target_critics.parameters(), target_before, critics.parameters()):
+        torch.testing.assert_close(target, torch.lerp(before, source.detach(), model.config.tau))
+    assert learn_alpha == (model.temperature.log_alpha in model.optimizer.state)
+
+
+@pytest.mark.parametrize("algorithm", [TD3, DDPG])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_deterministic_update_gradients_equal_autograd(algorithm, activation):
+    options = dict(target_policy_noise=0.4, target_noise_clip=0.3) if algorithm is TD3 else {}
+    model = algorithm("LunarLanderContinuous-v3", backend="compiled", activation=activation, **options, **TINY)
+    frozen_learning_rates(model)
+    batch = batch_of(8, 2)
+    model.collector.torch_rng.manual_seed(11)
+    model.update(batch, RecordingMonitor())  # update 0: the actor's step is due
+
+    actor, critics = model.actor, model.critics
+    with torch.no_grad():
+        next_actions = model.target_actor(batch.next_observations)
+        if algorithm is TD3:
+            noise = 0.4 * torch.randn(6, 2, generator=torch.Generator().manual_seed(11))
+            next_actions = smoothed_target_actions(next_actions, noise, 0.3)
+        targets = q_target(batch.rewards, batch.terminated, model.target_critics(batch.next_observations, next_actions),
+                           batch.discounts)
+    critic_parameters = list(critics.parameters())
+    expected = torch.autograd.grad(critic_loss(critics(batch.observations, batch.actions), targets), critic_parameters)
+    assert_gradients_equal(critic_parameters, expected)
+    actor_value = deterministic_actor_loss(critics(batch.observations, actor(batch.observations), count=1, frozen=True))
+    actor_parameters = list(actor.parameters())
+    assert_gradients_equal(actor_parameters, torch.autograd.grad(actor_value, actor_parameters))
+
+
+def test_adam_steps_match_torch_through_a_short_run():
+    """Whole updates with real learning rates: the first ten of a run equal the PyTorch backend's
+    to float32 rounding (before rounding differences compound through Adam's normalisation)."""
+    for algorithm in (SAC, TD3):
+        models = [algorithm("Pendulum-v1", backend=backend, seed=4, **{**TINY, "learning_starts": 40})
+                  for backend in ("torch", "compiled")]
+        for model in models:
+            model.learn(50)
+        for compiled, reference in zip(models[1].actor.parameters(), models[0].actor.parameters()):
+            torch.testing.assert_close(compiled, reference, rtol=1e-3, atol=2e-5)
+
+
+@pytest.mark.parametrize("algorithm", [SAC, TD3, DDPG])
+def test_two_threads_compute_what_one_does_bitwise(algorithm):
+    models = [algorithm("Pendulum-v1", backend="compiled", torch_threads=threads, seed=2, **TINY)
+              for threads in (1, 2)]
+    for model in models:
+        model.learn(150)
+    assert models[1].compiled.threads.parts == 2
+    for name, part in models[0].parts().items():
+        if isinstance(part, torch.nn.Module):
+            for one, two in zip(part.parameters(), models[1].parts()[name].parameters()):
+                assert torch.equal(one, two), name
+
+
+@kernel
+def failing_part(part, parts, progress, failing):
+    """Part `failing` raises before the first barrier; the other waits there."""
+    if part == failing:
+        raise ValueError("this part failed")
+    if not meet(progress, part, parts, 1):
+        return
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_failing_part_stops_its_partner_and_raises(failing):
+    threads = KernelThreads(2)
+    with pytest.raises(ValueError, match="this part failed"):
+        threads.run(failing_part, failing)
+    assert threads.progress[ABORT] == 1
+    threads.run(failing_part, 5)  # no part fails: both pass the barrier
+
+
+def test_compiled_adam_steps_one_group_and_leaves_the_others():
+    first, second = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)
+    optimizer = torch.optim.Adam([{"params": first.parameters(), "lr": 0.1}, {"params": second.parameters(), "lr": 0.01}])
+    reference = torch.optim.Adam([{"params": [p.detach().clone().requires_grad_() for p in second.parameters()], "lr": 0.01}])
+    from rlfoundry.networks.manual_mlp import gradient_views
+
+    flat = gradient_views(list(second.parameters()))
+    compiled = CompiledAdam(optimizer, flat, group=1)
+    before = [parameter.detach().clone() for parameter in first.parameters()]
+    for step in range(3):
+        flat.copy_(torch.linspace(-1.0, 1.0, flat.numel()) * (step + 1))
+        for parameter, gradient in zip(reference.param_groups[0]["params"], flat.split([2, 1])):
+            parameter.grad = gradient.view_as(parameter).clone()
+        compiled.step(None)
+        reference.step()
+    for parameter, expected in zip(second.parameters(), reference.param_groups[0]["params"]):
+        torch.testing.assert_close(parameter, expected, rtol=1e-5, atol=1e-7)
+    assert all(torch.equal(parameter, old) for parameter, old in zip(first.parameters(), before))
+    assert CompiledAdam.obstacle(optimizer) == "it has more than one parameter group"
+    assert CompiledAdam.obstacle(optimizer, 1) is None
+
+
+def test_settings_the_kernels_do_not_cover_keep_pytorch():
+    assert SAC("Pendulum-v1", update_order="sequential", **TINY).compiled is None  # auto
+    with pytest.raises(ConfigError, match="update_order='sequential'"):
+        SAC("Pendulum-v1", update_order="sequential", backend="compiled", **TINY)
+    with pytest.raises(ConfigError, match="activation='elu'"):
+        TD3("Pendulum-v1", activation="elu", backend="compiled", **TINY)
+    assert TD3("Pendulum-v1", activation="elu", **TINY).compiled is None
+    assert DDPG("Pendulum-v1", backend="torch", **TINY).compiled is None
+    assert isinstance(SAC("Pendulum-v1", **TINY).compiled.threads.progress, np.ndarray)  # auto: compiled here
