@@ -126,8 +126,7 @@ class TD3:
         """One critic update; the actor and the targets update after every policy_delay-th one."""
         config = self.config
         actor_due = self.collector.updates % config.policy_delay == 0
-        with torch.no_grad():
-            noise = torch.empty_like(batch.actions).normal_(generator=self.collector.torch_rng) * config.target_policy_noise
+        noise = torch.empty_like(batch.actions).normal_(generator=self.collector.torch_rng) * config.target_policy_noise
         if self.compiled is not None:
             losses = self.compiled.update(batch, noise, config.target_noise_clip, actor_due, config.tau)
             record_finite(monitor, losses, self.name, self.collector.steps)

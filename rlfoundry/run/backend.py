@@ -4,8 +4,8 @@
     'compiled'  compiled kernels; a ConfigError naming what stands in the way where they do not apply
     'torch'     PyTorch only
 
-The compiled kernels (rlfoundry.networks.compiled_mlp, compiled_actor_critic, compiled_q_network)
-cover MLPs with ReLU or tanh on float32 CPU tensors, and compute what the PyTorch code computes to
+The compiled kernels (rlfoundry.networks.compiled_mlp, compiled_actor_critic, compiled_q_network,
+compiled_continuous) cover MLPs with ReLU or tanh on float32 CPU tensors, and compute what the PyTorch code computes to
 float32 rounding, not bitwise: a run is reproducible, and resumes exactly, with the backend it
 started with. The algorithms' docs pages list what each covers.
 """
