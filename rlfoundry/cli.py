@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-preset", action="store_true", help="ignore the tuned preset for this env")
     train.add_argument("--runs-dir", default="runs", help="where run directories go (default: runs/)")
     train.add_argument("--eval-episodes", type=int, default=DEFAULT_EVALUATION_EPISODES,
-                       help="evaluation episodes after training (and at each --eval-every)")
+                       help=f"evaluation episodes after training (and at each --eval-every; default: {DEFAULT_EVALUATION_EPISODES})")
     train.add_argument("--eval-every", type=step_count, metavar="N",
                        help="also evaluate every N env steps, logging to RUN_DIR/evaluations.csv and keeping the best "
                             "policy as RUN_DIR/checkpoints/best")
@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--runs-dir", default="runs",
                         help="where a new run directory goes when CHECKPOINT is not inside one (default: runs/)")
     resume.add_argument("--eval-episodes", type=int,
-                        help="evaluation episodes after training (and at each --eval-every; default: the run's, else 20)")
+                        help="evaluation episodes after training (and at each --eval-every; default: the run's, else "
+                             f"{DEFAULT_EVALUATION_EPISODES})")
     resume.add_argument("--eval-every", type=step_count, metavar="N",
                         help="also evaluate every N env steps (default: the run's); a run directory's checkpoints/best "
                              "is replaced only by a better one")
@@ -283,6 +284,16 @@ def best_evaluation_row(run_dir: Path) -> Mapping[str, float | str] | None:
     return max(rows, key=lambda row: float(row["mean_return"]), default=None)
 
 
+def shown(path: Path) -> Path:
+    """`path` relative to the working directory where it lies below it (as `rlf train` names its
+    run directories: `rlf resume` resolves them), else as it is (also where the working directory
+    is gone: a checkpoint directory the run just replaced)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except (ValueError, OSError):
+        return path
+
+
 def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) -> int:
     """Train, then print the evaluation (and the greedy path of tabular models) and the run directory."""
     import rlfoundry
@@ -317,7 +328,7 @@ def learn_and_report(model: Any, steps: int, eval_episodes: int, run_dir: Path) 
             f"best periodic evaluation of the run: mean return {float(best['mean_return']):.2f} +/- "
             f"{float(best['std_return']):.2f} over {best['episodes']} episodes at step {best['step']} (checkpoints/best)"
         )
-    print(f"run directory: {run_dir}")
+    print(f"run directory: {shown(run_dir)}")
     return 0
 
 
