@@ -7,18 +7,21 @@
 
 Why: an update of 256-unit networks is a dozen matrix products of 256 rows, and eager PyTorch adds
 its per-operation cost to each of the hundred operations around them: a SAC update took about
-10 ms on this project's machine where its products take 5.5 ms at the core's peak
-(benchmarks/RESULTS.md, "SAC and TD3"). Compiled, an update is the products and a few loops.
+10 ms on this project's machine where its products take 5.75 ms at the core's peak. Compiled, an
+update is the products and a few loops: 6.9 ms (benchmarks/RESULTS.md, "2026-12-04").
 
 Why two threads (threads=2): the twin critics are independent networks, so each critic's passes run
 on a thread of their own, as do the actor's passes over the observations and over the next
-observations (numba kernels release the GIL; each thread's BLAS calls stay single-threaded). The
-threads meet where the minimum over the critics is taken. They write disjoint memory and split no
-sum, so both schedules compute the same numbers, bitwise.
+observations (numba kernels release the GIL; each thread's BLAS calls stay single-threaded): 3.6 ms
+a SAC update. Each thread runs its part of an update in one kernel call (a thread hand-over costs
+about 0.1 ms here), and the parts meet at barriers (`meet`) where the minimum over the critics is
+taken. They write disjoint memory and split no sum, so both schedules compute the same numbers,
+bitwise.
 
 The results equal the PyTorch code of the algorithms to float32 rounding (tests/test_compiled_continuous.py),
 and the random draws (SAC's action noise, TD3's smoothing noise) come from the same torch generator
-in the same order, so a run follows the same trajectory with either backend, to rounding.
+in the same order, so a run starts on the PyTorch run's trajectory; over many updates the rounding
+differences grow, as between any two summation orders.
 Covered: MLP actors and critics with ReLU or tanh, float32 on the CPU; SAC with
 update_order="simultaneous".
 """
