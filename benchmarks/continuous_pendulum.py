@@ -143,7 +143,9 @@ def run(arguments: argparse.Namespace) -> None:
 def run_one(library: str, algorithm: str, seed: int, arguments: argparse.Namespace) -> dict | None:
     """One worker subprocess's result row; None (reported) if it failed. Library "baseline" is the
     rlfoundry of the checkout --baseline, run by that checkout's copy of this script (fresh_process.py)."""
-    worker_arguments = ["worker", "rlfoundry" if library == "baseline" else library, algorithm, str(seed), str(arguments.steps)]
+    # The baseline runs as the first rlfoundry library asked for (with its threads), else as "rlfoundry".
+    baseline_as = next((name for name in arguments.libraries if name.startswith("rlfoundry")), "rlfoundry")
+    worker_arguments = ["worker", baseline_as if library == "baseline" else library, algorithm, str(seed), str(arguments.steps)]
     if library == "baseline":
         try:
             return {**run_worker(__file__, worker_arguments, arguments.baseline), "library": "baseline"}
@@ -377,7 +379,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=200, help="updates per timing round (ablation, profile)")
     parser.add_argument("--sbx-python", default=sys.executable, help="a Python with sbx-rl installed")
     parser.add_argument("--baseline", metavar="CHECKOUT",
-                        help="run: also the rlfoundry of another checkout, first for each seed (benchmarks/fresh_process.py)")
+                        help="run: also the rlfoundry of another checkout, first for each seed, as the first rlfoundry "
+                             "library of --libraries (benchmarks/fresh_process.py)")
     parser.add_argument("--output", help="append each run's JSON line to this file")
     arguments = parser.parse_args()
     if arguments.command in ("ablation", "profile") and "ddpg" in arguments.algorithms:

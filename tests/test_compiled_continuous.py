@@ -189,3 +189,18 @@ def test_settings_the_kernels_do_not_cover_keep_pytorch():
     assert TD3("Pendulum-v1", activation="elu", **TINY).compiled is None
     assert DDPG("Pendulum-v1", backend="torch", **TINY).compiled is None
     assert isinstance(SAC("Pendulum-v1", **TINY).compiled.threads.progress, np.ndarray)  # auto: compiled here
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_compiled_acting_equals_the_actors(activation):
+    observations = torch.randn(5, 8, generator=torch.Generator().manual_seed(1))
+    sac = SAC("LunarLanderContinuous-v3", backend="compiled", activation=activation, **TINY)
+    with torch.no_grad():
+        torch.testing.assert_close(sac.compiled.act(observations, True, None), sac.actor.mode(observations),
+                                   rtol=1e-5, atol=1e-6)
+        sampled = sac.actor.sample(observations, torch.Generator().manual_seed(3))  # the same draw of epsilon
+        torch.testing.assert_close(sac.compiled.act(observations, False, torch.Generator().manual_seed(3)), sampled,
+                                   rtol=1e-5, atol=1e-6)
+        td3 = TD3("LunarLanderContinuous-v3", backend="compiled", activation=activation, **TINY)
+        torch.testing.assert_close(td3.compiled.act(observations), td3.actor(observations), rtol=1e-5, atol=1e-6)
+    assert sac.predict(observations.numpy()).shape == (5, 2)  # predict and training act through it

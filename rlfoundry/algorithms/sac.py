@@ -177,6 +177,9 @@ class SAC:
     def _act(self, observations: np.ndarray, deterministic: bool, generator: torch.Generator | None) -> np.ndarray:
         """tanh(mu(s)), or a sample of the squashed Gaussian drawn with `generator` (None: torch's
         global one, as predict samples): unit actions [N, A]."""
+        if self.compiled is not None:
+            compiled = self.compiled
+            return self.collector.actions_of(lambda batch: compiled.act(batch, deterministic, generator), observations)
         if deterministic:
             return self.collector.actions_of(self.actor.mode, observations)
         return self.collector.actions_of(lambda batch: self.actor.sample(batch, generator), observations)

@@ -288,6 +288,18 @@ def sac_sample(observations, noise, weights, biases, hidden, head, actions, log_
 
 
 @kernel
+def sac_act(observations, noise, weights, biases, hidden, head, actions, standard_deviations, deterministic, tanh):
+    """Acting: actions [N, A] = tanh(mu(s)) (deterministic) or the tanh-Gaussian sample with noise eps [N, A]."""
+    mlp_forward(observations, weights, biases, hidden, head, tanh)
+    for row in range(observations.shape[0]):
+        if deterministic:
+            for column in range(actions.shape[1]):
+                actions[row, column] = np.tanh(head[row, column])
+        else:
+            squashed_gaussian_row(head[row], noise[row], actions[row], standard_deviations[row])
+
+
+@kernel
 def soft_targets(rewards, discounts, terminated, next_values, next_log_probs, alpha, targets):
     """targets [B] = soft_q_target_row of each transition; next_values [K, B] = Q'_k(s', a')."""
     for row in range(rewards.shape[0]):
@@ -604,6 +616,21 @@ class CompiledSAC:
         self.action_gradients = np.zeros((count, rows, actions), FLOAT)
         self.results = np.zeros(count + 2)
 
+    def act(self, observations: torch.Tensor, deterministic: bool, generator: torch.Generator | None) -> torch.Tensor:
+        """SquashedGaussianActor.mode(observations), or .sample(observations, generator) from the same
+        draw of epsilon: unit actions [N, A]."""
+        self.memory.reattach()  # where user code replaced param.data or .grad
+        states = np.ascontiguousarray(observations.numpy(), dtype=FLOAT)
+        rows, size = len(states), self.action_size
+        noise = np.zeros((0, size), FLOAT)
+        if not deterministic:
+            noise = torch.empty(rows, size).normal_(generator=generator).numpy()
+        head, actions, deviations = buffers(rows, (2 * size,), (size,), (size,))
+        actor = self.actor
+        sac_act(states, noise, actor.weights, actor.biases, buffers(rows, *((width,) for width in actor.widths)), head,
+                actions, deviations, deterministic, self.tanh)
+        return torch.from_numpy(actions)
+
     def update(self, batch: Any, noise: torch.Tensor, next_noise: torch.Tensor, target_entropy: float,
                tau: float) -> dict[str, float]:
         """One update on a minibatch (a ReplayBatch of tensors) of exactly the size the buffers were
@@ -670,6 +697,16 @@ class CompiledDeterministicActorCritic:
         self.output_gradients = np.zeros((count, rows), FLOAT)
         self.no_action_rows = np.zeros((0, actions), FLOAT)
         self.results = np.zeros(count + 1)
+
+    def act(self, observations: torch.Tensor) -> torch.Tensor:
+        """mu(s) = DeterministicActor(observations): unit actions [N, A]."""
+        self.memory.reattach()  # where user code replaced param.data or .grad
+        states = np.ascontiguousarray(observations.numpy(), dtype=FLOAT)
+        rows, actor = len(states), self.actor
+        actions = np.zeros((rows, self.action_size), FLOAT)
+        deterministic_actions(states, actor.weights, actor.biases, buffers(rows, *((width,) for width in actor.widths)),
+                              actions, self.tanh)
+        return torch.from_numpy(actions)
 
     def update(self, batch: Any, noise: torch.Tensor | None, noise_clip: float, actor_due: bool,
                tau: float) -> dict[str, float]:

@@ -278,7 +278,7 @@ def compiled_update(config: OffPolicyConfig, device: torch.device, uncovered: st
         uncovered = f"activation={config.activation!r} (the kernels cover relu and tanh)"
     if not compiled_backend(config.backend, device, uncovered, 1):
         return 0
-    # torch then only acts, on one row: a second thread of its own would wait for the kernels' core.
+    # torch then only draws noise: a second thread of its own would wait for the kernels' core.
     configure_threads(1)
     return min(2, DEFAULT_TORCH_THREADS if config.torch_threads is None else config.torch_threads)
 
@@ -480,7 +480,7 @@ class DeterministicActorCritic(NamedTuple):
 
 
 def deterministic_actions(
-    actor: DeterministicActor,
+    actor: Callable[[torch.Tensor], torch.Tensor],
     collector: ReplayCollector,
     observations: np.ndarray,
     deterministic: bool,
@@ -488,7 +488,8 @@ def deterministic_actions(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """mu(s), or clip(mu(s) + N(0, noise_std^2), -1, 1) with the noise drawn from `rng` (training's
-    collector.rng, or predict's prediction_generator()): unit actions [N, A]."""
+    collector.rng, or predict's prediction_generator()): unit actions [N, A]. actor: the
+    DeterministicActor, or the compiled update's act on its parameters."""
     actions = collector.actions_of(actor, observations)
     if deterministic:
         return actions
