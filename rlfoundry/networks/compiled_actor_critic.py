@@ -30,7 +30,7 @@ import torch
 from rlfoundry.data.rollout import RolloutBatch
 from rlfoundry.losses import policy_gradient
 from rlfoundry.networks.compiled_mlp import FLOAT, CompiledMLP, KernelMemory, as_array, gradient_of, inline_kernel, kernel
-from rlfoundry.networks.compiled_mlp import mlp_backward, mlp_forward
+from rlfoundry.networks.compiled_mlp import mlp_backward, mlp_forward, rebuilt_on_deepcopy
 from rlfoundry.networks.manual_actor_critic import ManualActorCritic
 from rlfoundry.networks.policies import LOG_SQRT_2PI
 
@@ -202,6 +202,7 @@ class CompiledStep(NamedTuple):
     skipped: bool
 
 
+@rebuilt_on_deepcopy
 class CompiledActorCritic:
     """A ManualActorCritic's networks as CompiledMLPs, with the buffers of acting (n_envs rows) and
     of gradient steps (up to `rows` rows, grown on demand)."""

@@ -56,6 +56,7 @@ from rlfoundry.networks.compiled_mlp import (
     kernel,
     mlp_backward,
     mlp_forward,
+    rebuilt_on_deepcopy,
 )
 from rlfoundry.networks.manual_mlp import ManualMLP, gradient_views
 
@@ -518,6 +519,7 @@ def flat_views(module: nn.Module) -> tuple[np.ndarray, ...]:
     return tuple(as_array(parameter).reshape(-1) for parameter in module.parameters())
 
 
+@rebuilt_on_deepcopy
 class CompiledCritics:
     """A QEnsemble's parameters and .grad and its target copy's parameters as numpy views, and each
     critic's buffers for passes of up to `rows` rows (each thread passes through its own critic)."""
@@ -569,6 +571,7 @@ def buffers(rows: int, *shapes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     return tuple(np.zeros((rows, *shape), FLOAT) for shape in shapes)
 
 
+@rebuilt_on_deepcopy
 class CompiledSAC:
     """SAC's update (update_order="simultaneous", algorithms/sac.py) by sac_update on the model's own
     parameters, .grad and Adam state: the optimiser's groups are the actor (0), the critics (1) and
@@ -657,6 +660,7 @@ class CompiledSAC:
                 "train/alpha": alpha, "train/entropy": -float(self.results[count + 1])}
 
 
+@rebuilt_on_deepcopy
 class CompiledDeterministicActorCritic:
     """The updates of TD3 and DDPG (algorithms/td3.py, ddpg.py) by deterministic_update on the model's
     own parameters, .grad and Adam state: the optimiser's groups are the actor (0) and the critics (1)."""

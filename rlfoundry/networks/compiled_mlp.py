@@ -27,6 +27,7 @@ inline it instead of leaving their stale code in use.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import math
@@ -268,11 +269,34 @@ def clipped_adam(parameters, flat_gradient, first_moments, second_moments, count
         start = stop
 
 
+def rebuilt_on_deepcopy(cls: type) -> type:
+    """Class decorator for the compiled objects: copy.deepcopy makes a new one from deep copies of
+    the arguments it was built with. A field-by-field copy would give the copy numpy arrays of its
+    own where the original's were views of the torch tensors, so training the copied model would
+    step memory its networks no longer read (and a worker thread cannot be copied at all). The
+    arguments come out of the same memo as the rest of the copied model: its own parameters."""
+    build = vars(cls)["__init__"]  # each decorated class defines its own
+
+    @functools.wraps(build)
+    def __init__(self: Any, *arguments: Any, **keywords: Any) -> None:
+        self.built_from = (arguments, keywords)
+        build(self, *arguments, **keywords)
+
+    def __deepcopy__(self: Any, memo: dict) -> Any:
+        arguments, keywords = copy.deepcopy(self.built_from, memo)
+        return cls(*arguments, **keywords)
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    cls.__deepcopy__ = __deepcopy__  # type: ignore[attr-defined]
+    return cls
+
+
 def as_array(tensor: torch.Tensor) -> np.ndarray:
     """The tensor's memory as a numpy array (no copy): the kernels' writes update the tensor."""
     return tensor.detach().numpy()
 
 
+@rebuilt_on_deepcopy
 class CompiledMLP:
     """A ManualMLP's weights and biases and their .grad as numpy views, and the kernels' buffers for
     batches of up to `rows` rows (grown on demand). `inputs` gives the kernels their float32 rows.
@@ -349,6 +373,7 @@ def gradient_of(parameter: torch.Tensor) -> torch.Tensor:
     return parameter.grad
 
 
+@rebuilt_on_deepcopy
 class CompiledAdam:
     """torch.optim.Adam's step (with global-norm clipping first) by the clipped_adam kernel, on the
     optimiser's own state: its moments and step counters are read and written in place, so

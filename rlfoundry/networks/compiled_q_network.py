@@ -20,7 +20,7 @@ import torch
 
 from rlfoundry.losses import dqn
 from rlfoundry.networks.compiled_mlp import FLOAT, CompiledAdam, CompiledMLP, KernelMemory, clipped_adam, inline_kernel, kernel
-from rlfoundry.networks.compiled_mlp import mlp_backward, mlp_forward
+from rlfoundry.networks.compiled_mlp import mlp_backward, mlp_forward, rebuilt_on_deepcopy
 from rlfoundry.networks.manual_mlp import ManualMLP
 
 td_error_row = inline_kernel(dqn.td_error_row)
@@ -103,6 +103,7 @@ def greedy_actions(observations, weights, biases, hidden, outputs, actions, tanh
         actions[row] = best
 
 
+@rebuilt_on_deepcopy
 class CompiledQNetwork:
     """The online Q-network of DQN as a CompiledMLP, with the buffers of its passes and, given the
     torch optimizer (an Adam) and the flat gradient its .grad are views of, its compiled Adam step."""

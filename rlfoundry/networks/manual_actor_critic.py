@@ -23,12 +23,13 @@ actions) keep autograd.
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from rlfoundry.networks.manual_mlp import ManualMLP, gradient_buffer, gradient_views
+from rlfoundry.networks.manual_mlp import ManualMLP, copy_gradients, gradient_buffer, gradient_views
 from rlfoundry.networks.policies import ActorCritic, Categorical, CategoricalHead, DiagonalGaussian, GaussianHead
 
 
@@ -63,6 +64,11 @@ class ManualActorCritic(NamedTuple):
         if policy is None or value is None:
             return None
         return cls(policy, value, log_std, gradient_views(list(network.parameters())))
+
+    def __deepcopy__(self, memo: dict) -> "ManualActorCritic":
+        # The MLPs copy their parameters' .grad views (ManualMLP.__deepcopy__); log_std's is one too.
+        copy_gradients(() if self.log_std is None else (self.log_std,), memo)
+        return type(self)._make(copy.deepcopy(tuple(self), memo))
 
     def forward(self, observations: torch.Tensor) -> ActorCriticPass:
         """pi(.|s) and V(s) for observations [B, *obs], as ActorCritic computes them. Call under

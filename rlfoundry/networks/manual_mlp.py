@@ -15,8 +15,9 @@ the gradients are bitwise equal to autograd's (tests/test_manual_mlp.py checks t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -51,6 +52,10 @@ class ManualMLP(NamedTuple):
         weights = tuple(layer.weight for layer in layers)
         biases = tuple(layer.bias for layer in layers)
         return cls(torso.encoder, weights, biases, DIFFERENTIATED_ACTIVATIONS[activations.pop()])
+
+    def __deepcopy__(self, memo: dict) -> "ManualMLP":
+        copy_gradients((*self.weights, *self.biases), memo)
+        return type(self)._make(copy.deepcopy(tuple(self), memo))
 
     def forward(self, observations: torch.Tensor, workspace: Sequence[torch.Tensor] = ()) -> list[torch.Tensor]:
         """[h_0, h_1, ..., h_L] for observations [B, *obs]: h_0 the encoded input, h_L the output.
@@ -98,6 +103,17 @@ def gradient_buffer(parameter: torch.Tensor) -> torch.Tensor:
     if parameter.grad is None:
         parameter.grad = torch.empty_like(parameter)
     return parameter.grad
+
+
+def copy_gradients(parameters: Sequence[torch.Tensor], memo: dict[int, Any]) -> None:
+    """Within copy.deepcopy: give the copies of `parameters` (made through `memo` if not yet) copies of
+    their .grad. nn.Parameter's deepcopy leaves .grad out, and a tensor copied through the same memo
+    keeps sharing memory with the others copied there: so a .grad made a view of a flat gradient by
+    gradient_views becomes a view of that flat tensor's copy, as the original was."""
+    for parameter in parameters:
+        copied = copy.deepcopy(parameter, memo)
+        if parameter.grad is not None and copied.grad is None:
+            copied.grad = copy.deepcopy(parameter.grad, memo)
 
 
 def gradient_views(parameters: Sequence[torch.Tensor]) -> torch.Tensor:
