@@ -236,6 +236,20 @@ def test_bad_config_values_are_named():
         DQN("CartPole-v1", buffer_size=3, n_envs=4)
 
 
+def test_epsilon_greedy_draws_one_env_as_it_draws_several():
+    """Per call: one uniform per env (explore below epsilon), then one random action per env. A
+    single env draws scalars; the numbers and what is left in the generator must be the same."""
+    model = DQN("Acrobot-v1", **TINY)  # three actions
+    generator, reference = np.random.default_rng(7), np.random.default_rng(7)
+    for count, epsilon in [(1, 0.5)] * 40 + [(3, 0.5), (1, 1.0), (1, 0.0), (2, 0.3)] * 10:
+        observations = np.random.default_rng(count).normal(size=(count, 6)).astype(np.float32)
+        explore = reference.random(count) < epsilon
+        expected = np.where(explore, reference.integers(3, size=count), model._greedy(observations))
+        actions = model._epsilon_greedy(observations, epsilon, generator)
+        assert actions.dtype == np.int64 and actions.tolist() == expected.tolist()
+    assert generator.random() == reference.random()
+
+
 # -- learning ----------------------------------------------------------------------------------
 
 def best_evaluation_within(total_steps: int, every: int, evaluation_seed: int, **config) -> float:

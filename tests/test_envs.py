@@ -17,6 +17,7 @@ from rlfoundry.envs.vector import (
     EpisodeTracker,
     make_env,
     step_vector,
+    steps_directly,
 )
 
 
@@ -58,6 +59,55 @@ def test_truncation_keeps_the_true_final_observation(vectorization):
     assert seen[2] == ([3.0, 3.0], [0.0, 0.0], [True, True])
     assert seen[0] == ([1.0, 1.0], [1.0, 1.0], [False, False])
     assert seen[5] == ([3.0, 3.0], [0.0, 0.0], [True, True])
+
+
+class InfoEnv(CounterEnv):
+    """A CounterEnv whose steps and resets report infos, and that ends episodes at random lengths."""
+
+    def reset(self, *, seed=None, options=None):
+        observation, _ = super().reset(seed=seed, options=options)
+        self.terminate_at = int(self.np_random.integers(1, 5))
+        return observation, {"reset_count": self.count, "nested": {"flag": True}}
+
+    def step(self, action):
+        observation, reward, terminated, truncated, _ = super().step(action)
+        return observation, reward, terminated, truncated, {"count": self.count, "action": int(action)}
+
+
+def same(first, second) -> bool:
+    """Equal values, arrays elementwise (object arrays too), dicts key by key."""
+    if isinstance(first, dict):
+        return isinstance(second, dict) and first.keys() == second.keys() and all(same(first[key], second[key]) for key in first)
+    if isinstance(first, np.ndarray):
+        return (isinstance(second, np.ndarray) and first.dtype == second.dtype and first.shape == second.shape
+                and all(same(a, b) for a, b in zip(first.ravel(), second.ravel())))
+    return bool(np.all(first == second))
+
+
+@pytest.mark.parametrize(("source", "n_envs"), [("CartPole-v1", 3), ("Pendulum-v1", 2), (InfoEnv, 3), (InfoEnv, 1)])
+def test_stepping_a_sync_vector_env_directly_equals_its_step(source, n_envs):
+    """step_vector steps a plain SyncVectorEnv itself (step_sync_directly); through a wrapper it
+    calls env.step. Both must give the same steps, infos and env state."""
+    direct, wrapped = (make_env(source, n_envs=n_envs) for _ in range(2))
+    assert steps_directly(direct)
+    wrapped = gym.vector.VectorWrapper(wrapped)
+    assert not steps_directly(wrapped)
+    first = [env.reset(seed=3)[0] for env in (direct, wrapped)]
+    assert np.array_equal(*first)
+    direct.action_space.seed(4)
+    episodes = 0
+    for _ in range(250):
+        actions = direct.action_space.sample()
+        step, expected = step_vector(direct, actions), step_vector(wrapped, actions)
+        for field in ("observations", "next_observations", "rewards", "terminated", "truncated"):
+            assert same(getattr(step, field), getattr(expected, field)), field
+        assert same(step.infos, expected.infos)
+        episodes += int(step.done.sum())
+    assert episodes >= 2
+    assert env_state.capture(direct) == env_state.capture(wrapped.env)
+    # A step through the vector env's own method afterwards carries on from the same state.
+    actions = direct.action_space.sample()
+    assert same(direct.step(actions)[0], wrapped.step(actions)[0])
 
 
 def test_termination_reports_final_observation_and_resets():

@@ -236,6 +236,9 @@ class DQN:
     def _epsilon_greedy(self, observations: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         """A uniformly random action with probability epsilon, else the greedy one, per observation."""
         count = len(observations)
+        if count == 1:  # one env: scalar draws, the same numbers as arrays of one in a third of the time
+            explore_one, random_action = rng.random() < epsilon, rng.integers(self.n_actions)
+            return np.array([random_action]) if explore_one else self._greedy(observations)
         explore = rng.random(count) < epsilon
         random_actions = rng.integers(self.n_actions, size=count)
         if explore.all():  # no forward pass needed: the common case early on

@@ -284,6 +284,8 @@ class VectorStep:
 
 def step_vector(env: VectorEnv, actions: np.ndarray) -> VectorStep:
     """Step a same-step-autoreset vector env and recover the true next observations."""
+    if steps_directly(env):
+        return step_sync_directly(env, actions)  # type: ignore[arg-type]
     observations, rewards, terminated, truncated, infos = env.step(actions)
     terminated = np.asarray(terminated, dtype=bool)
     truncated = np.asarray(truncated, dtype=bool)
@@ -300,6 +302,55 @@ def step_vector(env: VectorEnv, actions: np.ndarray) -> VectorStep:
         rewards=np.asarray(rewards, dtype=np.float32),
         terminated=terminated,
         truncated=truncated,
+        infos=infos,
+    )
+
+
+def steps_directly(env: VectorEnv) -> bool:
+    """Whether step_sync_directly can stand in for env.step: a plain SyncVectorEnv with same-step
+    autoreset, one Box of observations and Box or Discrete actions."""
+    return (
+        type(env) is gym.vector.SyncVectorEnv
+        and env.autoreset_mode == AutoresetMode.SAME_STEP
+        and type(env.single_observation_space) is gym.spaces.Box
+        and type(env.single_action_space) in (gym.spaces.Box, gym.spaces.Discrete)
+    )
+
+
+def step_sync_directly(env: gym.vector.SyncVectorEnv, actions: np.ndarray) -> VectorStep:
+    """SyncVectorEnv.step and step_vector in one pass, for the envs of steps_directly: the same calls
+    to the sub-envs, the same infos and the same state left in the vector env, without its helpers
+    for any space (iterate, concatenate, a deepcopy of the observations), which took 10 of a
+    CartPole step's 17 us. tests/test_envs.py holds it equal to env.step."""
+    infos: dict[str, Any] = {}
+    observations = np.empty_like(env._observations)
+    # Made once an episode ends: then the rows of next_observations and observations differ.
+    next_observations: np.ndarray | None = None
+    for index, sub_env in enumerate(env.envs):
+        observation, reward, terminated, truncated, info = sub_env.step(actions[index])
+        env._rewards[index] = reward
+        env._terminations[index] = terminated
+        env._truncations[index] = truncated
+        if terminated or truncated:
+            if next_observations is None:
+                next_observations = np.empty_like(observations)
+                next_observations[:index] = observations[:index]
+            next_observations[index] = observation
+            infos = env._add_info(infos, {"final_obs": observation, "final_info": info}, index)
+            observation, info = sub_env.reset()
+        elif next_observations is not None:
+            next_observations[index] = observation
+        observations[index] = observation
+        env._env_obs[index] = observation
+        infos = env._add_info(infos, info, index)
+    np.copyto(env._observations, observations)
+    env._autoreset_envs = env._terminations | env._truncations
+    return VectorStep(
+        observations=observations,
+        next_observations=observations if next_observations is None else next_observations,
+        rewards=env._rewards.astype(np.float32),
+        terminated=env._terminations.copy(),
+        truncated=env._truncations.copy(),
         infos=infos,
     )
 
