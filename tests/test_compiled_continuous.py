@@ -20,7 +20,7 @@ from rlfoundry.losses.continuous import (
     soft_actor_loss,
     soft_q_target,
 )
-from rlfoundry.networks.compiled_continuous import ABORT, KernelThreads, meet
+from rlfoundry.networks.kernel_threads import ABORT, KernelThreads, meet
 from rlfoundry.networks.compiled_mlp import CompiledAdam, kernel
 from rlfoundry.run.config import ConfigError
 

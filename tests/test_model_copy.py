@@ -22,6 +22,8 @@ CASES = {
                                hidden_sizes=(16, 16), quiet=True, backend=backend),
     "double-dqn": lambda backend: DQN("CartPole-v1", double_q=True, learning_starts=64, train_freq=4, batch_size=16,
                                       hidden_sizes=(16, 16), quiet=True, backend=backend),
+    "dqn-two-threads": lambda backend: DQN("CartPole-v1", learning_starts=64, train_freq=4, gradient_steps=2, batch_size=16,
+                                           hidden_sizes=(16, 16), torch_threads=2, quiet=True, backend=backend),
     "ppo": lambda backend: PPO("CartPole-v1", n_steps=32, batch_size=16, n_epochs=2, quiet=True, backend=backend),
     "ppo-gaussian": lambda backend: PPO("Pendulum-v1", n_steps=32, batch_size=16, n_epochs=2, quiet=True, backend=backend),
     "a2c": lambda backend: A2C("CartPole-v1", n_steps=8, quiet=True, backend=backend),

@@ -44,7 +44,7 @@ from rlfoundry.networks.torsos import ACTIVATIONS
 from rlfoundry.run.backend import BACKENDS, compiled_backend, mlp_obstacle
 from rlfoundry.run.checkpoint import NonFiniteError
 from rlfoundry.run.config import require_choice, require_int, require_range
-from rlfoundry.run.device import configure_threads, denormals_flushed, resolve_device
+from rlfoundry.run.device import DEFAULT_TORCH_THREADS, configure_threads, denormals_flushed, resolve_device
 from rlfoundry.run.lifecycle import initialise, load_model, restore_torch, save_model
 from rlfoundry.run.monitor import TrainingCallback, TrainingMonitor
 from rlfoundry.run.off_policy import FIXED_WITH_REPLAY, crossings, note_warm_up, require_widths, restore_replay
@@ -193,11 +193,19 @@ class DQN:
         # the greedy actions on the same parameters (networks/compiled_q_network.py).
         self.compiled: CompiledQNetwork | None = None
         uncovered = None if self.manual_mlp is not None else mlp_obstacle(uses_images, config.activation, config.hidden_sizes)
-        if compiled_backend(config.backend, self.device, uncovered, config.torch_threads):
+        if compiled_backend(config.backend, self.device, uncovered):
             from rlfoundry.networks.compiled_q_network import CompiledQNetwork
 
             assert self.manual_mlp is not None  # covered
-            self.compiled = CompiledQNetwork(self.manual_mlp, config.batch_size, self.optimizer, self.flat_gradient)
+            threads = min(2, DEFAULT_TORCH_THREADS if config.torch_threads is None else config.torch_threads)
+            # On two threads the target network's passes go through the kernels too, and torch keeps
+            # one thread: its idle threads would spin on the core the kernels' second thread needs.
+            target = self.target_q_values.manual if threads == 2 else None
+            self.compiled = CompiledQNetwork(self.manual_mlp, config.batch_size, self.optimizer, self.flat_gradient, threads,
+                                             target, self.target_q_values.block_rows)
+            if target is not None:
+                configure_threads(1)
+                self.target_q_values.forward = self.compiled.target_values
         # A loaded buffer keeps its saved layout, whatever env a load passes; "auto" picks frame stacks
         # only where make_env stacked ALE frames, and stores other images (RGB channels, say) whole.
         storage = saved_storage or config.replay_storage

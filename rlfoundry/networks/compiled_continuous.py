@@ -29,13 +29,10 @@ update_order="simultaneous".
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 from torch import nn
 
 from rlfoundry.losses import continuous as losses
@@ -58,6 +55,7 @@ from rlfoundry.networks.compiled_mlp import (
     mlp_forward,
     rebuilt_on_deepcopy,
 )
+from rlfoundry.networks.kernel_threads import KernelThreads, atomic_store, meet, wait_for
 from rlfoundry.networks.manual_mlp import ManualMLP, gradient_views
 
 q_target_row = inline_kernel(losses.q_target_row)
@@ -188,59 +186,6 @@ def polyak(targets, sources, tau):
                 target[position] = target[position] + tau * (source[position] - target[position])
             else:
                 target[position] = source[position] - (source[position] - target[position]) * (FLOAT(1) - tau)
-
-
-# -- two threads: each runs its part of an update in one kernel call, and they meet at barriers ------
-
-ABORT = 2
-"""progress[ABORT] != 0: the other part failed; a part waiting at a barrier returns."""
-
-
-@intrinsic
-def atomic_load(typingctx, array, index):
-    """array[index] (an int64 array) read with acquire ordering: what the other thread wrote before
-    its atomic_store of this value is visible after it, and the compiler cannot hoist it out of a loop."""
-
-    def codegen(context, builder, signature, arguments):
-        array_type = signature.args[0]
-        view = context.make_array(array_type)(context, builder, arguments[0])
-        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [arguments[1]])
-        return builder.load_atomic(pointer, "acquire", 8)
-
-    return types.int64(array, index), codegen
-
-
-@intrinsic
-def atomic_store(typingctx, array, index, value):
-    """array[index] = value (an int64 array) with release ordering (see atomic_load)."""
-
-    def codegen(context, builder, signature, arguments):
-        array_type = signature.args[0]
-        view = context.make_array(array_type)(context, builder, arguments[0])
-        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [arguments[1]])
-        builder.store_atomic(arguments[2], pointer, "release", 8)
-        return context.get_dummy_value()
-
-    return types.void(array, index, value), codegen
-
-
-@inline_kernel
-def wait_for(progress, other, phase):
-    """Wait until part `other` has marked `phase` (or a later one) done; False where a part failed instead."""
-    while atomic_load(progress, other) < phase:
-        if atomic_load(progress, ABORT) != 0:
-            return False
-    return True
-
-
-@inline_kernel
-def meet(progress, part, parts, phase):
-    """Mark this part's `phase` done and wait until the other part's is (parts = 1: nothing to wait
-    for). Returns False where the other part failed instead. Phases only grow within an update."""
-    if parts == 1:
-        return True
-    atomic_store(progress, part, np.int64(phase))
-    return wait_for(progress, 1 - part, phase)
 
 
 @kernel
@@ -471,41 +416,6 @@ def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_
 
 
 # -- the Python side ----------------------------------------------------------------------------------
-
-
-class KernelThreads:
-    """Runs an update kernel's parts: update(part, parts, progress, *arguments) with part 0 on the
-    calling thread and part 1 on a worker thread at once (the kernels release the GIL), or the whole
-    update as part 0 of 1. One hand-over per update; inside, the parts meet at barriers (`meet`). The
-    worker flushes denormals to zero, as learn() does on the calling thread (run.device.denormals_flushed)."""
-
-    def __init__(self, threads: int):
-        self.parts = 2 if threads > 1 else 1
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="rlfoundry-kernels") if self.parts == 2 else None
-        self.progress = np.zeros(3, np.int64)
-
-    def run(self, update: Callable[..., None], *arguments: Any) -> None:
-        progress = self.progress
-        progress[:] = 0
-        if self.pool is None:
-            update(0, 1, progress, *arguments)
-            return
-        future = self.pool.submit(self._worker_part, update, arguments)
-        try:
-            update(0, 2, progress, *arguments)
-        except BaseException:
-            progress[ABORT] = 1
-            future.exception()  # wait for the worker to leave its barrier
-            raise
-        future.result()  # raises the worker's error, after which part 0 returned early
-
-    def _worker_part(self, update: Callable[..., None], arguments: tuple) -> None:
-        torch.set_flush_denormal(True)
-        try:
-            update(1, 2, self.progress, *arguments)
-        except BaseException:
-            self.progress[ABORT] = 1
-            raise
 
 
 def actor_layers(torso: nn.Sequential, head: nn.Linear, activation: str) -> ManualMLP:

@@ -51,7 +51,7 @@ KERNEL_SOURCES = tuple(
     PACKAGE / name
     for name in (
         "networks/compiled_mlp.py", "networks/compiled_actor_critic.py", "networks/compiled_q_network.py",
-        "networks/compiled_continuous.py", "networks/policies.py", "networks/continuous.py",
+        "networks/compiled_continuous.py", "networks/kernel_threads.py", "networks/policies.py", "networks/continuous.py",
         "losses/policy_gradient.py", "losses/dqn.py", "losses/continuous.py",
     )
 )
@@ -257,15 +257,27 @@ def clipped_adam(parameters, flat_gradient, first_moments, second_moments, count
     scale = FLOAT(1) if coefficient >= FLOAT(1) else coefficient
     for index in range(counters.shape[0]):
         counters[index] += 1
-    step = float(counters[0])
+    adam_span(parameters, flat_gradient, first_moments, second_moments, scale, float(counters[0]), learning_rate, beta_1,
+              beta_2, epsilon, 0, flat_gradient.shape[0])
+
+
+@inline_kernel
+def adam_span(parameters, flat_gradient, first_moments, second_moments, scale, step, learning_rate, beta_1, beta_2,
+              epsilon, low, high):
+    """Adam's step number `step` (adam_parameter, the gradient scaled by `scale` first) on the span
+    [low, high) of the flat gradient, across the parameters it covers (clipped_adam: all of it)."""
     step_size = FLOAT(learning_rate / (1.0 - beta_1**step))
     bias_correction_2_root = FLOAT(np.sqrt(1.0 - beta_2**step))
     start = 0
     for index in range(len(parameters)):
         parameter = parameters[index]
         stop = start + parameter.shape[0]
-        adam_parameter(parameter, flat_gradient[start:stop], scale, first_moments[index], second_moments[index],
-                       FLOAT(beta_1), FLOAT(beta_2), step_size, FLOAT(epsilon), bias_correction_2_root)
+        first, last = max(start, low), min(stop, high)
+        if first < last:
+            own = slice(first - start, last - start)
+            adam_parameter(parameter[own], flat_gradient[first:last], scale, first_moments[index][own],
+                           second_moments[index][own], FLOAT(beta_1), FLOAT(beta_2), step_size, FLOAT(epsilon),
+                           bias_correction_2_root)
         start = stop
 
 

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from rlfoundry.losses import dqn
-from rlfoundry.networks.compiled_mlp import FLOAT, CompiledAdam, CompiledMLP, KernelMemory, clipped_adam, inline_kernel, kernel
-from rlfoundry.networks.compiled_mlp import mlp_backward, mlp_forward, rebuilt_on_deepcopy
+from rlfoundry.networks.compiled_mlp import FLOAT, CompiledAdam, CompiledMLP, KernelMemory, adam_span, clipped_adam
+from rlfoundry.networks.compiled_mlp import inline_kernel, kernel, mlp_backward, mlp_forward, rebuilt_on_deepcopy
+from rlfoundry.networks.kernel_threads import KernelThreads, meet
 from rlfoundry.networks.manual_mlp import ManualMLP
 
 td_error_row = inline_kernel(dqn.td_error_row)
@@ -28,8 +29,9 @@ double_dqn_target_row = inline_kernel(dqn.double_dqn_target_row)
 
 
 @kernel
-def q_gradient(observations, actions, targets, huber, network, outputs, output_gradient, errors, tanh):
-    """Write dL/dtheta into the network's .grad and delta_i into errors [B]; return L.
+def q_gradient(observations, actions, targets, huber, network, outputs, output_gradient, errors, tanh, count):
+    """Write dL/dtheta of these rows' part of a minibatch loss, sum_i l(delta_i) / count, into the
+    network's .grad and delta_i into errors [B]; return that part of L (count = B: the whole loss).
     actions int64 [B], targets [B]; network as CompiledMLP.arrays()."""
     weights, biases, weight_gradients, bias_gradients, hidden, scratch = network
     rows = observations.shape[0]
@@ -43,15 +45,16 @@ def q_gradient(observations, actions, targets, huber, network, outputs, output_g
         errors[row] = error
         value, derivative = td_error_row(float(error), huber)
         loss += value
-        gradient[row, action] = derivative / rows
+        gradient[row, action] = derivative / count
     mlp_backward(observations, weights, hidden, gradient, weight_gradients, bias_gradients, scratch, tanh)
-    return loss / rows
+    return loss / count
 
 
 @kernel
 def q_gradient_step(observations, actions, targets, huber, network, outputs, output_gradient, errors, tanh, adam):
     """q_gradient, then clipped_adam(*adam) on the gradient it wrote: one call per gradient step."""
-    loss = q_gradient(observations, actions, targets, huber, network, outputs, output_gradient, errors, tanh)
+    loss = q_gradient(observations, actions, targets, huber, network, outputs, output_gradient, errors, tanh,
+                      observations.shape[0])
     clipped_adam(*adam)
     return loss
 
@@ -70,25 +73,79 @@ def double_dqn_targets_now(targets, rewards, discounts, terminated, next_observa
 
 
 @kernel
-def q_gradient_steps(observations, actions, targets, batch_size, huber, network, outputs, output_gradient, errors, tanh,
-                     adam, double_q):
-    """q_gradient_step on each consecutive minibatch of batch_size rows (N a multiple of it), in
-    order: a burst of gradient steps in one call. TD errors into errors [N]; returns the mean loss
-    over the minibatches. double_q None: targets [N] are given; else (rewards, discounts,
-    terminated, next_observations, next_target_values) and each minibatch's Double DQN targets are
-    written into targets just before its step (double_dqn_targets_now)."""
+def split_clipped_adam(part, progress, phase, adam, partner_gradient, squares):
+    """compiled_mlp.clipped_adam on two threads, once part 0 has written its rows' gradient into the
+    flat gradient and part 1 its rows' into partner_gradient (the same layout): each part adds the
+    two in its half of the flat gradient, the halves' squared norms meet, and each part takes Adam's
+    step on its half. Phases phase and phase + 1; False where the other part failed."""
+    parameters, flat_gradient, first_moments, second_moments, counters, max_norm, learning_rate, beta_1, beta_2, epsilon = adam
+    size = flat_gradient.shape[0]
+    low, high = (0, size // 2) if part == 0 else (size // 2, size)
+    total = FLOAT(0)
+    for index in range(low, high):
+        value = flat_gradient[index] + partner_gradient[index]
+        flat_gradient[index] = value
+        total += value * value
+    squares[part] = total
+    step = float(counters[0] + 1)  # read before the barrier, after which part 0 advances the counters
+    if not meet(progress, part, 2, phase):
+        return False
+    coefficient = (FLOAT(1) / (np.sqrt(squares[0] + squares[1]) + FLOAT(1e-6))) * max_norm
+    scale = FLOAT(1) if coefficient >= FLOAT(1) else coefficient
+    if part == 0:
+        for index in range(counters.shape[0]):
+            counters[index] += 1
+    adam_span(parameters, flat_gradient, first_moments, second_moments, scale, step, learning_rate, beta_1, beta_2,
+              epsilon, low, high)
+    return meet(progress, part, 2, phase + 1)
+
+
+@kernel
+def q_gradient_steps(part, parts, progress, observations, actions, targets, batch_size, huber, networks, outputs,
+                     output_gradients, errors, tanh, adam, double_q, partner_gradient, squares, losses):
+    """Part `part` of `parts` (1 or 2, run by kernel_threads.KernelThreads) of q_gradient_step on each
+    consecutive minibatch of batch_size rows (N a multiple of it), in order: a burst of gradient steps
+    in one call. With two parts each takes half of every minibatch's rows (networks[part]: the
+    weights, its own gradient memory and buffers; part 1's gradient goes into partner_gradient's
+    views), then split_clipped_adam joins the halves and steps. TD errors into errors [N]; this
+    part's share of the mean loss over the minibatches into losses[part]. double_q None: targets [N]
+    are given; else (rewards, discounts, terminated, next_observations, next_target_values) and each
+    minibatch's Double DQN targets are written into targets just before its step (double_dqn_targets_now)."""
+    network, outputs, output_gradient = networks[part], outputs[part], output_gradients[part]
+    half = batch_size // 2
+    low = 0 if part == 0 else half
+    high = half if parts == 2 and part == 0 else batch_size
     steps = observations.shape[0] // batch_size
     total = 0.0
+    phase = 0
     for step in range(steps):
-        rows = slice(step * batch_size, (step + 1) * batch_size)
+        rows = slice(step * batch_size + low, step * batch_size + high)
         if double_q is not None:
             rewards, discounts, terminated, next_observations, next_target_values = double_q
             double_dqn_targets_now(targets[rows], rewards[rows], discounts[rows], terminated[rows],
                                    next_observations[rows], next_target_values[rows], network, outputs, tanh)
         total += q_gradient(observations[rows], actions[rows], targets[rows], huber, network, outputs, output_gradient,
-                            errors[rows], tanh)
-        clipped_adam(*adam)
-    return total / steps
+                            errors[rows], tanh, batch_size)
+        if parts == 1:
+            clipped_adam(*adam)
+            continue
+        # Both halves' gradients written; then the halves' sums and steps; then the weights are whole.
+        if not meet(progress, part, 2, phase + 1) or not split_clipped_adam(part, progress, phase + 2, adam,
+                                                                            partner_gradient, squares):
+            return
+        phase += 3
+    losses[part] = total / steps
+
+
+@kernel
+def forward_blocks(part, parts, progress, inputs, weights, biases, hiddens, outputs, block_rows, tanh):
+    """outputs [N, out] = the network at inputs [N, in], block by block of block_rows rows (each block's
+    activations stay in the cache), part p taking blocks p, p + parts, ...: no sum is split."""
+    hidden = hiddens[part]
+    rows = inputs.shape[0]
+    for start in range(part * block_rows, rows, parts * block_rows):
+        stop = min(start + block_rows, rows)
+        mlp_forward(inputs[start:stop], weights, biases, hidden, outputs[start:stop], tanh)
 
 
 @kernel
@@ -103,17 +160,46 @@ def greedy_actions(observations, weights, biases, hidden, outputs, actions, tanh
         actions[row] = best
 
 
+def same_layout_views(arrays: tuple[np.ndarray, ...], flat: np.ndarray, buffer: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Views of `buffer` (as long as `flat`) placed as `arrays`, views of `flat`, are placed in it."""
+
+    def view(array: np.ndarray) -> np.ndarray:
+        offset = (array.ctypes.data - flat.ctypes.data) // flat.itemsize
+        if not 0 <= offset <= len(flat) - array.size:
+            raise ValueError("the network's gradients are not views of the optimiser's flat gradient")
+        return buffer[offset : offset + array.size].reshape(array.shape)
+
+    return tuple(view(array) for array in arrays)
+
+
 @rebuilt_on_deepcopy
 class CompiledQNetwork:
     """The online Q-network of DQN as a CompiledMLP, with the buffers of its passes and, given the
     torch optimizer (an Adam) and the flat gradient its .grad are views of, its compiled Adam step."""
 
     def __init__(self, manual: ManualMLP, rows: int, optimizer: torch.optim.Optimizer | None = None,
-                 flat_gradient: torch.Tensor | None = None):
+                 flat_gradient: torch.Tensor | None = None, threads: int = 1, target: ManualMLP | None = None,
+                 block_rows: int = 1024):
         self.network = CompiledMLP(manual, rows)
         self.adam = None if optimizer is None or flat_gradient is None else CompiledAdam(optimizer, flat_gradient)
+        # The target network's passes over a burst (target_values), in blocks of block_rows rows.
+        self.target = None if target is None else CompiledMLP(target, 0, gradients=False)
+        self.block_rows = block_rows
+        widths = [] if self.target is None else self.target.widths
+        self.target_hidden = tuple(tuple(np.zeros((block_rows, width), FLOAT) for width in widths) for _ in range(2))
+        # The target network is only read, and its updates (Polyak, load_state_dict) write in place.
         self.memory = KernelMemory(manual.weights + manual.biases)
         self.n_actions = len(manual.weights[-1])
+        # threads=2: the bursts' steps split each minibatch's rows between two threads (q_gradient_steps),
+        # part 1 writing its gradient into memory laid out as the flat gradient.
+        self.threads = KernelThreads(threads if self.adam is not None else 1)
+        flat = np.zeros(0, FLOAT) if self.adam is None else self.adam.flat_gradient
+        self.partner_gradient = np.zeros(len(flat) if self.threads.parts == 2 else 0, FLOAT)
+        self.partner_gradients = tuple(
+            same_layout_views(gradients, flat, self.partner_gradient) if self.threads.parts == 2 else ()
+            for gradients in (self.network.weight_gradients, self.network.bias_gradients)
+        )
+        self.squares = np.zeros(2, FLOAT)
         self.rows = 0
         self.reserve(rows)
 
@@ -121,8 +207,16 @@ class CompiledQNetwork:
         if rows > self.rows:
             self.rows = rows
             self.network.reserve(rows)
-            self.outputs = np.zeros((rows, self.n_actions), FLOAT)
-            self.output_gradient = np.zeros((rows, self.n_actions), FLOAT)
+            self.outputs, self.output_gradient, self.partner_outputs, self.partner_output_gradient = (
+                np.zeros((rows, self.n_actions), FLOAT) for _ in range(4)
+            )
+            widths = self.network.widths
+            self.partner_hidden, self.partner_scratch = (tuple(np.zeros((rows, width), FLOAT) for width in widths) for _ in range(2))
+
+    def partner_network(self) -> tuple:
+        """Part 1's `network` for q_gradient_steps: the weights, its gradient memory and its buffers."""
+        network = self.network
+        return (network.weights, network.biases, *self.partner_gradients, self.partner_hidden, self.partner_scratch)
 
     def gradient(self, observations: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor, huber: bool,
                  max_grad_norm: float | None = None) -> tuple[float, torch.Tensor]:
@@ -139,7 +233,7 @@ class CompiledQNetwork:
             self.network.tanh,
         )
         if self.adam is None:
-            loss = q_gradient(*arguments)
+            loss = q_gradient(*arguments, rows)
         else:
             loss = q_gradient_step(*arguments, self.adam.kernel_arguments(max_grad_norm))
         return loss, torch.from_numpy(errors)
@@ -170,12 +264,36 @@ class CompiledQNetwork:
             target_array = np.empty(rows, FLOAT)
             double_q_arrays = (rewards.numpy(), discounts.numpy(), terminated.numpy(),
                                self.network.inputs(next_observations), next_target_values.numpy())
-        q_gradient_steps(
-            self.network.inputs(observations), actions.reshape(-1).numpy().astype(np.int64, copy=False),
-            target_array, batch_size, huber, self.network.arrays(), self.outputs, self.output_gradient,
-            errors[:, 0], self.network.tanh, self.adam.kernel_arguments(max_grad_norm), double_q_arrays,
+        two = self.threads.parts == 2 and batch_size >= 2
+        networks = (self.network.arrays(), self.partner_network()) if two else (self.network.arrays(),)
+        outputs = (self.outputs, self.partner_outputs) if two else (self.outputs,)
+        output_gradients = (self.output_gradient, self.partner_output_gradient) if two else (self.output_gradient,)
+        losses = np.zeros(2)
+        arguments = (
+            self.network.inputs(observations), actions.reshape(-1).numpy().astype(np.int64, copy=False), target_array,
+            batch_size, huber, networks, outputs, output_gradients, errors[:, 0], self.network.tanh,
+            self.adam.kernel_arguments(max_grad_norm), double_q_arrays, self.partner_gradient, self.squares, losses,
         )
+        if two:
+            self.threads.run(q_gradient_steps, *arguments)
+        else:
+            q_gradient_steps(0, 1, self.threads.progress, *arguments)
         return torch.from_numpy(errors)
+
+    def target_values(self, observations: torch.Tensor) -> torch.Tensor:
+        """Q(s, .; theta^-) [N, A] for observations [N, *obs] by the target network given at
+        construction, its blocks shared between the threads (forward_blocks)."""
+        assert self.target is not None  # given at construction
+        self.memory.reattach()  # where user code replaced param.data or .grad
+        inputs = self.target.inputs(observations)
+        outputs = np.empty((len(inputs), self.n_actions), FLOAT)
+        target = self.target
+        arguments = (inputs, target.weights, target.biases, self.target_hidden, outputs, self.block_rows, target.tanh)
+        if self.threads.parts == 2:
+            self.threads.run(forward_blocks, *arguments)
+        else:
+            forward_blocks(0, 1, self.threads.progress, *arguments)
+        return torch.from_numpy(outputs)
 
     def greedy(self, observations: np.ndarray) -> np.ndarray:
         """argmax_a Q(s, a; theta) int64 [B] for a batch of observations."""

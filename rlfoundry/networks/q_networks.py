@@ -11,7 +11,7 @@ networks (orthogonal initialisation is an on-policy convention).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -52,6 +52,8 @@ class BlockedQValues:
         self.block_rows = block_rows
         self.manual = ManualMLP.of(network.torso, network.head)
         self.workspace = [] if self.manual is None else self.manual.workspace(block_rows)
+        # Set by DQN on two kernel threads: CompiledQNetwork.target_values, the same blocks on both threads.
+        self.forward: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @torch.no_grad()
     def __call__(self, observations: torch.Tensor, keys: np.ndarray | None = None) -> torch.Tensor:
@@ -61,6 +63,8 @@ class BlockedQValues:
         if keys is not None:
             _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
             return self(observations[torch.from_numpy(first).to(observations.device)])[torch.from_numpy(inverse).to(observations.device)]
+        if self.forward is not None:
+            return self.forward(observations)
         blocks = observations.split(self.block_rows)
         if self.manual is None:
             return torch.cat([self.network(rows) for rows in blocks])

@@ -20,11 +20,14 @@ from rlfoundry.run.device import configure_blas_threads
 BACKENDS = ("auto", "compiled", "torch")
 
 
-def compiled_backend(backend: str, device: torch.device, uncovered: str | None, threads: int | None) -> bool:
+def compiled_backend(backend: str, device: torch.device, uncovered: str | None) -> bool:
     """Whether a model builds its compiled kernels: never for 'torch'; for 'auto' and 'compiled'
     when its network is on the CPU and the kernels cover it (`uncovered` None; else the setting in
     their way), which 'compiled' requires (a ConfigError names what stands in the way). When the
-    answer is yes, the BLAS the kernels call gets `threads` threads (run.device.configure_blas_threads)."""
+    answer is yes, the BLAS the kernels call gets one thread (run.device.configure_blas_threads):
+    their products are small, and on two BLAS threads a PPO run with torch_threads=2 took 15.0 s
+    against 5.0 s (RESULTS.md, "2026-12-04, morning"); the algorithms that use a second core run
+    kernels on two threads of their own instead."""
     if backend == "torch":
         return False
     obstacle = f"the kernels run on the CPU and the network is on {device}" if device.type != "cpu" else uncovered
@@ -32,7 +35,7 @@ def compiled_backend(backend: str, device: torch.device, uncovered: str | None, 
         if backend == "compiled":
             raise ConfigError(f"backend='compiled' does not apply here: {obstacle}; use backend='auto' or 'torch'")
         return False
-    configure_blas_threads(threads)
+    configure_blas_threads(1)
     return True
 
 

@@ -276,7 +276,7 @@ def compiled_update(config: OffPolicyConfig, device: torch.device, uncovered: st
     keeps PyTorch's. Each thread's BLAS runs single-threaded."""
     if uncovered is None and config.activation not in ("relu", "tanh"):
         uncovered = f"activation={config.activation!r} (the kernels cover relu and tanh)"
-    if not compiled_backend(config.backend, device, uncovered, 1):
+    if not compiled_backend(config.backend, device, uncovered):
         return 0
     # torch then only draws noise: a second thread of its own would wait for the kernels' core.
     configure_threads(1)

@@ -231,7 +231,7 @@ class RolloutCollector:
         # steps on the same parameters (networks/compiled_actor_critic.py); else manual or autograd.
         self.compiled: CompiledActorCritic | None = None
         uncovered = None if self.manual is not None else self._uncovered_setting()
-        if compiled_backend(config.backend, self.device, uncovered, config.torch_threads):
+        if compiled_backend(config.backend, self.device, uncovered):
             from rlfoundry.networks.compiled_actor_critic import CompiledActorCritic
 
             assert self.manual is not None  # covered
