@@ -10,9 +10,9 @@ rlfoundry.run.backend) and `rlfoundry-torch` with backend="torch" (PyTorch only)
 compiled (a machine's first run) or loaded from numba's cache by one short untimed run first. The clock covers learn() only; afterwards both models play the same
 20 evaluation episodes with greedy actions (rlfoundry.evaluate).
 
-Both libraries run with one torch thread (rlfoundry's default; on this shared 2-core machine a
-second thread mostly waits for the other core). `--torch-threads 2` runs both with two (torch's
-default here): SB3's DQN is faster in wall-clock that way on an idle machine (RESULTS.md).
+Both libraries run with one torch thread (rlfoundry's default) unless `--torch-threads 2` runs both
+with two (torch's default here): rlfoundry then splits each minibatch between two kernel threads,
+and SB3 takes torch's two threads (which no longer made it faster on 2026-12-04: RESULTS.md).
 
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/dqn_cartpole.py --seeds 0 1 2
     .venv/bin/python benchmarks/dqn_cartpole.py --profile      # cProfile of one rlfoundry run

@@ -110,7 +110,7 @@ class DQNConfig:
     device: str = "auto"
     """'auto' (CPU for MLPs, CUDA for images when present), 'cpu' or 'cuda'."""
     torch_threads: int | None = None
-    """torch intra-op threads, and the compiled kernels' BLAS threads; None uses rlfoundry's measured default (1)."""
+    """torch intra-op threads; None uses rlfoundry's measured default (1). With the compiled backend, 2 splits each minibatch between two kernel threads (torch then keeps one)."""
     backend: Literal["auto", "compiled", "torch"] = "auto"
     """'compiled': numba-compiled gradient steps and greedy actions for MLPs with relu or tanh on the CPU; 'torch': PyTorch only; 'auto': compiled where it applies (rlfoundry.run.backend)."""
 

@@ -88,7 +88,7 @@ class ActorCriticConfig:
     device: str = "auto"
     """'auto' (CPU for MLPs, CUDA for images when present), 'cpu' or 'cuda'."""
     torch_threads: int | None = None
-    """torch intra-op threads, and the compiled kernels' BLAS threads; None uses rlfoundry's measured default (1)."""
+    """torch intra-op threads; None uses rlfoundry's measured default (1). The compiled kernels run on one thread either way."""
     backend: Literal["auto", "compiled", "torch"] = "auto"
     """'compiled': numba-compiled acting and gradient steps for separate MLP torsos with ReLU or tanh on the CPU; 'torch': PyTorch only; 'auto': compiled where it applies (rlfoundry.run.backend)."""
 
