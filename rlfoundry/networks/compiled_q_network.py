@@ -200,6 +200,7 @@ class CompiledQNetwork:
             for gradients in (self.network.weight_gradients, self.network.bias_gradients)
         )
         self.squares = np.zeros(2, FLOAT)
+        self.partner_outputs = np.zeros((0, self.n_actions), FLOAT)
         self.rows = 0
         self.reserve(rows)
 
@@ -207,14 +208,16 @@ class CompiledQNetwork:
         if rows > self.rows:
             self.rows = rows
             self.network.reserve(rows)
-            self.outputs, self.output_gradient, self.partner_outputs, self.partner_output_gradient = (
-                np.zeros((rows, self.n_actions), FLOAT) for _ in range(4)
-            )
+            self.outputs = np.zeros((rows, self.n_actions), FLOAT)
+            self.output_gradient = np.zeros((rows, self.n_actions), FLOAT)
+
+    def partner_network(self, rows: int) -> tuple:
+        """Part 1's `network` for q_gradient_steps on minibatches of `rows` rows: the weights, its
+        gradient memory and its buffers (made on first use; acting never needs them)."""
+        if len(self.partner_outputs) < rows:
+            self.partner_outputs, self.partner_output_gradient = (np.zeros((rows, self.n_actions), FLOAT) for _ in range(2))
             widths = self.network.widths
             self.partner_hidden, self.partner_scratch = (tuple(np.zeros((rows, width), FLOAT) for width in widths) for _ in range(2))
-
-    def partner_network(self) -> tuple:
-        """Part 1's `network` for q_gradient_steps: the weights, its gradient memory and its buffers."""
         network = self.network
         return (network.weights, network.biases, *self.partner_gradients, self.partner_hidden, self.partner_scratch)
 
@@ -265,7 +268,7 @@ class CompiledQNetwork:
             double_q_arrays = (rewards.numpy(), discounts.numpy(), terminated.numpy(),
                                self.network.inputs(next_observations), next_target_values.numpy())
         two = self.threads.parts == 2 and batch_size >= 2
-        networks = (self.network.arrays(), self.partner_network()) if two else (self.network.arrays(),)
+        networks = (self.network.arrays(), self.partner_network(batch_size)) if two else (self.network.arrays(),)
         outputs = (self.outputs, self.partner_outputs) if two else (self.outputs,)
         output_gradients = (self.output_gradient, self.partner_output_gradient) if two else (self.output_gradient,)
         losses = np.zeros(2)
