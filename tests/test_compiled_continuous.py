@@ -1,7 +1,7 @@
 """The compiled updates of SAC, TD3 and DDPG (networks/compiled_continuous.py): every gradient
 against autograd on the same minibatch and random draws, both activations, a learned and a fixed
-alpha; the Polyak steps; two threads bitwise equal to one; a failing part that stops its partner
-instead of leaving it waiting; which settings keep PyTorch."""
+alpha; the Polyak steps; two threads bitwise equal to one (SAC) or to rounding (TD3, DDPG); a
+failing part that stops its partner instead of leaving it waiting; which settings keep PyTorch."""
 
 from __future__ import annotations
 
@@ -91,9 +91,14 @@ def test_sac_update_gradients_equal_autograd(activation, learn_alpha):
 
 @pytest.mark.parametrize("algorithm", [TD3, DDPG])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_deterministic_update_gradients_equal_autograd(algorithm, activation):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_deterministic_update_gradients_equal_autograd(algorithm, activation, threads):
+    """threads=2 splits the six rows of every actor pass three and three, each part writing its
+    share of the actor's gradient, which the Adam step's halves then add."""
     options = dict(target_policy_noise=0.4, target_noise_clip=0.3) if algorithm is TD3 else {}
-    model = algorithm("LunarLanderContinuous-v3", backend="compiled", activation=activation, **options, **TINY)
+    model = algorithm("LunarLanderContinuous-v3", backend="compiled", activation=activation, torch_threads=threads,
+                      **options, **TINY)
+    assert model.compiled.threads.parts == threads
     frozen_learning_rates(model)
     batch = batch_of(8, 2)
     model.collector.torch_rng.manual_seed(11)
@@ -127,17 +132,35 @@ def test_adam_steps_match_torch_through_a_short_run():
             torch.testing.assert_close(compiled, reference, rtol=1e-3, atol=2e-5)
 
 
-@pytest.mark.parametrize("algorithm", [SAC, TD3, DDPG])
-def test_two_threads_compute_what_one_does_bitwise(algorithm):
-    models = [algorithm("Pendulum-v1", backend="compiled", torch_threads=threads, seed=2, **TINY)
-              for threads in (1, 2)]
-    for model in models:
-        model.learn(150)
-    assert models[1].compiled.threads.parts == 2
-    for name, part in models[0].parts().items():
-        if isinstance(part, torch.nn.Module):
-            for one, two in zip(part.parameters(), models[1].parts()[name].parameters()):
-                assert torch.equal(one, two), name
+def trained_modules(algorithm, threads: int, steps: int = 150) -> dict[str, torch.nn.Module]:
+    model = algorithm("Pendulum-v1", backend="compiled", torch_threads=threads, seed=2, quiet=True, **TINY)
+    model.learn(steps)
+    assert model.compiled.threads.parts == threads
+    return {name: part for name, part in model.parts().items() if isinstance(part, torch.nn.Module)}
+
+
+def test_two_threads_compute_what_one_does_bitwise_in_sac():
+    """SAC's parts split no sum: each critic's passes, each sample's, each weight gradient whole."""
+    one, two = (trained_modules(SAC, threads) for threads in (1, 2))
+    for name, module in one.items():
+        for first, second in zip(module.parameters(), two[name].parameters(), strict=True):
+            assert torch.equal(first, second), name
+
+
+@pytest.mark.parametrize("algorithm", [TD3, DDPG])
+def test_two_threads_follow_one_to_rounding_and_repeat_bitwise(algorithm):
+    """TD3's and DDPG's parts split the actor's rows, so its gradient is the sum of two halves' (another
+    order of the same sum): 100 updates stay within float32 rounding of one thread's, and two
+    two-thread runs are bitwise equal."""
+    one, two, again = trained_modules(algorithm, 1), trained_modules(algorithm, 2), trained_modules(algorithm, 2)
+    differs = False
+    for name, module in one.items():
+        for first, second, third in zip(module.parameters(), two[name].parameters(), again[name].parameters(),
+                                        strict=True):
+            torch.testing.assert_close(second, first, rtol=1e-4, atol=1e-6)
+            assert torch.equal(second, third), name
+            differs |= not torch.equal(first, second)
+    assert differs  # the halves' sum really is another order: this test compares what it says
 
 
 @kernel

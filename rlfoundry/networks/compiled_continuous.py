@@ -11,12 +11,15 @@ its per-operation cost to each of the hundred operations around them: a SAC upda
 update is the products and a few loops: 6.9 ms (benchmarks/RESULTS.md, "2026-12-04").
 
 Why two threads (threads=2): the twin critics are independent networks, so each critic's passes run
-on a thread of their own, as do the actor's passes over the observations and over the next
+on a thread of their own, as do SAC's actor passes over the observations and over the next
 observations (numba kernels release the GIL; each thread's BLAS calls stay single-threaded): 3.6 ms
 a SAC update. Each thread runs its part of an update in one kernel call (a thread hand-over costs
 about 0.1 ms here), and the parts meet at barriers (`meet`) where the minimum over the critics is
-taken. They write disjoint memory and split no sum, so both schedules compute the same numbers,
-bitwise.
+taken. SAC's parts write disjoint memory and split no sum, so both schedules compute the same
+numbers, bitwise. TD3 and DDPG have one actor pass where SAC has two, so they split the rows of
+every actor pass instead (the target actor's, the actor's and its loss through critic 1), and each
+Adam step's parameters: the actor's gradient is then the sum of the two halves' gradients, equal
+to one thread's to float32 rounding and the same from run to run.
 
 The results equal the PyTorch code of the algorithms to float32 rounding (tests/test_compiled_continuous.py),
 and the random draws (SAC's action noise, TD3's smoothing noise) come from the same torch generator
@@ -55,7 +58,14 @@ from rlfoundry.networks.compiled_mlp import (
     mlp_forward,
     rebuilt_on_deepcopy,
 )
-from rlfoundry.networks.kernel_threads import KernelThreads, atomic_store, meet, wait_for
+from rlfoundry.networks.kernel_threads import (
+    KernelThreads,
+    atomic_store,
+    meet,
+    same_layout_views,
+    split_clipped_adam,
+    wait_for,
+)
 from rlfoundry.networks.manual_mlp import ManualMLP, gradient_views
 
 q_target_row = inline_kernel(losses.q_target_row)
@@ -347,36 +357,62 @@ def q_targets(rewards, discounts, terminated, next_values, targets):
         targets[row] = q_target_row(float(rewards[row]), float(discounts[row]), terminated[row], float(smallest))
 
 
+@inline_kernel
+def part_rows(part, parts, rows):
+    """[low, high): the rows of a minibatch that part `part` of `parts` takes where a pass splits its
+    rows (all for one part; the first half and the rest for two)."""
+    if parts == 1:
+        return 0, rows
+    half = rows // 2
+    return (0, half) if part == 0 else (half, rows)
+
+
+@inline_kernel
+def adam_in_parts(part, parts, progress, phase, adam, partner_gradient, squares):
+    """clipped_adam(*adam) by one part, or split between two (split_clipped_adam, phases phase and
+    phase + 1). False where the other part failed."""
+    if parts == 1:
+        clipped_adam(*adam)
+        return True
+    return split_clipped_adam(part, progress, phase, adam, partner_gradient, squares)
+
+
 @kernel
-def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_due, actor, target_actor, actions,
-                         next_actions, inputs, next_inputs, actor_inputs, critics, target_critics, values, next_values,
-                         targets, output_gradients, action_gradient, no_action_rows, tau, adams, polyak_pairs,
-                         observation_size, tanh, results):
+def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_due, actor, actor_rows, target_actor,
+                         actions, next_actions, inputs, next_inputs, actor_inputs, critics, critic_rows, target_critics,
+                         values, next_values, targets, output_gradients, action_gradient, no_action_rows, tau, adams,
+                         actor_gradients, partner_gradient, squares, polyak_pairs, observation_size, tanh, results):
     """Part `part` of `parts` (1 or 2) of one TD3 or DDPG update (CompiledDeterministicActorCritic.update):
     an Adam step of every critic towards y = r + gamma (1 - terminated) min_k Q'_k(s', a'), a' = mu'(s')
     smoothed by noise [B, A] (no rows: DDPG's a' = mu'(s')); then, when actor_due, an Adam step of
-    the actor on -mean_i Q_1(s_i, mu(s_i)) and the Polyak steps of both targets. Part 0 takes the
-    target actor, critic 0, the Adam steps and the actor (but for its hidden-to-hidden weight
-    gradients, split_mlp_backward); part 1 the batch's inputs, the actor's forward pass, critic 1
-    and the critics' Polyak step. results: [loss of each critic..., actor loss]."""
+    the actor on -mean_i Q_1(s_i, mu(s_i)) and the Polyak steps of both targets.
+
+    Critic k's own passes are part k's. Every actor pass, and the actor's loss through critic 1, is
+    split by rows (part_rows): each part works in its rows of the buffers (actor_rows[part]: the
+    actor's hidden and backward buffers; critic_rows[part]: critic 1's; target_actor[2][part]: the
+    target actor's hidden buffers) and writes its rows' share of the actor's gradient into
+    actor_gradients[part] (part 1's: views of partner_gradient). Both Adam steps split the
+    parameters between the parts. actor: (weights, biases). results: [loss of each critic...,
+    actor loss, each part's sum of Q_1(s, mu(s))]."""
     observations, batch_actions, rewards, next_observations, terminated, discounts = batch
     rows = rewards.shape[0]
     count = values.shape[0]
-    actor_weights, actor_biases, actor_weight_gradients, actor_bias_gradients, actor_hidden, actor_scratch = actor
-    if part == 0:
-        target_weights, target_biases, target_hidden = target_actor
-        deterministic_actions(next_observations, target_weights, target_biases, target_hidden, next_actions, tanh)
-        if noise.shape[0] > 0:
-            for row in range(rows):
-                for column in range(next_actions.shape[1]):
-                    next_actions[row, column] = smoothed_target_action_row(
-                        float(next_actions[row, column]), float(noise[row, column]), noise_clip)
-        join_inputs(next_observations, next_actions, next_inputs)
-    if part == 1 or parts == 1:
-        join_inputs(observations, batch_actions, inputs)
-        if actor_due:  # the critics' step does not change mu(s)
-            deterministic_actions(observations, actor_weights, actor_biases, actor_hidden, actions, tanh)
-            join_inputs(observations, actions, actor_inputs)
+    low, high = part_rows(part, parts, rows)
+    actor_weights, actor_biases = actor
+    actor_hidden, actor_scratch = actor_rows[part]
+    target_weights, target_biases, target_hidden = target_actor
+    deterministic_actions(next_observations[low:high], target_weights, target_biases, target_hidden[part],
+                          next_actions[low:high], tanh)
+    if noise.shape[0] > 0:
+        for row in range(low, high):
+            for column in range(next_actions.shape[1]):
+                next_actions[row, column] = smoothed_target_action_row(
+                    float(next_actions[row, column]), float(noise[row, column]), noise_clip)
+    join_inputs(next_observations[low:high], next_actions[low:high], next_inputs[low:high])
+    join_inputs(observations[low:high], batch_actions[low:high], inputs[low:high])
+    if actor_due:  # the critics' step does not change mu(s)
+        deterministic_actions(observations[low:high], actor_weights, actor_biases, actor_hidden, actions[low:high], tanh)
+        join_inputs(observations[low:high], actions[low:high], actor_inputs[low:high])
     if not meet(progress, part, parts, 1):
         return
     for critic in range(part, count, parts):
@@ -387,32 +423,37 @@ def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_
     for critic in range(part, count, parts):
         results[critic] = critic_gradient(critic, inputs, values, targets[part], critics, output_gradients[critic],
                                           no_action_rows, observation_size, tanh)
-    if not meet(progress, part, parts, 3):
+    # Every critic's gradient is whole before either half of the parameters steps (no partner: [:0]).
+    if not meet(progress, part, parts, 3) or not adam_in_parts(part, parts, progress, 4, adams[1], partner_gradient[:0],
+                                                               squares):
+        return
+    if not actor_due:
+        return
+    weights, biases, weight_gradients, bias_gradients = critics[0], critics[1], critics[2], critics[3]
+    critic_hidden, critic_scratch = critic_rows[part]
+    critic_forward(0, actor_inputs[low:high], weights, biases, critic_hidden, values[0, low:high], tanh)
+    output_gradient = output_gradients[0, low:high]
+    output_gradient[:] = -FLOAT(1) / FLOAT(rows)
+    critic_backward(0, actor_inputs[low:high], weights, critic_hidden, output_gradient, weight_gradients, bias_gradients,
+                    critic_scratch, tanh, 0, action_gradient[low:high], observation_size)
+    total = 0.0
+    for row in range(low, high):
+        total += values[0, row]
+        for column in range(actions.shape[1]):
+            action = actions[row, column]
+            action_gradient[row, column] *= FLOAT(1) - action * action
+    results[count + 1 + part] = total
+    own_weight_gradients, own_bias_gradients = actor_gradients[part]
+    mlp_backward(observations[low:high], actor_weights, actor_hidden, action_gradient[low:high], own_weight_gradients,
+                 own_bias_gradients, actor_scratch, tanh)
+    if not meet(progress, part, parts, 6) or not adam_in_parts(part, parts, progress, 7, adams[0], partner_gradient,
+                                                               squares):
         return
     if part == 0:
-        clipped_adam(*adams[1])
-    if not actor_due or not meet(progress, part, parts, 4):
-        return
+        results[count] = -(results[count + 1] + (results[count + 2] if parts == 2 else 0.0)) / rows
+        polyak(polyak_pairs[0][0], polyak_pairs[0][1], tau)
     if part == 1 or parts == 1:
         polyak(polyak_pairs[1][0], polyak_pairs[1][1], tau)
-    if part == 0:
-        weights, biases, _, _, hidden, _ = critics
-        critic_forward(0, actor_inputs, weights, biases, hidden[0], values[0], tanh)
-        critic_gradient(0, actor_inputs, values[:1], targets[part][:0], critics, output_gradients[0], action_gradient,
-                        observation_size, tanh)
-        loss = 0.0
-        for row in range(rows):
-            loss -= values[0, row]
-            for column in range(actions.shape[1]):
-                action = actions[row, column]
-                action_gradient[row, column] *= FLOAT(1) - action * action
-        results[count] = loss / rows
-    if not split_mlp_backward(part, parts, progress, 10, observations, actor_weights, actor_hidden, action_gradient,
-                              actor_weight_gradients, actor_bias_gradients, actor_scratch, tanh):
-        return
-    if part == 0:
-        clipped_adam(*adams[0])
-        polyak(polyak_pairs[0][0], polyak_pairs[0][1], tau)
 
 
 # -- the Python side ----------------------------------------------------------------------------------
@@ -474,6 +515,13 @@ def numpy_batch(batch: Any) -> tuple[np.ndarray, ...]:
 
     return (array(batch.observations), array(batch.actions), array(batch.rewards), array(batch.next_observations),
             np.ascontiguousarray(batch.terminated.numpy()), array(batch.discounts))
+
+
+def part_views(arrays: tuple[np.ndarray, ...], rows: int, parts: int) -> tuple[tuple[np.ndarray, ...], ...]:
+    """[part][array]: each part's rows of each buffer, as part_rows splits `rows` rows."""
+    half = rows // 2
+    bounds = ((0, rows),) if parts == 1 else ((0, half), (half, rows))
+    return tuple(tuple(array[low:high] for array in arrays) for low, high in bounds)
 
 
 def buffers(rows: int, *shapes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
@@ -589,6 +637,17 @@ class CompiledDeterministicActorCritic:
         self.polyak_pairs = ((flat_views(target_actor), flat_views(actor)), self.critics.polyak_pair)
         self.memory = KernelMemory((*actor.parameters(), *critics.parameters()))
         self.threads = KernelThreads(threads)
+        # Two parts split the actor's rows: part 1 writes its share of the actor's gradient here,
+        # laid out as the flat gradient (deterministic_update, split_clipped_adam).
+        parts = self.threads.parts
+        self.partner_gradient = np.zeros(actor_flat.numel() if parts == 2 else 0, FLOAT)
+        own_gradients = (self.actor.weight_gradients, self.actor.bias_gradients)
+        flat = self.adams[0].flat_gradient
+        self.actor_gradients = (own_gradients,) + (
+            (tuple(same_layout_views(gradients, flat, self.partner_gradient) for gradients in own_gradients),)
+            if parts == 2 else ()
+        )
+        self.squares = np.zeros(2, FLOAT)
         self.action_size = actor.head.out_features
         self.rows = 0
         self.reserve(batch_size)
@@ -601,6 +660,12 @@ class CompiledDeterministicActorCritic:
         self.actor.reserve(rows)
         self.target_actor.reserve(rows)
         self.critics.reserve(rows)
+        # Each part's rows of the buffers that a split pass writes (deterministic_update).
+        parts = self.threads.parts
+        self.actor_rows = tuple(zip(part_views(self.actor.hidden, rows, parts), part_views(self.actor.scratch, rows, parts)))
+        self.target_hidden = part_views(self.target_actor.hidden, rows, parts)
+        self.critic_rows = tuple(zip(part_views(self.critics.hidden[0], rows, parts),
+                                     part_views(self.critics.scratch[0], rows, parts)))
         actions, count = self.action_size, self.critics.count
         inputs = self.critics.observation_size + actions
         self.actions, self.next_actions, self.action_gradient = buffers(rows, (actions,), (actions,), (actions,))
@@ -610,7 +675,7 @@ class CompiledDeterministicActorCritic:
         self.next_values = np.zeros((count, rows), FLOAT)
         self.output_gradients = np.zeros((count, rows), FLOAT)
         self.no_action_rows = np.zeros((0, actions), FLOAT)
-        self.results = np.zeros(count + 1)
+        self.results = np.zeros(count + 3)
 
     def act(self, observations: torch.Tensor) -> torch.Tensor:
         """mu(s) = DeterministicActor(observations): unit actions [N, A]."""
@@ -635,11 +700,12 @@ class CompiledDeterministicActorCritic:
         self.threads.run(
             deterministic_update, arrays,
             self.no_action_rows if noise is None else np.ascontiguousarray(noise.numpy()), float(noise_clip),
-            bool(actor_due), self.actor.arrays(), (target.weights, target.biases, target.hidden), self.actions,
-            self.next_actions, self.inputs, self.next_inputs, self.actor_inputs, critics.arrays(),
-            critics.target_arrays(), self.values, self.next_values, self.targets, self.output_gradients,
-            self.action_gradient, self.no_action_rows, FLOAT(tau), tuple(adam.kernel_arguments(None) for adam in self.adams),
-            self.polyak_pairs, critics.observation_size, self.tanh, self.results,
+            bool(actor_due), (self.actor.weights, self.actor.biases), self.actor_rows,
+            (target.weights, target.biases, self.target_hidden), self.actions, self.next_actions, self.inputs,
+            self.next_inputs, self.actor_inputs, critics.arrays(), self.critic_rows, critics.target_arrays(), self.values,
+            self.next_values, self.targets, self.output_gradients, self.action_gradient, self.no_action_rows, FLOAT(tau),
+            tuple(adam.kernel_arguments(None) for adam in self.adams), self.actor_gradients, self.partner_gradient,
+            self.squares, self.polyak_pairs, critics.observation_size, self.tanh, self.results,
         )
         count = critics.count
         metrics = {"train/critic_loss": float(self.results[:count].sum())}

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from rlfoundry.losses import dqn
-from rlfoundry.networks.compiled_mlp import FLOAT, CompiledAdam, CompiledMLP, KernelMemory, adam_span, clipped_adam
+from rlfoundry.networks.compiled_mlp import FLOAT, CompiledAdam, CompiledMLP, KernelMemory, clipped_adam
 from rlfoundry.networks.compiled_mlp import inline_kernel, kernel, mlp_backward, mlp_forward, rebuilt_on_deepcopy
-from rlfoundry.networks.kernel_threads import KernelThreads, meet
+from rlfoundry.networks.kernel_threads import KernelThreads, meet, same_layout_views, split_clipped_adam
 from rlfoundry.networks.manual_mlp import ManualMLP
 
 td_error_row = inline_kernel(dqn.td_error_row)
@@ -70,34 +70,6 @@ def double_dqn_targets_now(targets, rewards, discounts, terminated, next_observa
     for row in range(rows):
         targets[row] = double_dqn_target_row(float(rewards[row]), float(discounts[row]), terminated[row], outputs[row],
                                              next_target_values[row])
-
-
-@kernel
-def split_clipped_adam(part, progress, phase, adam, partner_gradient, squares):
-    """compiled_mlp.clipped_adam on two threads, once part 0 has written its rows' gradient into the
-    flat gradient and part 1 its rows' into partner_gradient (the same layout): each part adds the
-    two in its half of the flat gradient, the halves' squared norms meet, and each part takes Adam's
-    step on its half. Phases phase and phase + 1; False where the other part failed."""
-    parameters, flat_gradient, first_moments, second_moments, counters, max_norm, learning_rate, beta_1, beta_2, epsilon = adam
-    size = flat_gradient.shape[0]
-    low, high = (0, size // 2) if part == 0 else (size // 2, size)
-    total = FLOAT(0)
-    for index in range(low, high):
-        value = flat_gradient[index] + partner_gradient[index]
-        flat_gradient[index] = value
-        total += value * value
-    squares[part] = total
-    step = float(counters[0] + 1)  # read before the barrier, after which part 0 advances the counters
-    if not meet(progress, part, 2, phase):
-        return False
-    coefficient = (FLOAT(1) / (np.sqrt(squares[0] + squares[1]) + FLOAT(1e-6))) * max_norm
-    scale = FLOAT(1) if coefficient >= FLOAT(1) else coefficient
-    if part == 0:
-        for index in range(counters.shape[0]):
-            counters[index] += 1
-    adam_span(parameters, flat_gradient, first_moments, second_moments, scale, step, learning_rate, beta_1, beta_2,
-              epsilon, low, high)
-    return meet(progress, part, 2, phase + 1)
 
 
 @kernel
@@ -158,18 +130,6 @@ def greedy_actions(observations, weights, biases, hidden, outputs, actions, tanh
             if outputs[row, action] > outputs[row, best]:
                 best = action
         actions[row] = best
-
-
-def same_layout_views(arrays: tuple[np.ndarray, ...], flat: np.ndarray, buffer: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Views of `buffer` (as long as `flat`) placed as `arrays`, views of `flat`, are placed in it."""
-
-    def view(array: np.ndarray) -> np.ndarray:
-        offset = (array.ctypes.data - flat.ctypes.data) // flat.itemsize
-        if not 0 <= offset <= len(flat) - array.size:
-            raise ValueError("the network's gradients are not views of the optimiser's flat gradient")
-        return buffer[offset : offset + array.size].reshape(array.shape)
-
-    return tuple(view(array) for array in arrays)
 
 
 @rebuilt_on_deepcopy

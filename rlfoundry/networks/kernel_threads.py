@@ -19,7 +19,7 @@ import torch
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from rlfoundry.networks.compiled_mlp import inline_kernel
+from rlfoundry.networks.compiled_mlp import FLOAT, adam_span, inline_kernel, kernel
 
 ABORT = 2
 """progress[ABORT] != 0: the other part failed; a part waiting at a barrier returns."""
@@ -70,6 +70,50 @@ def meet(progress, part, parts, phase):
         return True
     atomic_store(progress, part, np.int64(phase))
     return wait_for(progress, 1 - part, phase)
+
+
+@kernel
+def split_clipped_adam(part, progress, phase, adam, partner_gradient, squares):
+    """compiled_mlp.clipped_adam on two threads. With a partner gradient (part 0 wrote its rows'
+    gradient into the flat gradient, part 1 its rows' into partner_gradient, laid out the same),
+    each part first adds the two in its half of the flat gradient; with none (no elements), the flat
+    gradient is whole already. The halves' squared norms meet, and each part takes Adam's step on
+    its half (elementwise: with max_norm inf, bitwise clipped_adam's step). Phases phase and
+    phase + 1, after which the parameters are whole; False where the other part failed."""
+    parameters, flat_gradient, first_moments, second_moments, counters, max_norm, learning_rate, beta_1, beta_2, epsilon = adam
+    size = flat_gradient.shape[0]
+    low, high = (0, size // 2) if part == 0 else (size // 2, size)
+    partnered = partner_gradient.shape[0] > 0
+    total = FLOAT(0)
+    for index in range(low, high):
+        value = flat_gradient[index] + partner_gradient[index] if partnered else flat_gradient[index]
+        flat_gradient[index] = value
+        total += value * value
+    squares[part] = total
+    step = float(counters[0] + 1)  # read before the barrier, after which part 0 advances the counters
+    if not meet(progress, part, 2, phase):
+        return False
+    coefficient = (FLOAT(1) / (np.sqrt(squares[0] + squares[1]) + FLOAT(1e-6))) * max_norm
+    scale = FLOAT(1) if coefficient >= FLOAT(1) else coefficient
+    if part == 0:
+        for index in range(counters.shape[0]):
+            counters[index] += 1
+    adam_span(parameters, flat_gradient, first_moments, second_moments, scale, step, learning_rate, beta_1, beta_2,
+              epsilon, low, high)
+    return meet(progress, part, 2, phase + 1)
+
+
+def same_layout_views(arrays: tuple[np.ndarray, ...], flat: np.ndarray, buffer: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Views of `buffer` (as long as `flat`) placed as `arrays`, views of `flat`, are placed in it:
+    where part 1 of a row split writes its share of a gradient (split_clipped_adam's partner)."""
+
+    def view(array: np.ndarray) -> np.ndarray:
+        offset = (array.ctypes.data - flat.ctypes.data) // flat.itemsize
+        if not 0 <= offset <= len(flat) - array.size:
+            raise ValueError("the network's gradients are not views of the optimiser's flat gradient")
+        return buffer[offset : offset + array.size].reshape(array.shape)
+
+    return tuple(view(array) for array in arrays)
 
 
 class KernelThreads:
