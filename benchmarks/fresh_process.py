@@ -14,6 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+# This checkout's rlfoundry first on the path: make setup's editable install points at the checkout
+# that made the venv, so a benchmark run from another worktree (a snapshot of HEAD, say) that shares
+# the venv would otherwise measure that checkout's code. Every benchmark script imports this module
+# before rlfoundry.
+CHECKOUT = Path(__file__).resolve().parent.parent
+if str(CHECKOUT) not in sys.path:
+    sys.path.insert(0, str(CHECKOUT))
+
 
 def run_worker(script: str, arguments: list[str], checkout: str | None = None) -> dict:
     """The JSON line that `script --worker ...` prints last, run in a new process; with `checkout`,
