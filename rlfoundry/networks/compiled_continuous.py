@@ -14,7 +14,7 @@ Why two threads (threads=2): the twin critics are independent networks, so each 
 on a thread of their own, as do SAC's actor passes over the observations and over the next
 observations (numba kernels release the GIL; each thread's BLAS calls stay single-threaded): 3.6 ms
 a SAC update. Each thread runs its part of an update in one kernel call (a thread hand-over costs
-about 0.1 ms here), and the parts meet at barriers (`meet`) where the minimum over the critics is
+about 0.1 ms here: networks/kernel_threads.py), and the parts meet at barriers (`meet`) where the minimum over the critics is
 taken. SAC's parts write disjoint memory and split no sum, so both schedules compute the same
 numbers, bitwise. TD3 and DDPG have one actor pass where SAC has two, so they split the rows of
 every actor pass instead (the target actor's, the actor's and its loss through critic 1), and each

@@ -6,6 +6,13 @@ its parts then synchronise inside the kernels: `meet` marks a phase of this part
 until the other part has marked it too, on atomic loads and stores with acquire/release ordering
 (numba has no atomics of its own: `atomic_load`, `atomic_store`). A part that fails sets the abort
 flag, and its partner leaves its barrier instead of spinning forever.
+
+Most of a hand-over is not the worker's waking: the worker's part starts 83 to 87 us after the
+update is posted whether it sleeps on the queue or spins for it, because each thread's call first
+types and unboxes the update's arguments (about 160 arrays in nested tuples: 12 to 15 us a call
+in a tight loop, more in a training loop's cold caches) and the GIL lets the two calls do that
+one after the other (benchmarks/RESULTS.md, "2026-12-04, afternoon"; a spinning worker was measured
+and not kept).
 """
 
 from __future__ import annotations
