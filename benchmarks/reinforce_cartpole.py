@@ -16,6 +16,7 @@ import cProfile
 import pstats
 import time
 
+import fresh_process  # noqa: F401  (this checkout's rlfoundry first on the path)
 import rlfoundry
 from rlfoundry.algorithms import ALGORITHMS
 from rlfoundry.presets import load_preset
