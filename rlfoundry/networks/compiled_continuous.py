@@ -14,12 +14,12 @@ Why two threads (threads=2): the twin critics are independent networks, so each 
 on a thread of their own, as do SAC's actor passes over the observations and over the next
 observations (numba kernels release the GIL; each thread's BLAS calls stay single-threaded): 3.6 ms
 a SAC update. Each thread runs its part of an update in one kernel call (a thread hand-over costs
-about 0.1 ms here: networks/kernel_threads.py), and the parts meet at barriers (`meet`) where the minimum over the critics is
-taken. SAC's parts write disjoint memory and split no sum, so both schedules compute the same
-numbers, bitwise. TD3 and DDPG have one actor pass where SAC has two, so they split the rows of
-every actor pass instead (the target actor's, the actor's and its loss through critic 1), and each
-Adam step's parameters: the actor's gradient is then the sum of the two halves' gradients, equal
-to one thread's to float32 rounding and the same from run to run.
+about 0.1 ms here: networks/kernel_threads.py), and the parts meet at barriers (`meet`) where the
+minimum over the critics is taken. SAC's parts write disjoint memory and split no sum, so both
+schedules compute the same numbers, bitwise. TD3 and DDPG have one actor pass where SAC has two, so
+they split the rows of every actor pass instead (the target actor's, the actor's and its loss
+through critic 1), and each Adam step's parameters: the actor's gradient is then the sum of the two
+halves' gradients, equal to one thread's to float32 rounding and the same from run to run.
 
 The results equal the PyTorch code of the algorithms to float32 rounding (tests/test_compiled_continuous.py),
 and the random draws (SAC's action noise, TD3's smoothing noise) come from the same torch generator
