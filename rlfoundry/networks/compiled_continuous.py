@@ -518,9 +518,8 @@ def numpy_batch(batch: Any) -> tuple[np.ndarray, ...]:
 
 
 def part_views(arrays: tuple[np.ndarray, ...], rows: int, parts: int) -> tuple[tuple[np.ndarray, ...], ...]:
-    """[part][array]: each part's rows of each buffer, as part_rows splits `rows` rows."""
-    half = rows // 2
-    bounds = ((0, rows),) if parts == 1 else ((0, half), (half, rows))
+    """[part][array]: each part's rows of each buffer, by the kernels' own split (part_rows)."""
+    bounds = (part_rows(part, parts, rows) for part in range(parts))
     return tuple(tuple(array[low:high] for array in arrays) for low, high in bounds)
 
 
