@@ -217,13 +217,23 @@ def test_settings_the_kernels_do_not_cover_keep_pytorch():
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_compiled_acting_equals_the_actors(activation):
     observations = torch.randn(5, 8, generator=torch.Generator().manual_seed(1))
+    states = observations.numpy()
     sac = SAC("LunarLanderContinuous-v3", backend="compiled", activation=activation, **TINY)
+    td3 = TD3("LunarLanderContinuous-v3", backend="compiled", activation=activation, **TINY)
     with torch.no_grad():
-        torch.testing.assert_close(sac.compiled.act(observations, True, None), sac.actor.mode(observations),
-                                   rtol=1e-5, atol=1e-6)
+        mode = sac.actor.mode(observations)
         sampled = sac.actor.sample(observations, torch.Generator().manual_seed(3))  # the same draw of epsilon
-        torch.testing.assert_close(sac.compiled.act(observations, False, torch.Generator().manual_seed(3)), sampled,
-                                   rtol=1e-5, atol=1e-6)
-        td3 = TD3("LunarLanderContinuous-v3", backend="compiled", activation=activation, **TINY)
-        torch.testing.assert_close(td3.compiled.act(observations), td3.actor(observations), rtol=1e-5, atol=1e-6)
-    assert sac.predict(observations.numpy()).shape == (5, 2)  # predict and training act through it
+        mean = td3.actor(observations)
+    compiled_mode = sac.compiled.act(states, True, None)
+    torch.testing.assert_close(torch.from_numpy(compiled_mode), mode, rtol=1e-5, atol=1e-6)
+    compiled_sample = sac.compiled.act(states, False, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(torch.from_numpy(compiled_sample), sampled, rtol=1e-5, atol=1e-6)
+    compiled_mean = td3.compiled.act(states)
+    torch.testing.assert_close(torch.from_numpy(compiled_mean), mean, rtol=1e-5, atol=1e-6)
+    # Acting reuses its buffers; what it returned before stays as it was.
+    sac.compiled.act(2 * states, True, None)
+    td3.compiled.act(2 * states)
+    torch.testing.assert_close(torch.from_numpy(compiled_mode), mode, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.from_numpy(compiled_mean), mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.from_numpy(td3.compiled.act(states[:2])), mean[:2], rtol=1e-5, atol=1e-6)
+    assert sac.predict(states).shape == (5, 2)  # predict and training act through it

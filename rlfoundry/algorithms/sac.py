@@ -178,8 +178,7 @@ class SAC:
         """tanh(mu(s)), or a sample of the squashed Gaussian drawn with `generator` (None: torch's
         global one, as predict samples): unit actions [N, A]."""
         if self.compiled is not None:
-            compiled = self.compiled
-            return self.collector.actions_of(lambda batch: compiled.act(batch, deterministic, generator), observations)
+            return self.compiled.act(observations, deterministic, generator)
         if deterministic:
             return self.collector.actions_of(self.actor.mode, observations)
         return self.collector.actions_of(lambda batch: self.actor.sample(batch, generator), observations)

@@ -108,8 +108,8 @@ class TD3:
         return self.collector.predict(observations, lambda batch: self._act(batch, deterministic, prediction_generator()))
 
     def _act(self, observations: np.ndarray, deterministic: bool, rng: np.random.Generator) -> np.ndarray:
-        actor = self.actor if self.compiled is None else self.compiled.act
-        return deterministic_actions(actor, self.collector, observations, deterministic, self.config.exploration_noise_std, rng)
+        return deterministic_actions(self.actor, self.compiled, self.collector, observations, deterministic,
+                                     self.config.exploration_noise_std, rng)
 
     def learn(self, total_steps: int, callback: TrainingCallback | None = None) -> "TD3":
         """Train for `total_steps` more env steps (rounded up to a multiple of n_envs): collect with

@@ -84,6 +84,8 @@ class ReplayBatch(NamedTuple):
 
     def to_tensors(self, device: torch.device | str = "cpu") -> "ReplayBatch":
         """The same batch as torch tensors on `device` (zero-copy on the CPU)."""
+        if torch.device(device).type == "cpu":
+            return ReplayBatch(*(torch.from_numpy(array) for array in self))
         return ReplayBatch(*(torch.from_numpy(array).to(device, non_blocking=True) for array in self))
 
     def split(self, count: int) -> list["ReplayBatch"]:
@@ -91,6 +93,8 @@ class ReplayBatch(NamedTuple):
         size = len(self.rewards)
         if size % count:
             raise ValueError(f"cannot split a batch of {size} transitions into {count} equal minibatches")
+        if count == 1:
+            return [self]
         step = size // count
         return [ReplayBatch(*(field[start : start + step] for field in self)) for start in range(0, size, step)]
 
@@ -430,8 +434,27 @@ class ReplayBuffer:
 
     def _gather(self, ages: np.ndarray, envs: np.ndarray, last_age: int) -> ReplayBatch:
         rows = self._row(ages)
-        rewards = self.rewards[rows, envs].copy()
-        # k, the steps each sample spans: grows while the episode goes on and later steps exist.
+        if self.n_step == 1:
+            # Each sample is one step: r_t, s_{t+1} at the same row, discount gamma (the common case, kept short).
+            rewards, last_rows, discounts = self.rewards[rows, envs], rows, np.full(len(ages), self.gamma, np.float32)
+        else:
+            rewards, last_rows, discounts = self._n_step_sums(rows, ages, envs, last_age)
+        return ReplayBatch(
+            observations=self._observations_at(rows, envs),
+            actions=self.actions[rows, envs],
+            rewards=rewards,
+            next_observations=self._next_observations_at(last_rows, envs),
+            terminated=self.terminated[last_rows, envs],
+            truncated=self.truncated[last_rows, envs],
+            discounts=discounts,
+        )
+
+    def _n_step_sums(
+        self, rows: np.ndarray, ages: np.ndarray, envs: np.ndarray, last_age: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sum_{j<k} gamma^j r_{t+j}, the row of step t+k-1, gamma^k) of each sample: k grows up to
+        n_step while the episode goes on and later steps exist."""
+        rewards = self.rewards[rows, envs]
         steps = np.ones(len(ages), dtype=np.int64)
         going_on = ~(self.terminated[rows, envs] | self.truncated[rows, envs])
         for offset in range(1, self.n_step):
@@ -440,16 +463,7 @@ class ReplayBuffer:
             rewards += np.where(going_on, self.gamma**offset * self.rewards[later_rows, envs], 0.0).astype(np.float32)
             steps += going_on
             going_on &= ~(self.terminated[later_rows, envs] | self.truncated[later_rows, envs])
-        last_rows = self._row(ages + steps - 1) if self.n_step > 1 else rows
-        return ReplayBatch(
-            observations=self._observations_at(rows, envs),
-            actions=self.actions[rows, envs],
-            rewards=rewards,
-            next_observations=self._next_observations_at(last_rows, envs),
-            terminated=self.terminated[last_rows, envs],
-            truncated=self.truncated[last_rows, envs],
-            discounts=(self.gamma**steps).astype(np.float32),
-        )
+        return rewards, self._row(ages + steps - 1), (self.gamma**steps).astype(np.float32)
 
     def _observations_at(self, rows: np.ndarray, envs: np.ndarray) -> np.ndarray:
         if self.storage != "frames":

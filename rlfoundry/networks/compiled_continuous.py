@@ -31,7 +31,7 @@ update_order="simultaneous".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -528,6 +528,23 @@ def buffers(rows: int, *shapes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     return tuple(np.zeros((rows, *shape), FLOAT) for shape in shapes)
 
 
+class ActingBuffers:
+    """An actor's hidden layers and outputs for acting on `rows` observations, kept while the
+    number of rows stays the same (an env step acts on n_envs rows every time)."""
+
+    def __init__(self, widths: Sequence[int], *output_shapes: tuple[int, ...]):
+        self.widths, self.output_shapes = widths, output_shapes
+        self.rows = -1
+        self.kept: tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]] = ((), ())
+
+    def buffers(self, rows: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+        """(hidden, outputs) for `rows` rows."""
+        if rows != self.rows:
+            self.rows = rows
+            self.kept = (buffers(rows, *((width,) for width in self.widths)), buffers(rows, *self.output_shapes))
+        return self.kept
+
+
 @rebuilt_on_deepcopy
 class CompiledSAC:
     """SAC's update (update_order="simultaneous", algorithms/sac.py) by sac_update on the model's own
@@ -550,7 +567,10 @@ class CompiledSAC:
             parameters.append(log_alpha)
         self.memory = KernelMemory(tuple(parameters))
         self.threads = KernelThreads(threads)
-        self.action_size = actor.head.out_features // 2
+        self.action_size = size = actor.head.out_features // 2
+        # (head, actions, sigma) of acting; a deterministic action draws no noise
+        self.acting = ActingBuffers(self.actor.widths, (2 * size,), (size,), (size,))
+        self.no_noise = np.zeros((0, size), FLOAT)
         self.rows = 0
         self.reserve(batch_size)
 
@@ -576,20 +596,19 @@ class CompiledSAC:
         self.action_gradients = np.zeros((count, rows, actions), FLOAT)
         self.results = np.zeros(count + 2)
 
-    def act(self, observations: torch.Tensor, deterministic: bool, generator: torch.Generator | None) -> torch.Tensor:
+    def act(self, observations: np.ndarray, deterministic: bool, generator: torch.Generator | None) -> np.ndarray:
         """SquashedGaussianActor.mode(observations), or .sample(observations, generator) from the same
-        draw of epsilon: unit actions [N, A]."""
+        draw of epsilon: unit actions [N, A] for observations [N, O]."""
         self.memory.reattach()  # where user code replaced param.data or .grad
-        states = np.ascontiguousarray(observations.numpy(), dtype=FLOAT)
+        states = np.ascontiguousarray(observations, dtype=FLOAT)
         rows, size = len(states), self.action_size
-        noise = np.zeros((0, size), FLOAT)
+        noise = self.no_noise
         if not deterministic:
             noise = torch.empty(rows, size).normal_(generator=generator).numpy()
-        head, actions, deviations = buffers(rows, (2 * size,), (size,), (size,))
+        hidden, (head, actions, deviations) = self.acting.buffers(rows)
         actor = self.actor
-        sac_act(states, noise, actor.weights, actor.biases, buffers(rows, *((width,) for width in actor.widths)), head,
-                actions, deviations, deterministic, self.tanh)
-        return torch.from_numpy(actions)
+        sac_act(states, noise, actor.weights, actor.biases, hidden, head, actions, deviations, deterministic, self.tanh)
+        return actions.copy()
 
     def update(self, batch: Any, noise: torch.Tensor, next_noise: torch.Tensor, target_entropy: float,
                tau: float) -> dict[str, float]:
@@ -648,6 +667,7 @@ class CompiledDeterministicActorCritic:
         )
         self.squares = np.zeros(2, FLOAT)
         self.action_size = actor.head.out_features
+        self.acting = ActingBuffers(self.actor.widths, (self.action_size,))
         self.rows = 0
         self.reserve(batch_size)
 
@@ -676,15 +696,14 @@ class CompiledDeterministicActorCritic:
         self.no_action_rows = np.zeros((0, actions), FLOAT)
         self.results = np.zeros(count + 3)
 
-    def act(self, observations: torch.Tensor) -> torch.Tensor:
-        """mu(s) = DeterministicActor(observations): unit actions [N, A]."""
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        """mu(s) = DeterministicActor(observations): unit actions [N, A] for observations [N, O]."""
         self.memory.reattach()  # where user code replaced param.data or .grad
-        states = np.ascontiguousarray(observations.numpy(), dtype=FLOAT)
-        rows, actor = len(states), self.actor
-        actions = np.zeros((rows, self.action_size), FLOAT)
-        deterministic_actions(states, actor.weights, actor.biases, buffers(rows, *((width,) for width in actor.widths)),
-                              actions, self.tanh)
-        return torch.from_numpy(actions)
+        states = np.ascontiguousarray(observations, dtype=FLOAT)
+        hidden, (actions,) = self.acting.buffers(len(states))
+        actor = self.actor
+        deterministic_actions(states, actor.weights, actor.biases, hidden, actions, self.tanh)
+        return actions.copy()
 
     def update(self, batch: Any, noise: torch.Tensor | None, noise_clip: float, actor_due: bool,
                tau: float) -> dict[str, float]:

@@ -480,7 +480,8 @@ class DeterministicActorCritic(NamedTuple):
 
 
 def deterministic_actions(
-    actor: Callable[[torch.Tensor], torch.Tensor],
+    actor: DeterministicActor,
+    compiled: "CompiledDeterministicActorCritic | None",
     collector: ReplayCollector,
     observations: np.ndarray,
     deterministic: bool,
@@ -488,9 +489,12 @@ def deterministic_actions(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """mu(s), or clip(mu(s) + N(0, noise_std^2), -1, 1) with the noise drawn from `rng` (training's
-    collector.rng, or predict's prediction_generator()): unit actions [N, A]. actor: the
-    DeterministicActor, or the compiled update's act on its parameters."""
-    actions = collector.actions_of(actor, observations)
+    collector.rng, or predict's prediction_generator()): unit actions [N, A]. mu is the compiled
+    update's act on the actor's parameters where the model has one, else the DeterministicActor."""
+    if compiled is None:
+        actions = collector.actions_of(actor, observations)
+    else:
+        actions = compiled.act(observations)
     if deterministic:
         return actions
     return gaussian_exploration(actions, noise_std, rng)
