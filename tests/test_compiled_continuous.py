@@ -93,8 +93,9 @@ def test_sac_update_gradients_equal_autograd(activation, learn_alpha):
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_deterministic_update_gradients_equal_autograd(algorithm, activation, threads):
-    """threads=2 splits the six rows of every actor pass three and three, each part writing its
-    share of the actor's gradient, which the Adam step's halves then add."""
+    """threads=2 splits the six rows of every actor pass (and of DDPG's lone critic's passes) three
+    and three, each part writing its share of the gradient, which the Adam step's halves then add;
+    the reported losses are the whole minibatch's."""
     options = dict(target_policy_noise=0.4, target_noise_clip=0.3) if algorithm is TD3 else {}
     model = algorithm("LunarLanderContinuous-v3", backend="compiled", activation=activation, torch_threads=threads,
                       **options, **TINY)
@@ -102,7 +103,8 @@ def test_deterministic_update_gradients_equal_autograd(algorithm, activation, th
     frozen_learning_rates(model)
     batch = batch_of(8, 2)
     model.collector.torch_rng.manual_seed(11)
-    model.update(batch, RecordingMonitor())  # update 0: the actor's step is due
+    monitor = RecordingMonitor()
+    model.update(batch, monitor)  # update 0: the actor's step is due
 
     actor, critics = model.actor, model.critics
     with torch.no_grad():
@@ -113,11 +115,13 @@ def test_deterministic_update_gradients_equal_autograd(algorithm, activation, th
         targets = q_target(batch.rewards, batch.terminated, model.target_critics(batch.next_observations, next_actions),
                            batch.discounts)
     critic_parameters = list(critics.parameters())
-    expected = torch.autograd.grad(critic_loss(critics(batch.observations, batch.actions), targets), critic_parameters)
-    assert_gradients_equal(critic_parameters, expected)
+    critic_value = critic_loss(critics(batch.observations, batch.actions), targets)
+    assert_gradients_equal(critic_parameters, torch.autograd.grad(critic_value, critic_parameters))
     actor_value = deterministic_actor_loss(critics(batch.observations, actor(batch.observations), count=1, frozen=True))
     actor_parameters = list(actor.parameters())
     assert_gradients_equal(actor_parameters, torch.autograd.grad(actor_value, actor_parameters))
+    assert monitor.values["train/critic_loss"] == pytest.approx(critic_value.item(), rel=1e-5)
+    assert monitor.values["train/actor_loss"] == pytest.approx(actor_value.item(), rel=1e-5)
 
 
 def test_adam_steps_match_torch_through_a_short_run():

@@ -18,8 +18,9 @@ about 0.1 ms here: networks/kernel_threads.py), and the parts meet at barriers (
 minimum over the critics is taken. SAC's parts write disjoint memory and split no sum, so both
 schedules compute the same numbers, bitwise. TD3 and DDPG have one actor pass where SAC has two, so
 they split the rows of every actor pass instead (the target actor's, the actor's and its loss
-through critic 1), and each Adam step's parameters: the actor's gradient is then the sum of the two
-halves' gradients, equal to one thread's to float32 rounding and the same from run to run.
+through critic 1), as DDPG does its lone critic's passes, and each Adam step's parameters: a split
+gradient is then the sum of the two halves' gradients, equal to one thread's to float32 rounding
+and the same from run to run.
 
 The results equal the PyTorch code of the algorithms to float32 rounding (tests/test_compiled_continuous.py),
 and the random draws (SAC's action noise, TD3's smoothing noise) come from the same torch generator
@@ -378,22 +379,51 @@ def adam_in_parts(part, parts, progress, phase, adam, partner_gradient, squares)
 
 
 @kernel
+def single_critic_gradient(low, high, batch, inputs, next_inputs, critics, target_critics, hidden, scratch, target_hidden,
+                           values, next_values, targets, output_gradient, gradients, no_action_rows, observation_size,
+                           tanh):
+    """For a lone critic (K = 1, DDPG's), rows [low, high) of a minibatch of B: its values, its
+    target's values and the targets y, and those rows' share of the gradient of
+    (1/B) sum_i (Q(s_i, a_i) - y_i)^2 into gradients (weight gradients, bias gradients; overwritten).
+    hidden, scratch, target_hidden: buffers of these rows. Returns those rows' sum of squared errors."""
+    _, _, rewards, _, terminated, discounts = batch
+    rows = rewards.shape[0]
+    weights, biases = critics[0], critics[1]
+    critic_forward(0, inputs[low:high], weights, biases, hidden, values[0, low:high], tanh)
+    critic_forward(0, next_inputs[low:high], target_critics[0], target_critics[1], target_hidden, next_values[0, low:high],
+                   tanh)
+    q_targets(rewards[low:high], discounts[low:high], terminated[low:high], next_values[:, low:high], targets[low:high])
+    total = 0.0
+    for row in range(low, high):
+        error = values[0, row] - targets[row]
+        total += float(error) * float(error)
+        output_gradient[row] = FLOAT(2) * error / FLOAT(rows)
+    critic_backward(0, inputs[low:high], weights, hidden, output_gradient[low:high], gradients[0], gradients[1], scratch,
+                    tanh, high - low, no_action_rows, observation_size)
+    return total
+
+
+@kernel
 def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_due, actor, actor_rows, target_actor,
                          actions, next_actions, inputs, next_inputs, actor_inputs, critics, critic_rows, target_critics,
-                         values, next_values, targets, output_gradients, action_gradient, no_action_rows, tau, adams,
-                         actor_gradients, partner_gradient, squares, polyak_pairs, observation_size, tanh, results):
+                         target_critic_rows, values, next_values, targets, output_gradients, action_gradient,
+                         no_action_rows, tau, adams, actor_gradients, partner_gradient, critic_gradients,
+                         critic_partner_gradient, squares, polyak_pairs, observation_size, tanh, results):
     """Part `part` of `parts` (1 or 2) of one TD3 or DDPG update (CompiledDeterministicActorCritic.update):
     an Adam step of every critic towards y = r + gamma (1 - terminated) min_k Q'_k(s', a'), a' = mu'(s')
     smoothed by noise [B, A] (no rows: DDPG's a' = mu'(s')); then, when actor_due, an Adam step of
     the actor on -mean_i Q_1(s_i, mu(s_i)) and the Polyak steps of both targets.
 
-    Critic k's own passes are part k's. Every actor pass, and the actor's loss through critic 1, is
-    split by rows (part_rows): each part works in its rows of the buffers (actor_rows[part]: the
-    actor's hidden and backward buffers; critic_rows[part]: critic 1's; target_actor[2][part]: the
-    target actor's hidden buffers) and writes its rows' share of the actor's gradient into
-    actor_gradients[part] (part 1's: views of partner_gradient). Both Adam steps split the
-    parameters between the parts. actor: (weights, biases). results: [loss of each critic...,
-    actor loss, each part's sum of Q_1(s, mu(s))]."""
+    Critic k's own passes are part k's, but for a lone critic (DDPG's), whose passes split by rows
+    as the actor's do. Every actor pass, and the actor's loss through critic 1, is split by rows
+    (part_rows): each part works in its rows of the buffers (actor_rows[part]: the actor's hidden
+    and backward buffers; critic_rows[part]: critic 1's; target_actor[2][part] and
+    target_critic_rows[part]: the target networks' hidden buffers) and writes its rows' share of
+    the actor's gradient into actor_gradients[part] (part 1's: views of partner_gradient), and
+    of a lone critic's into critic_gradients[part] (part 1's: views of critic_partner_gradient).
+    Both Adam steps split the parameters between the parts. actor: (weights, biases). results:
+    [loss of each critic..., actor loss, each part's sum of Q_1(s, mu(s)), each part's sum of a
+    lone critic's squared errors]."""
     observations, batch_actions, rewards, next_observations, terminated, discounts = batch
     rows = rewards.shape[0]
     count = values.shape[0]
@@ -415,17 +445,30 @@ def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_
         join_inputs(observations[low:high], actions[low:high], actor_inputs[low:high])
     if not meet(progress, part, parts, 1):
         return
-    for critic in range(part, count, parts):
-        critic_values(critic, inputs, next_inputs, critics, target_critics, values[critic], next_values[critic], tanh)
-    if not meet(progress, part, parts, 2):
-        return
-    q_targets(rewards, discounts, terminated, next_values, targets[part])
-    for critic in range(part, count, parts):
-        results[critic] = critic_gradient(critic, inputs, values, targets[part], critics, output_gradients[critic],
-                                          no_action_rows, observation_size, tanh)
-    # Every critic's gradient is whole before either half of the parameters steps (no partner: [:0]).
-    if not meet(progress, part, parts, 3) or not adam_in_parts(part, parts, progress, 4, adams[1], partner_gradient[:0],
-                                                               squares):
+    if count == 1:
+        critic_hidden, critic_scratch = critic_rows[part]
+        results[count + 3 + part] = single_critic_gradient(
+            low, high, batch, inputs, next_inputs, critics, target_critics, critic_hidden, critic_scratch,
+            target_critic_rows[part], values, next_values, targets[part], output_gradients[0], critic_gradients[part],
+            no_action_rows, observation_size, tanh)
+        if not meet(progress, part, parts, 3):
+            return
+        if part == 0:
+            results[0] = (results[count + 3] + (results[count + 4] if parts == 2 else 0.0)) / rows
+    else:
+        for critic in range(part, count, parts):
+            critic_values(critic, inputs, next_inputs, critics, target_critics, values[critic], next_values[critic],
+                          tanh)
+        if not meet(progress, part, parts, 2):
+            return
+        q_targets(rewards, discounts, terminated, next_values, targets[part])
+        for critic in range(part, count, parts):
+            results[critic] = critic_gradient(critic, inputs, values, targets[part], critics, output_gradients[critic],
+                                              no_action_rows, observation_size, tanh)
+        # Every critic's gradient is whole before either half of the parameters steps.
+        if not meet(progress, part, parts, 3):
+            return
+    if not adam_in_parts(part, parts, progress, 4, adams[1], critic_partner_gradient, squares):
         return
     if not actor_due:
         return
@@ -515,6 +558,16 @@ def numpy_batch(batch: Any) -> tuple[np.ndarray, ...]:
 
     return (array(batch.observations), array(batch.actions), array(batch.rewards), array(batch.next_observations),
             np.ascontiguousarray(batch.terminated.numpy()), array(batch.discounts))
+
+
+def row_split_gradients(own: tuple[tuple[np.ndarray, ...], ...], flat: np.ndarray,
+                        partner: np.ndarray) -> tuple[tuple[tuple[np.ndarray, ...], ...], ...]:
+    """[part]: where each part of a row split writes its rows' share of a gradient: part 0 into the
+    gradient's own arrays (views of the optimiser's flat gradient), part 1, where `partner` has
+    elements, into the same layout in `partner` (split_clipped_adam adds the two)."""
+    if partner.size == 0:
+        return (own,)
+    return own, tuple(same_layout_views(gradients, flat, partner) for gradients in own)
 
 
 def part_views(arrays: tuple[np.ndarray, ...], rows: int, parts: int) -> tuple[tuple[np.ndarray, ...], ...]:
@@ -655,16 +708,17 @@ class CompiledDeterministicActorCritic:
         self.polyak_pairs = ((flat_views(target_actor), flat_views(actor)), self.critics.polyak_pair)
         self.memory = KernelMemory((*actor.parameters(), *critics.parameters()))
         self.threads = KernelThreads(threads)
-        # Two parts split the actor's rows: part 1 writes its share of the actor's gradient here,
-        # laid out as the flat gradient (deterministic_update, split_clipped_adam).
+        # Two parts split the actor's rows (and a lone critic's): part 1 writes its share of the
+        # gradient here, laid out as the flat gradient (deterministic_update, split_clipped_adam).
         parts = self.threads.parts
         self.partner_gradient = np.zeros(actor_flat.numel() if parts == 2 else 0, FLOAT)
-        own_gradients = (self.actor.weight_gradients, self.actor.bias_gradients)
-        flat = self.adams[0].flat_gradient
-        self.actor_gradients = (own_gradients,) + (
-            (tuple(same_layout_views(gradients, flat, self.partner_gradient) for gradients in own_gradients),)
-            if parts == 2 else ()
-        )
+        self.actor_gradients = row_split_gradients(
+            (self.actor.weight_gradients, self.actor.bias_gradients), self.adams[0].flat_gradient, self.partner_gradient)
+        lone_critic = self.critics.count == 1
+        self.critic_partner_gradient = np.zeros(critic_flat.numel() if parts == 2 and lone_critic else 0, FLOAT)
+        self.critic_gradients = row_split_gradients(
+            (self.critics.weight_gradients, self.critics.bias_gradients), self.adams[1].flat_gradient,
+            self.critic_partner_gradient)
         self.squares = np.zeros(2, FLOAT)
         self.action_size = actor.head.out_features
         self.acting = ActingBuffers(self.actor.widths, (self.action_size,))
@@ -685,6 +739,7 @@ class CompiledDeterministicActorCritic:
         self.target_hidden = part_views(self.target_actor.hidden, rows, parts)
         self.critic_rows = tuple(zip(part_views(self.critics.hidden[0], rows, parts),
                                      part_views(self.critics.scratch[0], rows, parts)))
+        self.target_critic_rows = part_views(self.critics.target_hidden[0], rows, parts)
         actions, count = self.action_size, self.critics.count
         inputs = self.critics.observation_size + actions
         self.actions, self.next_actions, self.action_gradient = buffers(rows, (actions,), (actions,), (actions,))
@@ -694,7 +749,7 @@ class CompiledDeterministicActorCritic:
         self.next_values = np.zeros((count, rows), FLOAT)
         self.output_gradients = np.zeros((count, rows), FLOAT)
         self.no_action_rows = np.zeros((0, actions), FLOAT)
-        self.results = np.zeros(count + 3)
+        self.results = np.zeros(count + 5)
 
     def act(self, observations: np.ndarray) -> np.ndarray:
         """mu(s) = DeterministicActor(observations): unit actions [N, A] for observations [N, O]."""
@@ -720,9 +775,10 @@ class CompiledDeterministicActorCritic:
             self.no_action_rows if noise is None else np.ascontiguousarray(noise.numpy()), float(noise_clip),
             bool(actor_due), (self.actor.weights, self.actor.biases), self.actor_rows,
             (target.weights, target.biases, self.target_hidden), self.actions, self.next_actions, self.inputs,
-            self.next_inputs, self.actor_inputs, critics.arrays(), self.critic_rows, critics.target_arrays(), self.values,
-            self.next_values, self.targets, self.output_gradients, self.action_gradient, self.no_action_rows, FLOAT(tau),
-            tuple(adam.kernel_arguments(None) for adam in self.adams), self.actor_gradients, self.partner_gradient,
+            self.next_inputs, self.actor_inputs, critics.arrays(), self.critic_rows, critics.target_arrays(),
+            self.target_critic_rows, self.values, self.next_values, self.targets, self.output_gradients,
+            self.action_gradient, self.no_action_rows, FLOAT(tau), tuple(adam.kernel_arguments(None) for adam in self.adams),
+            self.actor_gradients, self.partner_gradient, self.critic_gradients, self.critic_partner_gradient,
             self.squares, self.polyak_pairs, critics.observation_size, self.tanh, self.results,
         )
         count = critics.count
