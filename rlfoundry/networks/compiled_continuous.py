@@ -32,6 +32,7 @@ update_order="simultaneous".
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -583,19 +584,21 @@ def buffers(rows: int, *shapes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
 
 class ActingBuffers:
     """An actor's hidden layers and outputs for acting on `rows` observations, kept while the
-    number of rows stays the same (an env step acts on n_envs rows every time)."""
+    number of rows stays the same (an env step acts on n_envs rows every time). Each thread keeps
+    its own: the kernels release the GIL, so two threads calling predict() at once would
+    otherwise write the same memory."""
 
     def __init__(self, widths: Sequence[int], *output_shapes: tuple[int, ...]):
         self.widths, self.output_shapes = widths, output_shapes
-        self.rows = -1
-        self.kept: tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]] = ((), ())
+        self.local = threading.local()
 
     def buffers(self, rows: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-        """(hidden, outputs) for `rows` rows."""
-        if rows != self.rows:
-            self.rows = rows
-            self.kept = (buffers(rows, *((width,) for width in self.widths)), buffers(rows, *self.output_shapes))
-        return self.kept
+        """(hidden, outputs) for `rows` rows, this thread's."""
+        kept = getattr(self.local, "kept", None)
+        if kept is None or kept[0] != rows:
+            kept = rows, buffers(rows, *((width,) for width in self.widths)), buffers(rows, *self.output_shapes)
+            self.local.kept = kept
+        return kept[1], kept[2]
 
 
 @rebuilt_on_deepcopy
