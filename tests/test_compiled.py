@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import gymnasium
@@ -22,9 +23,11 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from off_policy_checks import TINY
 from rlfoundry.algorithms.a2c import A2C
 from rlfoundry.algorithms.dqn import DQN
 from rlfoundry.algorithms.ppo import PPO
+from rlfoundry.algorithms.td3 import TD3
 from rlfoundry.data.rollout import RolloutBatch
 from rlfoundry.losses.dqn import double_dqn_target_row, double_dqn_targets, q_value_loss, q_value_loss_gradient, td_error_loss
 from rlfoundry.losses.dqn import td_error_row
@@ -382,6 +385,50 @@ def test_q_gradient_equals_autograd(loss, activation):
         compiled.network.forward(compiled.network.inputs(observations), outputs)
         np.testing.assert_allclose(outputs, q_values.numpy(), rtol=1e-5, atol=1e-6)
         assert np.array_equal(compiled.greedy(observations.numpy()), q_values.argmax(dim=1).numpy())
+
+
+def acting_model(algorithm: str):
+    """(act on observations [64, O], the acting buffers, the PyTorch network's answer, observation size)."""
+    if algorithm == "td3":
+        model = TD3("LunarLanderContinuous-v3", backend="compiled", quiet=True, **TINY)
+
+        def expected(states: np.ndarray) -> np.ndarray:
+            return model.actor(torch.from_numpy(states)).numpy()
+
+        return model.compiled.act, model.compiled.acting, expected, 8
+    model = DQN("CartPole-v1", backend="compiled", hidden_sizes=(32, 16), quiet=True, buffer_size=1000)
+
+    def greedy(states: np.ndarray) -> np.ndarray:
+        return model.q_network(torch.from_numpy(states)).argmax(dim=1).numpy()
+
+    return model.compiled.greedy, model.compiled.acting, greedy, 4
+
+
+@pytest.mark.parametrize("algorithm", ["td3", "dqn"])
+def test_threads_acting_at_once_each_get_their_own_buffers(algorithm):
+    """The kernels release the GIL, so predict() on several threads at once (or beside training)
+    must not share memory: each thread acts in buffers of its own and gets the network's answer."""
+    act, acting, expected, size = acting_model(algorithm)
+    states = [np.random.default_rng(seed).normal(size=(64, size)).astype(np.float32) for seed in range(4)]
+    with torch.no_grad():
+        wanted = [expected(batch) for batch in states]
+    start = threading.Barrier(4)
+    results: list = [None] * 4
+
+    def act_repeatedly(index: int) -> None:
+        start.wait()
+        actions = [act(states[index]) for _ in range(200)]
+        results[index] = actions, acting.buffers(64)[0][0]
+
+    threads = [threading.Thread(target=act_repeatedly, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(buffer) for _, buffer in results}) == 4
+    for (actions, _), answer in zip(results, wanted):
+        for action in actions:
+            np.testing.assert_allclose(action, answer, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -5,8 +5,6 @@ failing part that stops its partner instead of leaving it waiting; which setting
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
@@ -243,29 +241,3 @@ def test_compiled_acting_equals_the_actors(activation):
     torch.testing.assert_close(torch.from_numpy(compiled_mean), mean, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(torch.from_numpy(td3.compiled.act(states[:2])), mean[:2], rtol=1e-5, atol=1e-6)
     assert sac.predict(states).shape == (5, 2)  # predict and training act through it
-
-
-def test_threads_acting_at_once_each_get_their_own_buffers():
-    """The kernels release the GIL, so predict() on two threads at once must not share memory."""
-    td3 = TD3("LunarLanderContinuous-v3", backend="compiled", **TINY)
-    states = [np.random.default_rng(seed).normal(size=(64, 8)).astype(np.float32) for seed in range(4)]
-    with torch.no_grad():
-        expected = [td3.actor(torch.from_numpy(batch)).numpy() for batch in states]
-
-    start = threading.Barrier(4)
-    results: list = [None] * 4
-
-    def act_repeatedly(index: int) -> None:
-        start.wait()
-        actions = [td3.compiled.act(states[index]) for _ in range(200)]
-        results[index] = actions, td3.compiled.acting.buffers(64)[0][0]
-
-    threads = [threading.Thread(target=act_repeatedly, args=(index,)) for index in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len({id(buffer) for _, buffer in results}) == 4
-    for (actions, _), wanted in zip(results, expected):
-        for action in actions:
-            np.testing.assert_allclose(action, wanted, rtol=1e-5, atol=1e-6)

@@ -32,8 +32,7 @@ update_order="simultaneous".
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,6 +44,7 @@ from rlfoundry.networks import continuous as networks
 from rlfoundry.networks.continuous import DeterministicActor, QEnsemble, SquashedGaussianActor
 from rlfoundry.networks.compiled_mlp import (
     FLOAT,
+    ActingBuffers,
     CompiledAdam,
     CompiledMLP,
     KernelMemory,
@@ -52,6 +52,7 @@ from rlfoundry.networks.compiled_mlp import (
     as_array,
     layer_backward,
     bias_activation,
+    buffers,
     clipped_adam,
     column_sums,
     inline_kernel,
@@ -575,30 +576,6 @@ def part_views(arrays: tuple[np.ndarray, ...], rows: int, parts: int) -> tuple[t
     """[part][array]: each part's rows of each buffer, by the kernels' own split (part_rows)."""
     bounds = (part_rows(part, parts, rows) for part in range(parts))
     return tuple(tuple(array[low:high] for array in arrays) for low, high in bounds)
-
-
-def buffers(rows: int, *shapes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
-    """Zeroed float32 buffers [rows, *shape] ([rows] for an empty shape)."""
-    return tuple(np.zeros((rows, *shape), FLOAT) for shape in shapes)
-
-
-class ActingBuffers:
-    """An actor's hidden layers and outputs for acting on `rows` observations, kept while the
-    number of rows stays the same (an env step acts on n_envs rows every time). Each thread keeps
-    its own: the kernels release the GIL, so two threads calling predict() at once would
-    otherwise write the same memory."""
-
-    def __init__(self, widths: Sequence[int], *output_shapes: tuple[int, ...]):
-        self.widths, self.output_shapes = widths, output_shapes
-        self.local = threading.local()
-
-    def buffers(self, rows: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-        """(hidden, outputs) for `rows` rows, this thread's."""
-        kept = getattr(self.local, "kept", None)
-        if kept is None or kept[0] != rows:
-            kept = rows, buffers(rows, *((width,) for width in self.widths)), buffers(rows, *self.output_shapes)
-            self.local.kept = kept
-        return kept[1], kept[2]
 
 
 @rebuilt_on_deepcopy

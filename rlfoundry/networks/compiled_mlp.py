@@ -31,6 +31,8 @@ import copy
 import functools
 import hashlib
 import math
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +308,31 @@ def rebuilt_on_deepcopy(cls: type) -> type:
 def as_array(tensor: torch.Tensor) -> np.ndarray:
     """The tensor's memory as a numpy array (no copy): the kernels' writes update the tensor."""
     return tensor.detach().numpy()
+
+
+def buffers(rows: int, *shapes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Zeroed float32 buffers [rows, *shape] ([rows] for an empty shape)."""
+    return tuple(np.zeros((rows, *shape), FLOAT) for shape in shapes)
+
+
+class ActingBuffers:
+    """A network's hidden layers and outputs for acting on `rows` observations (an actor's, a
+    Q-network's), kept while the number of rows stays the same (an env step acts on n_envs rows
+    every time). Each thread keeps its own, apart from the update's buffers too: the kernels
+    release the GIL, so predict() on two threads at once, or beside training on another, would
+    otherwise write the same memory."""
+
+    def __init__(self, widths: Sequence[int], *output_shapes: tuple[int, ...]):
+        self.widths, self.output_shapes = widths, output_shapes
+        self.local = threading.local()
+
+    def buffers(self, rows: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+        """(hidden, outputs) for `rows` rows, this thread's."""
+        kept = getattr(self.local, "kept", None)
+        if kept is None or kept[0] != rows:
+            kept = rows, buffers(rows, *((width,) for width in self.widths)), buffers(rows, *self.output_shapes)
+            self.local.kept = kept
+        return kept[1], kept[2]
 
 
 @rebuilt_on_deepcopy

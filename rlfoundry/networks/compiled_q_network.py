@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from rlfoundry.losses import dqn
-from rlfoundry.networks.compiled_mlp import FLOAT, CompiledAdam, CompiledMLP, KernelMemory, clipped_adam
+from rlfoundry.networks.compiled_mlp import FLOAT, ActingBuffers, CompiledAdam, CompiledMLP, KernelMemory, clipped_adam
 from rlfoundry.networks.compiled_mlp import inline_kernel, kernel, mlp_backward, mlp_forward, rebuilt_on_deepcopy
 from rlfoundry.networks.kernel_threads import KernelThreads, meet, same_layout_views, split_clipped_adam
 from rlfoundry.networks.manual_mlp import ManualMLP
@@ -150,6 +150,7 @@ class CompiledQNetwork:
         # The target network is only read, and its updates (Polyak, load_state_dict) write in place.
         self.memory = KernelMemory(manual.weights + manual.biases)
         self.n_actions = len(manual.weights[-1])
+        self.acting = ActingBuffers(self.network.widths, (self.n_actions,))
         # threads=2: the bursts' steps split each minibatch's rows between two threads (q_gradient_steps),
         # part 1 writing its gradient into memory laid out as the flat gradient.
         self.threads = KernelThreads(threads if self.adam is not None else 1)
@@ -263,8 +264,8 @@ class CompiledQNetwork:
         self.memory.reattach()  # where user code replaced param.data or .grad
         inputs = self.network.inputs(observations)
         rows = len(inputs)
-        self.reserve(rows)
+        hidden, (outputs,) = self.acting.buffers(rows)
         actions = np.empty(rows, np.int64)
         network = self.network
-        greedy_actions(inputs, network.weights, network.biases, network.hidden, self.outputs[:rows], actions, network.tanh)
+        greedy_actions(inputs, network.weights, network.biases, hidden, outputs, actions, network.tanh)
         return actions
