@@ -157,6 +157,18 @@ def first_minimum(values, row):
     return best
 
 
+@inline_kernel
+def squared_errors(values, targets, output_gradient, low, high, count):
+    """sum_i (Q_i - y_i)^2 over rows [low, high), writing there the gradient of
+    (1/count) sum_i (Q_i - y_i)^2, 2 (Q_i - y_i) / count, into output_gradient."""
+    total = 0.0
+    for row in range(low, high):
+        error = values[row] - targets[row]
+        total += float(error) * float(error)
+        output_gradient[row] = FLOAT(2) * error / FLOAT(count)
+    return total
+
+
 @kernel
 def critic_gradient(critic, inputs, values, targets, critics, output_gradient, action_gradient, observation_size, tanh):
     """Critic k's gradient of mean_i (Q_k(s_i, a_i) - y_i)^2 over the first B = len(targets) rows
@@ -167,11 +179,7 @@ def critic_gradient(critic, inputs, values, targets, critics, output_gradient, a
     parameter_rows = targets.shape[0]
     rows = inputs.shape[0]
     actor_rows = action_gradient.shape[0]
-    loss = 0.0
-    for row in range(parameter_rows):
-        error = values[critic, row] - targets[row]
-        loss += float(error) * float(error)
-        output_gradient[row] = FLOAT(2) * error / FLOAT(parameter_rows)
+    loss = squared_errors(values[critic], targets, output_gradient, 0, parameter_rows, parameter_rows)
     for row in range(rows - actor_rows, rows):
         through_this = values.shape[0] == 1 or first_minimum(values, row) == critic
         output_gradient[row] = -FLOAT(1) / FLOAT(actor_rows) if through_this else FLOAT(0)
@@ -395,11 +403,7 @@ def single_critic_gradient(low, high, batch, inputs, next_inputs, critics, targe
     critic_forward(0, next_inputs[low:high], target_critics[0], target_critics[1], target_hidden, next_values[0, low:high],
                    tanh)
     q_targets(rewards[low:high], discounts[low:high], terminated[low:high], next_values[:, low:high], targets[low:high])
-    total = 0.0
-    for row in range(low, high):
-        error = values[0, row] - targets[row]
-        total += float(error) * float(error)
-        output_gradient[row] = FLOAT(2) * error / FLOAT(rows)
+    total = squared_errors(values[0], targets, output_gradient, low, high, rows)
     critic_backward(0, inputs[low:high], weights, hidden, output_gradient[low:high], gradients[0], gradients[1], scratch,
                     tanh, high - low, no_action_rows, observation_size)
     return total
