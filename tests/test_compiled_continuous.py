@@ -52,12 +52,24 @@ def batch_of(observation_size: int, action_size: int):
     return batch._replace(discounts=torch.tensor([0.9, 0.9, 0.81, 0.9, 0.729, 0.9]))
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
-@pytest.mark.parametrize("learn_alpha", [True, False])
-def test_sac_update_gradients_equal_autograd(activation, learn_alpha):
+@pytest.mark.parametrize(
+    "activation, learn_alpha, threads, smaller_critic",
+    [("relu", True, 1, None), ("relu", False, 1, None), ("tanh", True, 1, None), ("tanh", False, 1, None),
+     ("relu", True, 2, None), ("relu", True, 2, 0), ("tanh", True, 1, 1), ("relu", False, 2, 1)],
+)
+def test_sac_update_gradients_equal_autograd(activation, learn_alpha, threads, smaller_critic):
+    """smaller_critic k: critic k's output (and its target's, which the targets below are computed
+    from after the update's Polyak step) is lowered by 100, so the actor's loss, through the smaller
+    critic at each row, reaches critic k at every row and the other critic at none (the kernel takes
+    each critic's backward pass through its own rows only)."""
     model = SAC("LunarLanderContinuous-v3", backend="compiled", activation=activation, learn_alpha=learn_alpha,
-                alpha=0.3, **TINY)
+                alpha=0.3, torch_threads=threads, **TINY)
+    assert model.compiled.threads.parts == threads
     frozen_learning_rates(model)
+    if smaller_critic is not None:
+        with torch.no_grad():
+            for critics in (model.critics, model.target_critics):
+                critics.biases[-1][smaller_critic] -= 100.0
     batch = batch_of(8, 2)
     model.collector.torch_rng.manual_seed(7)
     target_before = [parameter.clone() for parameter in model.target_critics.parameters()]

@@ -15,8 +15,8 @@ on a thread of their own, as do SAC's actor passes over the observations and ove
 observations (numba kernels release the GIL; each thread's BLAS calls stay single-threaded): 3.6 ms
 a SAC update. Each thread runs its part of an update in one kernel call (a thread hand-over costs
 about 0.1 ms here: networks/kernel_threads.py), and the parts meet at barriers (`meet`) where the
-minimum over the critics is taken. SAC's parts write disjoint memory and split no sum, so both
-schedules compute the same numbers, bitwise. TD3 and DDPG have one actor pass where SAC has two, so
+minimum over the critics is taken; at the end they split the critics' Adam step elementwise. SAC's
+parts write disjoint memory and split no sum, so both schedules compute the same numbers, bitwise. TD3 and DDPG have one actor pass where SAC has two, so
 they split the rows of every actor pass instead (the target actor's, the actor's and its loss
 through critic 1), as DDPG does its lone critic's passes, and each Adam step's parameters: a split
 gradient is then the sum of the two halves' gradients, equal to one thread's to float32 rounding
@@ -105,7 +105,8 @@ def critic_backward(critic, inputs, weights, hidden, output_gradient, weight_gra
     """Given g [R] = dL/dQ_k at the rows of critic k's last critic_forward on inputs [R, O + A]:
     write critic k's parameter gradients (overwriting them) from the first parameter_rows rows,
     and dL/da of the last len(action_gradient) rows into action_gradient [R', A] (an actor's loss
-    reaches the critic through its actions only)."""
+    reaches the critic through its actions only). Only the first parameter_rows rows of inputs are
+    read (the hidden rows carry the rest)."""
     rows = inputs.shape[0]
     last = len(weights) - 1
     below = hidden[last - 1][:rows]
@@ -174,17 +175,40 @@ def critic_gradient(critic, inputs, values, targets, critics, output_gradient, a
     """Critic k's gradient of mean_i (Q_k(s_i, a_i) - y_i)^2 over the first B = len(targets) rows
     of inputs, and dL/da [R', A] of the actor's -mean min_j Q_j(s, a) over the last R' rows, taken
     through critic k where it is the first minimum of values [K', R] (each critic's values at
-    inputs; K' = 1: through critic k at every row). Returns critic k's mean squared error."""
+    inputs; K' = 1: through critic k at every row; zero at the other rows). Returns critic k's
+    mean squared error."""
     weights, _, weight_gradients, bias_gradients, hidden, scratch = critics
+    own_hidden = hidden[critic]
     parameter_rows = targets.shape[0]
     rows = inputs.shape[0]
     actor_rows = action_gradient.shape[0]
     loss = squared_errors(values[critic], targets, output_gradient, 0, parameter_rows, parameter_rows)
-    for row in range(rows - actor_rows, rows):
-        through_this = values.shape[0] == 1 or first_minimum(values, row) == critic
-        output_gradient[row] = -FLOAT(1) / FLOAT(actor_rows) if through_this else FLOAT(0)
-    critic_backward(critic, inputs, weights, hidden[critic], output_gradient[:rows], weight_gradients, bias_gradients,
-                    scratch[critic], tanh, parameter_rows, action_gradient, observation_size)
+    # The actor's loss reaches critic k only at the rows where it is the smaller critic (about half):
+    # those rows move up, hidden values and all, behind the critic's own, and the backward pass
+    # takes just them; their dL/da comes out in the first rows of action_gradient, then moves back.
+    first_actor_row = rows - actor_rows
+    through = np.empty(actor_rows, np.int64)
+    taken = 0
+    for row in range(first_actor_row, rows):
+        if values.shape[0] == 1 or first_minimum(values, row) == critic:
+            to = first_actor_row + taken
+            if to != row:
+                for layer in range(len(own_hidden)):
+                    own_hidden[layer][to] = own_hidden[layer][row]
+            output_gradient[to] = -FLOAT(1) / FLOAT(actor_rows)
+            through[taken] = row - first_actor_row
+            taken += 1
+    critic_backward(critic, inputs[:first_actor_row + taken], weights, own_hidden, output_gradient[:first_actor_row + taken],
+                    weight_gradients, bias_gradients, scratch[critic], tanh, parameter_rows, action_gradient[:taken],
+                    observation_size)
+    # Back to their rows, zero elsewhere: from the last row down, no row is written before it is read.
+    index = taken - 1
+    for row in range(actor_rows - 1, -1, -1):
+        if index >= 0 and through[index] == row:
+            action_gradient[row] = action_gradient[index]
+            index -= 1
+        else:
+            action_gradient[row] = FLOAT(0)
     return loss / max(parameter_rows, 1)
 
 
@@ -238,6 +262,26 @@ def split_mlp_backward(part, parts, progress, phase, inputs, weights, hidden, ou
         gradient = layer_backward(layer, gradient, inputs, weights, hidden, weight_gradients, bias_gradients, scratch,
                                   tanh, not shared)
     return wait_for(progress, 1, phase + last)
+
+
+@inline_kernel
+def part_rows(part, parts, rows):
+    """[low, high): the rows of a minibatch that part `part` of `parts` takes where a pass splits its
+    rows (all for one part; the first half and the rest for two)."""
+    if parts == 1:
+        return 0, rows
+    half = rows // 2
+    return (0, half) if part == 0 else (half, rows)
+
+
+@inline_kernel
+def adam_in_parts(part, parts, progress, phase, adam, partner_gradient, squares):
+    """clipped_adam(*adam) by one part, or split between two (split_clipped_adam, phases phase and
+    phase + 1). False where the other part failed."""
+    if parts == 1:
+        clipped_adam(*adam)
+        return True
+    return split_clipped_adam(part, progress, phase, adam, partner_gradient, squares)
 
 
 # -- SAC ----------------------------------------------------------------------------------------------
@@ -301,13 +345,15 @@ def sac_head_gradient(noise, samples, action_gradients, head_gradient, alpha, va
 @kernel
 def sac_update(part, parts, progress, batch, noises, actor, next_hidden, samples, next_samples, inputs, next_inputs,
                critics, target_critics, values, next_values, targets, output_gradients, action_gradients, head_gradient,
-               alpha, target_entropy, tau, adams, temperature_adam, polyak_pair, observation_size, tanh, results):
+               alpha, target_entropy, tau, adams, temperature_adam, no_partner, squares, polyak_pair, observation_size,
+               tanh, results):
     """Part `part` of `parts` (1 or 2) of one SAC update (CompiledSAC.update): the gradients of the
     three losses at the current parameters, an Adam step of each group (adams: actor and critics;
     temperature_adam: log alpha's, None when alpha is fixed), the critics' Polyak step. Part 0 takes the observations'
     sample, critic 0 and the actor's gradient (but for its hidden-to-hidden weight gradients,
-    split_mlp_backward); part 1 the next observations' sample, critic 1 and the critics' Adam and
-    Polyak steps. results: [loss of each critic..., actor loss, mean log pi]."""
+    split_mlp_backward) and Adam step; part 1 the next observations' sample, critic 1 and the
+    Polyak step; the critics' Adam step splits (split_clipped_adam, with no_partner: no elements,
+    and squares [2]). results: [loss of each critic..., actor loss, mean log pi]."""
     observations, actions, rewards, next_observations, terminated, discounts = batch
     weights, biases = actor[0], actor[1]
     rows = rewards.shape[0]
@@ -338,13 +384,16 @@ def sac_update(part, parts, progress, batch, noises, actor, next_hidden, samples
     if not split_mlp_backward(part, parts, progress, 10, observations, weights, actor[4], head_gradient, actor[2],
                               actor[3], actor[5], tanh):
         return
+    # The critics' Adam step splits between the parts; then part 0 steps the actor and alpha while
+    # part 1 takes the Polyak step (about as long).
+    if not adam_in_parts(part, parts, progress, 11 + len(weights), adams[1], no_partner, squares):  # after its phases
+        return
     if part == 0:
         clipped_adam(*adams[0])
         if temperature_adam is not None:
             temperature_adam[1][0] = FLOAT(-(results[count + 1] + target_entropy))
             clipped_adam(*temperature_adam)
     if part == 1 or parts == 1:
-        clipped_adam(*adams[1])
         polyak(polyak_pair[0], polyak_pair[1], tau)
 
 
@@ -366,26 +415,6 @@ def q_targets(rewards, discounts, terminated, next_values, targets):
     for row in range(rewards.shape[0]):
         smallest = next_values[first_minimum(next_values, row), row]
         targets[row] = q_target_row(float(rewards[row]), float(discounts[row]), terminated[row], float(smallest))
-
-
-@inline_kernel
-def part_rows(part, parts, rows):
-    """[low, high): the rows of a minibatch that part `part` of `parts` takes where a pass splits its
-    rows (all for one part; the first half and the rest for two)."""
-    if parts == 1:
-        return 0, rows
-    half = rows // 2
-    return (0, half) if part == 0 else (half, rows)
-
-
-@inline_kernel
-def adam_in_parts(part, parts, progress, phase, adam, partner_gradient, squares):
-    """clipped_adam(*adam) by one part, or split between two (split_clipped_adam, phases phase and
-    phase + 1). False where the other part failed."""
-    if parts == 1:
-        clipped_adam(*adam)
-        return True
-    return split_clipped_adam(part, progress, phase, adam, partner_gradient, squares)
 
 
 @kernel
@@ -608,6 +637,7 @@ class CompiledSAC:
         # (head, actions, sigma) of acting; a deterministic action draws no noise
         self.acting = ActingBuffers(self.actor.widths, (2 * size,), (size,), (size,))
         self.no_noise = np.zeros((0, size), FLOAT)
+        self.no_partner, self.squares = np.zeros(0, FLOAT), np.zeros(2, FLOAT)  # the critics' split Adam step
         self.rows = 0
         self.reserve(batch_size)
 
@@ -665,8 +695,8 @@ class CompiledSAC:
             self.actor.arrays(), tuple(buffer[:rows] for buffer in self.next_hidden), self.samples, self.next_samples,
             self.inputs, self.next_inputs, critics.arrays(), critics.target_arrays(), self.values, self.next_values,
             self.targets, self.output_gradients, self.action_gradients, self.head_gradient, alpha,
-            float(target_entropy), FLOAT(tau), adams[:2], adams[2] if len(adams) > 2 else None,
-            critics.polyak_pair, critics.observation_size, self.tanh, self.results,
+            float(target_entropy), FLOAT(tau), adams[:2], adams[2] if len(adams) > 2 else None, self.no_partner,
+            self.squares, critics.polyak_pair, critics.observation_size, self.tanh, self.results,
         )
         count = critics.count
         return {"train/critic_loss": float(self.results[:count].sum()), "train/actor_loss": float(self.results[count]),

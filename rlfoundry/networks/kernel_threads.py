@@ -79,17 +79,33 @@ def meet(progress, part, parts, phase):
     return wait_for(progress, 1 - part, phase)
 
 
+@inline_kernel
+def halfway(parameters, size):
+    """Where split_clipped_adam's halves meet: near size / 2, at a multiple of 64 elements into the
+    parameter there. The Adam sweep (fast-math) takes vector instructions through each parameter
+    and scalar ones for its last elements, which round differently; met there, each element takes
+    the path it takes in one sweep of the parameter, so the step is clipped_adam's, bitwise."""
+    start = 0
+    for parameter in parameters:
+        stop = start + parameter.shape[0]
+        if stop > size // 2:
+            return start + (size // 2 - start) // 64 * 64
+        start = stop
+    return size
+
+
 @kernel
 def split_clipped_adam(part, progress, phase, adam, partner_gradient, squares):
     """compiled_mlp.clipped_adam on two threads. With a partner gradient (part 0 wrote its rows'
     gradient into the flat gradient, part 1 its rows' into partner_gradient, laid out the same),
     each part first adds the two in its half of the flat gradient; with none (no elements), the flat
     gradient is whole already. The halves' squared norms meet, and each part takes Adam's step on
-    its half (elementwise: with max_norm inf, bitwise clipped_adam's step). Phases phase and
+    its half (elementwise: with max_norm inf, bitwise clipped_adam's step; see halfway). Phases phase and
     phase + 1, after which the parameters are whole; False where the other part failed."""
     parameters, flat_gradient, first_moments, second_moments, counters, max_norm, learning_rate, beta_1, beta_2, epsilon = adam
     size = flat_gradient.shape[0]
-    low, high = (0, size // 2) if part == 0 else (size // 2, size)
+    middle = halfway(parameters, size)
+    low, high = (0, middle) if part == 0 else (middle, size)
     partnered = partner_gradient.shape[0] > 0
     total = FLOAT(0)
     for index in range(low, high):
