@@ -109,7 +109,7 @@ class DDPG:
         callback(status) runs at each point between updates (rlfoundry.TrainingStatus); False ends it."""
         with learning(self, total_steps, callback) as monitor:
             explore = partial(self._act, deterministic=False, rng=self.collector.rng)
-            for batch in self.collector.batches(total_steps, explore, monitor):
+            for batch in self.collector.batches(total_steps, explore, monitor, tensors=self.compiled is None):
                 self.update(batch, monitor)
         return self
 

@@ -189,7 +189,7 @@ class SAC:
         callback(status) runs at each point between updates (rlfoundry.TrainingStatus); False ends it."""
         with learning(self, total_steps, callback) as monitor:
             explore = partial(self._act, deterministic=False, generator=self.collector.torch_rng)
-            for batch in self.collector.batches(total_steps, explore, monitor):
+            for batch in self.collector.batches(total_steps, explore, monitor, tensors=self.compiled is None):
                 self.update(batch, monitor)
         return self
 
@@ -203,9 +203,10 @@ class SAC:
         config = self.config
         generator = self.collector.torch_rng
         if self.compiled is not None:
-            # The action noise of both samples, drawn as SquashedGaussianActor draws it.
-            noise = torch.empty_like(batch.actions).normal_(generator=generator)
-            next_noise = torch.empty_like(batch.actions).normal_(generator=generator)
+            # The action noise of both samples, drawn as SquashedGaussianActor draws it (the minibatch is numpy).
+            shape = tuple(batch.actions.shape)
+            noise = torch.randn(shape, dtype=torch.float32, generator=generator)
+            next_noise = torch.randn(shape, dtype=torch.float32, generator=generator)
             values = self.compiled.update(batch, noise, next_noise, self.target_entropy, config.tau)
             record_finite(monitor, values, self.name, self.collector.steps)
             return

@@ -117,7 +117,7 @@ class TD3:
         callback(status) runs at each point between updates (rlfoundry.TrainingStatus); False ends it."""
         with learning(self, total_steps, callback) as monitor:
             explore = partial(self._act, deterministic=False, rng=self.collector.rng)
-            for batch in self.collector.batches(total_steps, explore, monitor):
+            for batch in self.collector.batches(total_steps, explore, monitor, tensors=self.compiled is None):
                 self.update(batch, monitor)
         return self
 
@@ -125,7 +125,10 @@ class TD3:
         """One critic update; the actor and the targets update after every policy_delay-th one."""
         config = self.config
         actor_due = self.collector.updates % config.policy_delay == 0
-        noise = torch.empty_like(batch.actions).normal_(generator=self.collector.torch_rng) * config.target_policy_noise
+        # By shape: the compiled update's minibatches are numpy arrays, the PyTorch update's tensors.
+        shape, device = tuple(batch.actions.shape), self.collector.device
+        noise = torch.randn(shape, dtype=torch.float32, device=device, generator=self.collector.torch_rng)
+        noise = noise * config.target_policy_noise
         if self.compiled is not None:
             losses = self.compiled.update(batch, noise, config.target_noise_clip, actor_due, config.tau)
             record_finite(monitor, losses, self.name, self.collector.steps)

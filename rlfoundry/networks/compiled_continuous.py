@@ -586,13 +586,17 @@ class CompiledCritics:
 
 def numpy_batch(batch: Any) -> tuple[np.ndarray, ...]:
     """(observations, actions, rewards, next observations, terminated, discounts) of a ReplayBatch of
-    tensors as float32 (bool for terminated) C-contiguous arrays."""
+    numpy arrays (as the collector yields them to these models) or of CPU tensors, as float32 (bool
+    for terminated) C-contiguous arrays."""
 
-    def array(tensor: torch.Tensor) -> np.ndarray:
-        return np.ascontiguousarray(tensor.numpy(), dtype=FLOAT)
+    def numpy(field: np.ndarray | torch.Tensor) -> np.ndarray:
+        return field.numpy() if isinstance(field, torch.Tensor) else field
+
+    def array(field: np.ndarray | torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(numpy(field), dtype=FLOAT)
 
     return (array(batch.observations), array(batch.actions), array(batch.rewards), array(batch.next_observations),
-            np.ascontiguousarray(batch.terminated.numpy()), array(batch.discounts))
+            np.ascontiguousarray(numpy(batch.terminated)), array(batch.discounts))
 
 
 def row_split_gradients(own: tuple[tuple[np.ndarray, ...], ...], flat: np.ndarray,
@@ -679,7 +683,7 @@ class CompiledSAC:
 
     def update(self, batch: Any, noise: torch.Tensor, next_noise: torch.Tensor, target_entropy: float,
                tau: float) -> dict[str, float]:
-        """One update on a minibatch (a ReplayBatch of tensors) of exactly the size the buffers were
+        """One update on a minibatch (a ReplayBatch: numpy_batch) of exactly the size the buffers were
         made for, with the actions' and the next actions' epsilon [B, A] drawn as
         SquashedGaussianActor draws them. Returns the losses, alpha (as used) and the entropy
         estimate -mean log pi."""
@@ -776,7 +780,7 @@ class CompiledDeterministicActorCritic:
 
     def update(self, batch: Any, noise: torch.Tensor | None, noise_clip: float, actor_due: bool,
                tau: float) -> dict[str, float]:
-        """One critic step on a minibatch (a ReplayBatch of tensors) with TD3's smoothing noise
+        """One critic step on a minibatch (a ReplayBatch: numpy_batch) with TD3's smoothing noise
         [B, A] (None: DDPG); when actor_due, the actor's step and both Polyak steps after it.
         Returns the losses."""
         self.memory.reattach()  # where user code replaced param.data or .grad

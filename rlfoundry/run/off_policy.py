@@ -201,12 +201,15 @@ class ReplayCollector:
         with torch.inference_mode():
             return actor(self.tensor(observations)).cpu().numpy()
 
-    def batches(self, total_steps: int, explore: UnitPolicy, monitor: TrainingMonitor) -> Iterator[ReplayBatch]:
+    def batches(self, total_steps: int, explore: UnitPolicy, monitor: TrainingMonitor,
+                tensors: bool = True) -> Iterator[ReplayBatch]:
         """Act for `total_steps` more env steps (rounded up to a multiple of n_envs) and yield,
         after each step, the minibatches due: `gradient_steps` per `train_freq` env steps once
         more than `learning_starts` steps were taken and the buffer holds more than that many
         transitions (it refills after a load without its buffer). Actions are uniformly random
-        before `learning_starts`, then `explore(observations)`."""
+        before `learning_starts`, then `explore(observations)`. The minibatches hold tensors on
+        the device, observations as float32; tensors=False: the buffer's numpy arrays as they
+        are (for the compiled updates, which read numpy)."""
         config, training_env = self.config, self.training_env
         if not training_env.resumed_exactly:
             # Fresh episodes begin: the stored ones must not run on into them.
@@ -225,11 +228,13 @@ class ReplayCollector:
             if bursts and self.steps > config.learning_starts and self.replay.warmed_up(config.learning_starts):
                 count = bursts * config.gradient_steps
                 # One draw for the whole burst: a single fancy-index per array instead of `count`.
-                batch = self.replay.sample(config.batch_size * count, self.rng).to_tensors(self.device)
-                # The buffer keeps integer observations as they come; the networks take float32, as in acting.
-                batch = batch._replace(
-                    observations=batch.observations.float(), next_observations=batch.next_observations.float()
-                )
+                batch = self.replay.sample(config.batch_size * count, self.rng)
+                if tensors:
+                    batch = batch.to_tensors(self.device)
+                    # The buffer keeps integer observations as they come; the networks take float32, as in acting.
+                    batch = batch._replace(
+                        observations=batch.observations.float(), next_observations=batch.next_observations.float()
+                    )
                 for minibatch in batch.split(count):
                     self.updates += 1
                     yield minibatch
