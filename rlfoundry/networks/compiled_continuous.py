@@ -16,11 +16,11 @@ observations (numba kernels release the GIL; each thread's BLAS calls stay singl
 a SAC update. Each thread runs its part of an update in one kernel call (a thread hand-over costs
 about 0.1 ms here: networks/kernel_threads.py), and the parts meet at barriers (`meet`) where the
 minimum over the critics is taken; at the end they split the critics' Adam step elementwise. SAC's
-parts write disjoint memory and split no sum, so both schedules compute the same numbers, bitwise. TD3 and DDPG have one actor pass where SAC has two, so
-they split the rows of every actor pass instead (the target actor's, the actor's and its loss
-through critic 1), as DDPG does its lone critic's passes, and each Adam step's parameters: a split
-gradient is then the sum of the two halves' gradients, equal to one thread's to float32 rounding
-and the same from run to run.
+parts write disjoint memory and split no sum, so both schedules compute the same numbers, bitwise.
+TD3 and DDPG have one actor pass where SAC has two, so they split the rows of every actor pass
+instead (the target actor's, the actor's and its loss through critic 1), as DDPG does its lone
+critic's passes, and each Adam step's parameters: a split gradient is then the sum of the two
+halves' gradients, equal to one thread's to float32 rounding and the same from run to run.
 
 The results equal the PyTorch code of the algorithms to float32 rounding (tests/test_compiled_continuous.py),
 and the random draws (SAC's action noise, TD3's smoothing noise) come from the same torch generator
@@ -386,7 +386,8 @@ def sac_update(part, parts, progress, batch, noises, actor, next_hidden, samples
         return
     # The critics' Adam step splits between the parts; then part 0 steps the actor and alpha while
     # part 1 takes the Polyak step (about as long).
-    if not adam_in_parts(part, parts, progress, 11 + len(weights), adams[1], no_partner, squares):  # after its phases
+    # (its phases follow split_mlp_backward's, 10 + 1 ... 10 + L)
+    if not adam_in_parts(part, parts, progress, 11 + len(weights), adams[1], no_partner, squares):
         return
     if part == 0:
         clipped_adam(*adams[0])
