@@ -206,6 +206,17 @@ def test_unsupported_spaces_are_clear_errors():
         ValueNetwork(spaces.Discrete(4, start=-2))
     with pytest.raises(SpaceError, match="FlattenObservation"):
         PolicyNetwork(spaces.Dict({"x": BOX4}), spaces.Discrete(2))
+    for observations in (spaces.MultiBinary(4), spaces.MultiDiscrete([3, 4])):
+        with pytest.raises(SpaceError, match="FlattenObservation makes a Box of .*MultiBinary and MultiDiscrete"):
+            ValueNetwork(observations)
+
+
+def test_flattened_multi_binary_and_multi_discrete_observations_are_taken():
+    # What the error above tells users to do: FlattenObservation's Box (int8 bits, int64 one-hots).
+    for observations, sample in ((spaces.MultiBinary(4), [1, 0, 0, 1]), (spaces.MultiDiscrete([3, 4]), [2, 0])):
+        flat = spaces.flatten_space(observations)
+        values = ValueNetwork(flat)(torch.as_tensor(spaces.flatten(observations, np.array(sample))[None]))
+        assert values.shape == (1,) and torch.isfinite(values).all()
     with pytest.raises(SpaceError, match="no policy head"):
         PolicyNetwork(BOX4, spaces.MultiBinary(3))
 

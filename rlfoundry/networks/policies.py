@@ -352,7 +352,7 @@ def make_torso(observation_space: spaces.Space, hidden_sizes: Sequence[int], act
         return VectorTorso(encoder, int(np.prod(observation_space.shape)), hidden_sizes, activation)
     raise SpaceError(
         f"no network for observation space {describe(observation_space)}: supported are Discrete and Box "
-        "(use gymnasium.wrappers.FlattenObservation for Dict or Tuple observations)"
+        "(gymnasium.wrappers.FlattenObservation makes a Box of Dict, Tuple, MultiBinary and MultiDiscrete observations)"
     )
 
 
