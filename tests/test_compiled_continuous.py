@@ -5,6 +5,9 @@ failing part that stops its partner instead of leaving it waiting; which setting
 
 from __future__ import annotations
 
+import gc
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -194,7 +197,18 @@ def test_a_failing_part_stops_its_partner_and_raises(failing):
     with pytest.raises(ValueError, match="this part failed"):
         threads.run(failing_part, failing)
     assert threads.progress[ABORT] == 1
-    threads.run(failing_part, 5)  # no part fails: both pass the barrier
+    threads.run(failing_part, 5)  # no part fails: both pass the barrier, and no earlier error comes back
+
+
+def test_the_worker_thread_ends_with_its_kernel_threads():
+    threads, before = KernelThreads(2), set(threading.enumerate())
+    threads.run(failing_part, 5)
+    (worker,) = set(threading.enumerate()) - before  # started by the first two-part update
+    assert worker.name == "rlfoundry-kernels" and worker.daemon
+    del threads
+    gc.collect()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
 
 
 def test_compiled_adam_steps_one_group_and_leaves_the_others():

@@ -12,13 +12,18 @@ update is posted whether it sleeps on the queue or spins for it, because each th
 types and unboxes the update's arguments (about 160 arrays in nested tuples: 12 to 15 us a call
 in a tight loop, more in a training loop's cold caches) and the GIL lets the two calls do that
 one after the other (benchmarks/RESULTS.md, "2026-12-04, afternoon"; a spinning worker was measured
-and not kept).
+and not kept, again with its arguments bound once: "2026-12-04, night"). The worker is a plain
+thread on a queue and a lock rather than a ThreadPoolExecutor, whose future, condition and work
+item made SAC's step 0.4 to 1.0% slower at the median, 2.2 to 2.6% in the mean, and a two-thread
+DQN step on CartPole 7% slower ("2026-12-04, night").
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -139,36 +144,73 @@ def same_layout_views(arrays: tuple[np.ndarray, ...], flat: np.ndarray, buffer: 
     return tuple(view(array) for array in arrays)
 
 
+Request = tuple[Callable[..., None], tuple] | None
+"""An update and its arguments for the worker; None ends it."""
+
+
 class KernelThreads:
     """Runs an update kernel's parts: update(part, parts, progress, *arguments) with part 0 on the
     calling thread and part 1 on a worker thread at once (the kernels release the GIL), or the whole
-    update as part 0 of 1. One hand-over per update; inside, the parts meet at barriers (`meet`). The
-    worker flushes denormals to zero, as learn() does on the calling thread (run.device.denormals_flushed)."""
+    update as part 0 of 1. One hand-over per update; inside, the parts meet at barriers (`meet`).
+
+    The worker is a thread of its own (started at the first two-part update, ended when this
+    object is collected) that takes each update from a queue and releases a lock when its part is
+    done. It flushes denormals to zero, as learn() does on the calling thread
+    (run.device.denormals_flushed)."""
 
     def __init__(self, threads: int):
         self.parts = 2 if threads > 1 else 1
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="rlfoundry-kernels") if self.parts == 2 else None
         self.progress = np.zeros(3, np.int64)
+        self.requests: queue.SimpleQueue[Request] | None = None
+        self.finished = threading.Lock()  # held while the worker's part runs
+        self.errors: list[BaseException] = []  # the worker's, for the calling thread to raise
 
     def run(self, update: Callable[..., None], *arguments: Any) -> None:
         progress = self.progress
         progress[:] = 0
-        if self.pool is None:
+        if self.parts == 1:
             update(0, 1, progress, *arguments)
             return
-        future = self.pool.submit(self._worker_part, update, arguments)
+        requests = self.requests or self._start_worker()
+        self.finished.acquire()
+        requests.put((update, arguments))
         try:
             update(0, 2, progress, *arguments)
         except BaseException:
             progress[ABORT] = 1
-            future.exception()  # wait for the worker to leave its barrier
+            self._wait_for_worker()  # it leaves its barrier; its error, if any, gives way to this one
+            self.errors.clear()
             raise
-        future.result()  # raises the worker's error, after which part 0 returned early
+        self._wait_for_worker()
+        if self.errors:
+            raise self.errors.pop()  # after which part 0 returned early
 
-    def _worker_part(self, update: Callable[..., None], arguments: tuple) -> None:
-        torch.set_flush_denormal(True)
+    def _wait_for_worker(self) -> None:
+        self.finished.acquire()
+        self.finished.release()
+
+    def _start_worker(self) -> queue.SimpleQueue[Request]:
+        requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self.requests = requests
+        worker = threading.Thread(target=serve_parts, args=(requests, self.finished, self.progress, self.errors),
+                                  name="rlfoundry-kernels", daemon=True)
+        worker.start()
+        weakref.finalize(self, requests.put, None)  # the worker ends with this object
+        return requests
+
+
+def serve_parts(requests: queue.SimpleQueue[Request], finished: threading.Lock, progress: np.ndarray,
+                errors: list[BaseException]) -> None:
+    """KernelThreads' worker: runs part 1 of 2 of each (update, arguments) from `requests` and
+    releases `finished` after it (an error goes to `errors`, with the abort flag set for part 0);
+    None ends it. It holds no reference to its KernelThreads, which can then be collected."""
+    torch.set_flush_denormal(True)
+    while (request := requests.get()) is not None:
+        update, arguments = request
         try:
-            update(1, 2, self.progress, *arguments)
-        except BaseException:
-            self.progress[ABORT] = 1
-            raise
+            update(1, 2, progress, *arguments)
+        except BaseException as error:
+            progress[ABORT] = 1
+            errors.append(error)
+        del request, update, arguments  # no minibatch kept alive between updates
+        finished.release()
