@@ -15,7 +15,7 @@ one after the other (benchmarks/RESULTS.md, "2026-12-04, afternoon"; a spinning 
 and not kept, again with its arguments bound once: "2026-12-04, night"). The worker is a plain
 thread on a queue and a lock rather than a ThreadPoolExecutor, whose future, condition and work
 item made SAC's step 0.4 to 1.0% slower at the median, 2.2 to 2.6% in the mean, and a two-thread
-DQN step on CartPole 7% slower ("2026-12-04, night").
+DQN step on CartPole with one gradient step per env step 7% slower ("2026-12-04, night").
 """
 
 from __future__ import annotations
