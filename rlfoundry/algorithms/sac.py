@@ -144,6 +144,7 @@ class SAC:
             self.compiled = CompiledSAC(
                 self.actor, self.critics, self.target_critics, self.temperature.log_alpha, config.learn_alpha,
                 self.optimizer, config.batch_size, collector.observation_size, config.activation, threads,
+                config.matmul_precision == "bfloat16",
             )
 
     def parts(self) -> dict[str, Part]:

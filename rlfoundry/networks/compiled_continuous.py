@@ -27,7 +27,9 @@ and the random draws (SAC's action noise, TD3's smoothing noise) come from the s
 in the same order, so a run starts on the PyTorch run's trajectory; over many updates the rounding
 differences grow, as between any two summation orders.
 Covered: MLP actors and critics with ReLU or tanh, float32 on the CPU; SAC with
-update_order="simultaneous".
+update_order="simultaneous". With matmul_precision="bfloat16" every product whose sizes are all at
+least 32 (compiled_mlp.product) rounds its operands to bfloat16 and sums in float32 (networks/bfloat16.py):
+the update's large products take half the time, acting stays float32.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from rlfoundry.networks.compiled_mlp import (
     kernel,
     mlp_backward,
     mlp_forward,
+    product,
     rebuilt_on_deepcopy,
 )
 from rlfoundry.networks.kernel_threads import (
@@ -82,7 +85,7 @@ squashed_gaussian_gradient_row = inline_kernel(networks.squashed_gaussian_gradie
 
 
 @kernel
-def critic_forward(critic, inputs, weights, biases, hidden, outputs, tanh):
+def critic_forward(critic, inputs, weights, biases, hidden, outputs, tanh, bfloat16=False):
     """outputs [R] = Q_k(inputs [R, O + A]) for k = critic, from a QEnsemble's weights [K, in, out]
     and biases [K, 1, out]; hidden layer l's output into hidden[l][:R]."""
     rows = inputs.shape[0]
@@ -90,7 +93,7 @@ def critic_forward(critic, inputs, weights, biases, hidden, outputs, tanh):
     below = inputs
     for layer in range(last):
         out = hidden[layer][:rows]
-        np.dot(below, weights[layer][critic], out)
+        product(below, weights[layer][critic], out, bfloat16)
         bias_activation(out, biases[layer][critic, 0], 1 if tanh else 2)
         below = out
     np.dot(below, weights[last][critic].reshape(-1), outputs)  # the one-unit output layer: a matrix-vector product
@@ -101,7 +104,7 @@ def critic_forward(critic, inputs, weights, biases, hidden, outputs, tanh):
 
 @kernel
 def critic_backward(critic, inputs, weights, hidden, output_gradient, weight_gradients, bias_gradients, scratch, tanh,
-                    parameter_rows, action_gradient, observation_size):
+                    parameter_rows, action_gradient, observation_size, bfloat16=False):
     """Given g [R] = dL/dQ_k at the rows of critic k's last critic_forward on inputs [R, O + A]:
     write critic k's parameter gradients (overwriting them) from the first parameter_rows rows,
     and dL/da of the last len(action_gradient) rows into action_gradient [R', A] (an actor's loss
@@ -123,11 +126,11 @@ def critic_backward(critic, inputs, weights, hidden, output_gradient, weight_gra
     for layer in range(last - 1, -1, -1):
         below = inputs if layer == 0 else hidden[layer - 1][:rows]
         if parameter_rows > 0:
-            np.dot(below[:parameter_rows].T, gradient[:parameter_rows], weight_gradients[layer][critic])
+            product(below[:parameter_rows].T, gradient[:parameter_rows], weight_gradients[layer][critic], bfloat16)
             column_sums(gradient[:parameter_rows], bias_gradients[layer][critic, 0])
         if layer > 0:
             below_gradient = scratch[layer - 1][:rows]
-            np.dot(gradient, weights[layer][critic].T, below_gradient)
+            product(gradient, weights[layer][critic].T, below_gradient, bfloat16)
             activation_backward(below_gradient, below, tanh)
             gradient = below_gradient
         elif action_gradient.shape[0] > 0:
@@ -135,15 +138,16 @@ def critic_backward(critic, inputs, weights, hidden, output_gradient, weight_gra
 
 
 @kernel
-def critic_values(critic, inputs, next_inputs, critics, target_critics, values, next_values, tanh):
+def critic_values(critic, inputs, next_inputs, critics, target_critics, values, next_values, tanh, bfloat16=False):
     """Critic k at inputs [R, O + A] into values [R]; target critic k at next_inputs [B, O + A]
     into next_values [B] (no rows: skipped). critics, target_critics: CompiledCritics.arrays(),
     .target_arrays() (each critic has buffers of its own)."""
     weights, biases, _, _, hidden, _ = critics
-    critic_forward(critic, inputs, weights, biases, hidden[critic], values, tanh)
+    critic_forward(critic, inputs, weights, biases, hidden[critic], values, tanh, bfloat16)
     if next_inputs.shape[0] > 0:
         target_weights, target_biases, target_hidden = target_critics
-        critic_forward(critic, next_inputs, target_weights, target_biases, target_hidden[critic], next_values, tanh)
+        critic_forward(critic, next_inputs, target_weights, target_biases, target_hidden[critic], next_values, tanh,
+                       bfloat16)
 
 
 @inline_kernel
@@ -171,7 +175,8 @@ def squared_errors(values, targets, output_gradient, low, high, count):
 
 
 @kernel
-def critic_gradient(critic, inputs, values, targets, critics, output_gradient, action_gradient, observation_size, tanh):
+def critic_gradient(critic, inputs, values, targets, critics, output_gradient, action_gradient, observation_size, tanh,
+                    bfloat16=False):
     """Critic k's gradient of mean_i (Q_k(s_i, a_i) - y_i)^2 over the first B = len(targets) rows
     of inputs, and dL/da [R', A] of the actor's -mean min_j Q_j(s, a) over the last R' rows, taken
     through critic k where it is the first minimum of values [K', R] (each critic's values at
@@ -200,7 +205,7 @@ def critic_gradient(critic, inputs, values, targets, critics, output_gradient, a
             taken += 1
     critic_backward(critic, inputs[:first_actor_row + taken], weights, own_hidden, output_gradient[:first_actor_row + taken],
                     weight_gradients, bias_gradients, scratch[critic], tanh, parameter_rows, action_gradient[:taken],
-                    observation_size)
+                    observation_size, bfloat16)
     # Back to their rows, zero elsewhere: from the last row down, no row is written before it is read.
     index = taken - 1
     for row in range(actor_rows - 1, -1, -1):
@@ -235,13 +240,13 @@ def polyak(targets, sources, tau):
 
 @kernel
 def split_mlp_backward(part, parts, progress, phase, inputs, weights, hidden, output_gradient, weight_gradients,
-                       bias_gradients, scratch, tanh):
+                       bias_gradients, scratch, tanh, bfloat16=False):
     """compiled_mlp.mlp_backward by both parts: the weight gradient of each layer between two hidden
     layers (a full-size product) is part 1's, taken while part 0 carries the gradient on down the
     layers. Both parts call it; it returns once every gradient is written (parts = 1: plain
     mlp_backward). Marks phases phase + 1 ... phase + L; False where a part failed."""
     if parts == 1:
-        mlp_backward(inputs, weights, hidden, output_gradient, weight_gradients, bias_gradients, scratch, tanh)
+        mlp_backward(inputs, weights, hidden, output_gradient, weight_gradients, bias_gradients, scratch, tanh, bfloat16)
         return True
     rows = inputs.shape[0]
     last = len(weights) - 1
@@ -250,7 +255,7 @@ def split_mlp_backward(part, parts, progress, phase, inputs, weights, hidden, ou
             if not wait_for(progress, 0, phase + last - layer):  # g_layer is in scratch[layer]
                 return False
             gradient = scratch[layer][:rows]
-            np.dot(gradient.T, hidden[layer - 1][:rows], weight_gradients[layer])
+            product(gradient.T, hidden[layer - 1][:rows], weight_gradients[layer], bfloat16)
             column_sums(gradient, bias_gradients[layer])
         atomic_store(progress, 1, np.int64(phase + last))
         return True
@@ -260,7 +265,7 @@ def split_mlp_backward(part, parts, progress, phase, inputs, weights, hidden, ou
         if shared:
             atomic_store(progress, 0, np.int64(phase + last - layer))  # part 1 takes this layer's weight gradient
         gradient = layer_backward(layer, gradient, inputs, weights, hidden, weight_gradients, bias_gradients, scratch,
-                                  tanh, not shared)
+                                  tanh, not shared, bfloat16)
     return wait_for(progress, 1, phase + last)
 
 
@@ -289,10 +294,10 @@ def adam_in_parts(part, parts, progress, phase, adam, partner_gradient, squares)
 
 @kernel
 def sac_sample(observations, noise, weights, biases, hidden, head, actions, log_probs, standard_deviations, tanh,
-               joined):
+               joined, bfloat16=False):
     """The actor's tanh-Gaussian sample at each row (actions [B, A], log pi(a|s) [B], sigma [B, A];
     head [B, 2A] its output layer's values), and joined [B, O + A] = [observations, actions]."""
-    mlp_forward(observations, weights, biases, hidden, head, tanh)
+    mlp_forward(observations, weights, biases, hidden, head, tanh, bfloat16)
     for row in range(observations.shape[0]):
         log_probs[row] = squashed_gaussian_row(head[row], noise[row], actions[row], standard_deviations[row])
     join_inputs(observations, actions, joined)
@@ -346,7 +351,7 @@ def sac_head_gradient(noise, samples, action_gradients, head_gradient, alpha, va
 def sac_update(part, parts, progress, batch, noises, actor, next_hidden, samples, next_samples, inputs, next_inputs,
                critics, target_critics, values, next_values, targets, output_gradients, action_gradients, head_gradient,
                alpha, target_entropy, tau, adams, temperature_adam, no_partner, squares, polyak_pair, observation_size,
-               tanh, results):
+               tanh, bfloat16, results):
     """Part `part` of `parts` (1 or 2) of one SAC update (CompiledSAC.update): the gradients of the
     three losses at the current parameters, an Adam step of each group (adams: actor and critics;
     temperature_adam: log alpha's, None when alpha is fixed), the critics' Polyak step. Part 0 takes the observations'
@@ -361,20 +366,21 @@ def sac_update(part, parts, progress, batch, noises, actor, next_hidden, samples
     if part == 0:
         join_inputs(observations, actions, inputs[:rows])
         sac_sample(observations, noises[0], weights, biases, actor[4], samples[0], samples[1], samples[2], samples[3],
-                   tanh, inputs[rows:])
+                   tanh, inputs[rows:], bfloat16)
     if part == 1 or parts == 1:
         sac_sample(next_observations, noises[1], weights, biases, next_hidden, next_samples[0], next_samples[1],
-                   next_samples[2], next_samples[3], tanh, next_inputs)
+                   next_samples[2], next_samples[3], tanh, next_inputs, bfloat16)
     if not meet(progress, part, parts, 1):
         return
     for critic in range(part, count, parts):
-        critic_values(critic, inputs, next_inputs, critics, target_critics, values[critic], next_values[critic], tanh)
+        critic_values(critic, inputs, next_inputs, critics, target_critics, values[critic], next_values[critic], tanh,
+                      bfloat16)
     if not meet(progress, part, parts, 2):
         return
     soft_targets(rewards, discounts, terminated, next_values, next_samples[2], alpha, targets[part])
     for critic in range(part, count, parts):
         results[critic] = critic_gradient(critic, inputs, values, targets[part], critics, output_gradients[critic],
-                                          action_gradients[critic], observation_size, tanh)
+                                          action_gradients[critic], observation_size, tanh, bfloat16)
     if not meet(progress, part, parts, 3):
         return
     if part == 0:
@@ -382,7 +388,7 @@ def sac_update(part, parts, progress, batch, noises, actor, next_hidden, samples
                                                       values)
         results[count], results[count + 1] = actor_loss, mean_log_prob
     if not split_mlp_backward(part, parts, progress, 10, observations, weights, actor[4], head_gradient, actor[2],
-                              actor[3], actor[5], tanh):
+                              actor[3], actor[5], tanh, bfloat16):
         return
     # The critics' Adam step splits between the parts; then part 0 steps the actor and alpha while
     # part 1 takes the Polyak step (about as long).
@@ -402,9 +408,9 @@ def sac_update(part, parts, progress, batch, noises, actor, next_hidden, samples
 
 
 @kernel
-def deterministic_actions(observations, weights, biases, hidden, actions, tanh):
+def deterministic_actions(observations, weights, biases, hidden, actions, tanh, bfloat16=False):
     """mu(s) = tanh(the actor MLP's output) [B, A]."""
-    mlp_forward(observations, weights, biases, hidden, actions, tanh)
+    mlp_forward(observations, weights, biases, hidden, actions, tanh, bfloat16)
     for row in range(actions.shape[0]):
         for column in range(actions.shape[1]):
             actions[row, column] = np.tanh(actions[row, column])
@@ -421,7 +427,7 @@ def q_targets(rewards, discounts, terminated, next_values, targets):
 @kernel
 def single_critic_gradient(low, high, batch, inputs, next_inputs, critics, target_critics, hidden, scratch, target_hidden,
                            values, next_values, targets, output_gradient, gradients, no_action_rows, observation_size,
-                           tanh):
+                           tanh, bfloat16=False):
     """For a lone critic (K = 1, DDPG's), rows [low, high) of a minibatch of B: its values, its
     target's values and the targets y, and those rows' share of the gradient of
     (1/B) sum_i (Q(s_i, a_i) - y_i)^2 into gradients (weight gradients, bias gradients; overwritten).
@@ -429,13 +435,13 @@ def single_critic_gradient(low, high, batch, inputs, next_inputs, critics, targe
     _, _, rewards, _, terminated, discounts = batch
     rows = rewards.shape[0]
     weights, biases = critics[0], critics[1]
-    critic_forward(0, inputs[low:high], weights, biases, hidden, values[0, low:high], tanh)
+    critic_forward(0, inputs[low:high], weights, biases, hidden, values[0, low:high], tanh, bfloat16)
     critic_forward(0, next_inputs[low:high], target_critics[0], target_critics[1], target_hidden, next_values[0, low:high],
-                   tanh)
+                   tanh, bfloat16)
     q_targets(rewards[low:high], discounts[low:high], terminated[low:high], next_values[:, low:high], targets[low:high])
     total = squared_errors(values[0], targets, output_gradient, low, high, rows)
     critic_backward(0, inputs[low:high], weights, hidden, output_gradient[low:high], gradients[0], gradients[1], scratch,
-                    tanh, high - low, no_action_rows, observation_size)
+                    tanh, high - low, no_action_rows, observation_size, bfloat16)
     return total
 
 
@@ -444,7 +450,7 @@ def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_
                          actions, next_actions, inputs, next_inputs, actor_inputs, critics, critic_rows, target_critics,
                          target_critic_rows, values, next_values, targets, output_gradients, action_gradient,
                          no_action_rows, tau, adams, actor_gradients, partner_gradient, critic_gradients,
-                         critic_partner_gradient, squares, polyak_pairs, observation_size, tanh, results):
+                         critic_partner_gradient, squares, polyak_pairs, observation_size, tanh, bfloat16, results):
     """Part `part` of `parts` (1 or 2) of one TD3 or DDPG update (CompiledDeterministicActorCritic.update):
     an Adam step of every critic towards y = r + gamma (1 - terminated) min_k Q'_k(s', a'), a' = mu'(s')
     smoothed by noise [B, A] (no rows: DDPG's a' = mu'(s')); then, when actor_due, an Adam step of
@@ -468,7 +474,7 @@ def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_
     actor_hidden, actor_scratch = actor_rows[part]
     target_weights, target_biases, target_hidden = target_actor
     deterministic_actions(next_observations[low:high], target_weights, target_biases, target_hidden[part],
-                          next_actions[low:high], tanh)
+                          next_actions[low:high], tanh, bfloat16)
     if noise.shape[0] > 0:
         for row in range(low, high):
             for column in range(next_actions.shape[1]):
@@ -477,7 +483,8 @@ def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_
     join_inputs(next_observations[low:high], next_actions[low:high], next_inputs[low:high])
     join_inputs(observations[low:high], batch_actions[low:high], inputs[low:high])
     if actor_due:  # the critics' step does not change mu(s)
-        deterministic_actions(observations[low:high], actor_weights, actor_biases, actor_hidden, actions[low:high], tanh)
+        deterministic_actions(observations[low:high], actor_weights, actor_biases, actor_hidden, actions[low:high], tanh,
+                              bfloat16)
         join_inputs(observations[low:high], actions[low:high], actor_inputs[low:high])
     if not meet(progress, part, parts, 1):
         return
@@ -486,7 +493,7 @@ def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_
         results[count + 3 + part] = single_critic_gradient(
             low, high, batch, inputs, next_inputs, critics, target_critics, critic_hidden, critic_scratch,
             target_critic_rows[part], values, next_values, targets[part], output_gradients[0], critic_gradients[part],
-            no_action_rows, observation_size, tanh)
+            no_action_rows, observation_size, tanh, bfloat16)
         if not meet(progress, part, parts, 3):
             return
         if part == 0:
@@ -494,13 +501,13 @@ def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_
     else:
         for critic in range(part, count, parts):
             critic_values(critic, inputs, next_inputs, critics, target_critics, values[critic], next_values[critic],
-                          tanh)
+                          tanh, bfloat16)
         if not meet(progress, part, parts, 2):
             return
         q_targets(rewards, discounts, terminated, next_values, targets[part])
         for critic in range(part, count, parts):
             results[critic] = critic_gradient(critic, inputs, values, targets[part], critics, output_gradients[critic],
-                                              no_action_rows, observation_size, tanh)
+                                              no_action_rows, observation_size, tanh, bfloat16)
         # Every critic's gradient is whole before either half of the parameters steps.
         if not meet(progress, part, parts, 3):
             return
@@ -510,11 +517,11 @@ def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_
         return
     weights, biases, weight_gradients, bias_gradients = critics[0], critics[1], critics[2], critics[3]
     critic_hidden, critic_scratch = critic_rows[part]
-    critic_forward(0, actor_inputs[low:high], weights, biases, critic_hidden, values[0, low:high], tanh)
+    critic_forward(0, actor_inputs[low:high], weights, biases, critic_hidden, values[0, low:high], tanh, bfloat16)
     output_gradient = output_gradients[0, low:high]
     output_gradient[:] = -FLOAT(1) / FLOAT(rows)
     critic_backward(0, actor_inputs[low:high], weights, critic_hidden, output_gradient, weight_gradients, bias_gradients,
-                    critic_scratch, tanh, 0, action_gradient[low:high], observation_size)
+                    critic_scratch, tanh, 0, action_gradient[low:high], observation_size, bfloat16)
     total = 0.0
     for row in range(low, high):
         total += values[0, row]
@@ -524,7 +531,7 @@ def deterministic_update(part, parts, progress, batch, noise, noise_clip, actor_
     results[count + 1 + part] = total
     own_weight_gradients, own_bias_gradients = actor_gradients[part]
     mlp_backward(observations[low:high], actor_weights, actor_hidden, action_gradient[low:high], own_weight_gradients,
-                 own_bias_gradients, actor_scratch, tanh)
+                 own_bias_gradients, actor_scratch, tanh, bfloat16)
     if not meet(progress, part, parts, 6) or not adam_in_parts(part, parts, progress, 7, adams[0], partner_gradient,
                                                                squares):
         return
@@ -624,8 +631,9 @@ class CompiledSAC:
 
     def __init__(self, actor: SquashedGaussianActor, critics: QEnsemble, target_critics: QEnsemble, log_alpha: nn.Parameter,
                  learn_alpha: bool, optimizer: torch.optim.Optimizer, batch_size: int, observation_size: int,
-                 activation: str, threads: int):
+                 activation: str, threads: int, bfloat16: bool = False):
         self.tanh = activation == "tanh"
+        self.bfloat16 = bfloat16  # the update's large products in bfloat16 (networks/bfloat16.py, enabled by the caller)
         actor_flat = gradient_views(list(actor.parameters()))
         critic_flat = gradient_views(list(critics.parameters()))
         self.actor = CompiledMLP(actor_layers(actor.torso, actor.head, activation), batch_size)
@@ -701,7 +709,7 @@ class CompiledSAC:
             self.inputs, self.next_inputs, critics.arrays(), critics.target_arrays(), self.values, self.next_values,
             self.targets, self.output_gradients, self.action_gradients, self.head_gradient, alpha,
             float(target_entropy), FLOAT(tau), adams[:2], adams[2] if len(adams) > 2 else None, self.no_partner,
-            self.squares, critics.polyak_pair, critics.observation_size, self.tanh, self.results,
+            self.squares, critics.polyak_pair, critics.observation_size, self.tanh, self.bfloat16, self.results,
         )
         count = critics.count
         return {"train/critic_loss": float(self.results[:count].sum()), "train/actor_loss": float(self.results[count]),
@@ -715,8 +723,9 @@ class CompiledDeterministicActorCritic:
 
     def __init__(self, actor: DeterministicActor, critics: QEnsemble, target_actor: DeterministicActor, target_critics: QEnsemble,
                  optimizer: torch.optim.Optimizer, batch_size: int, observation_size: int, activation: str,
-                 threads: int):
+                 threads: int, bfloat16: bool = False):
         self.tanh = activation == "tanh"
+        self.bfloat16 = bfloat16  # the update's large products in bfloat16 (networks/bfloat16.py, enabled by the caller)
         actor_flat = gradient_views(list(actor.parameters()))
         critic_flat = gradient_views(list(critics.parameters()))
         self.actor = CompiledMLP(actor_layers(actor.torso, actor.head, activation), batch_size)
@@ -798,7 +807,7 @@ class CompiledDeterministicActorCritic:
             self.target_critic_rows, self.values, self.next_values, self.targets, self.output_gradients,
             self.action_gradient, self.no_action_rows, FLOAT(tau), tuple(adam.kernel_arguments(None) for adam in self.adams),
             self.actor_gradients, self.partner_gradient, self.critic_gradients, self.critic_partner_gradient,
-            self.squares, self.polyak_pairs, critics.observation_size, self.tanh, self.results,
+            self.squares, self.polyak_pairs, critics.observation_size, self.tanh, self.bfloat16, self.results,
         )
         count = critics.count
         metrics = {"train/critic_loss": float(self.results[:count].sum())}

@@ -14,7 +14,8 @@ optimiser's state_dict and the checkpoints are the same whichever backend trains
 
 Numerics: the products are float32 through scipy's BLAS (numba's np.dot) and the sums may be
 reassociated, so results agree with torch's to rounding (tests/test_compiled.py holds gradients to
-1e-4 relative), not bitwise. tanh is `tanh32`, a rational approximation that vectorises
+1e-4 relative), not bitwise. SAC's, TD3's and DDPG's updates can instead take their large products
+in bfloat16 (`product`, networks/bfloat16.py: matmul_precision="bfloat16"). tanh is `tanh32`, a rational approximation that vectorises
 (numba's libm tanhf takes 11 ns a float against 0.3 ns), within 4.4 ulp of the exact float64 value.
 The fastmath flags leave out "nnan" and "ninf": the compiler may not assume finite values, so a NaN
 still reaches the algorithms' checks. Compiled code is cached beside this file (numba's cache=True;
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 from numba.core import caching
 
+from rlfoundry.networks.bfloat16 import ROW_MAJOR, TRANSPOSED, float_bits, gemm, gemm_address
 from rlfoundry.networks.manual_mlp import ManualMLP
 from rlfoundry.run.optimizer_step import _step_counters
 
@@ -52,7 +54,7 @@ PACKAGE = Path(__file__).resolve().parent.parent
 KERNEL_SOURCES = tuple(
     PACKAGE / name
     for name in (
-        "networks/compiled_mlp.py", "networks/compiled_actor_critic.py", "networks/compiled_q_network.py",
+        "networks/compiled_mlp.py", "networks/bfloat16.py", "networks/compiled_actor_critic.py", "networks/compiled_q_network.py",
         "networks/compiled_continuous.py", "networks/kernel_threads.py", "networks/policies.py", "networks/continuous.py",
         "losses/policy_gradient.py", "losses/dqn.py", "losses/continuous.py",
     )
@@ -147,10 +149,67 @@ def tanh32_array(values, out):
         out[index] = tanh32(values[index])
 
 
+BFLOAT16_MIN_SIZE = 32
+"""Products with a size below this (an MLP's first layer on a few inputs, a one-unit output) stay float32."""
+
+
+@inline_kernel
+def bfloat16_bits(value):
+    """round_bf16(value) (networks/bfloat16.py) as its 16 bits: to nearest, ties to even; a NaN stays
+    a NaN (the quiet one), infinities and values past bfloat16's largest become infinities."""
+    bits = float_bits(value)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    return np.uint16(np.uint32(0x7FC0) if (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else rounded)
+
+
 @kernel
-def affine(inputs, weight, bias, out, activation):
-    """out = f(inputs W^T + b); activation 0: none, 1: tanh, 2: ReLU (a NaN stays NaN, as torch's)."""
-    np.dot(inputs, weight.T, out)
+def bfloat16_copy(matrix, out):
+    """out [R * C] = round_bf16(matrix [R, C]), row by row (as uint16 bits)."""
+    rows, columns = matrix.shape
+    for row in range(rows):
+        for column in range(columns):
+            out[row * columns + column] = bfloat16_bits(matrix[row, column])
+
+
+@inline_kernel
+def bfloat16_operand(matrix):
+    """(round_bf16 of the matrix as stored, oneDNN's op, the stored rows' length) for a float32 matrix
+    stored by rows or the transpose (a .T view) of one."""
+    rows, columns = matrix.shape
+    out = np.empty(rows * columns, np.uint16)
+    if matrix.strides[1] == matrix.itemsize:
+        bfloat16_copy(matrix, out)
+        return out, ROW_MAJOR, columns
+    bfloat16_copy(matrix.T, out)
+    return out, TRANSPOSED, rows
+
+
+@kernel
+def product(a, b, out, bfloat16):
+    """out [M, N] (C-contiguous) = a [M, K] b [K, N]: float32 through BLAS (np.dot); with bfloat16 (matmul_precision=
+    "bfloat16") and M, N, K >= BFLOAT16_MIN_SIZE, round_bf16(a) round_bf16(b) summed in float32 by
+    oneDNN's GEMM (networks/bfloat16.py, where `enable` must have found it)."""
+    rows, inner = a.shape
+    columns = b.shape[1]
+    if not bfloat16 or min(rows, inner, columns) < BFLOAT16_MIN_SIZE:
+        np.dot(a, b, out)
+        return
+    address = gemm_address()
+    if address == 0:
+        raise RuntimeError("bfloat16 products are not enabled: rlfoundry.networks.bfloat16.enable() first")
+    left, left_op, left_stride = bfloat16_operand(a)
+    right, right_op, right_stride = bfloat16_operand(b)
+    status = gemm(address, left_op, right_op, rows, columns, inner, left, left_stride, right, right_stride, out,
+                  out.strides[0] // out.itemsize)
+    if status != 0:
+        raise RuntimeError("oneDNN's bfloat16 GEMM failed")
+
+
+@kernel
+def affine(inputs, weight, bias, out, activation, bfloat16=False):
+    """out = f(inputs W^T + b); activation 0: none, 1: tanh, 2: ReLU (a NaN stays NaN, as torch's);
+    bfloat16: the product's precision (`product`)."""
+    product(inputs, weight.T, out, bfloat16)
     bias_activation(out, bias, activation)
 
 
@@ -168,16 +227,16 @@ def bias_activation(out, bias, activation):
 
 
 @kernel
-def mlp_forward(inputs, weights, biases, hidden, outputs, tanh):
+def mlp_forward(inputs, weights, biases, hidden, outputs, tanh, bfloat16=False):
     """outputs [B, out] = h_L for inputs [B, in]; hidden layer l's output into hidden[l - 1][:B]."""
     rows = inputs.shape[0]
     last = len(weights) - 1
     below = inputs
     for layer in range(last):
         out = hidden[layer][:rows]
-        affine(below, weights[layer], biases[layer], out, 1 if tanh else 2)
+        affine(below, weights[layer], biases[layer], out, 1 if tanh else 2, bfloat16)
         below = out
-    affine(below, weights[last], biases[last], outputs, 0)
+    affine(below, weights[last], biases[last], outputs, 0, bfloat16)
 
 
 @kernel
@@ -202,29 +261,30 @@ def activation_backward(gradient, output, tanh):
 
 
 @kernel
-def mlp_backward(inputs, weights, hidden, output_gradient, weight_gradients, bias_gradients, scratch, tanh):
+def mlp_backward(inputs, weights, hidden, output_gradient, weight_gradients, bias_gradients, scratch, tanh,
+                 bfloat16=False):
     """Write dL/dW_l and dL/db_l into weight_gradients and bias_gradients (overwriting them), given
     mlp_forward's hidden outputs for these inputs and g_L = dL/dh_L [B, out]."""
     gradient = output_gradient
     for layer in range(len(weights) - 1, -1, -1):
         gradient = layer_backward(layer, gradient, inputs, weights, hidden, weight_gradients, bias_gradients, scratch,
-                                  tanh, True)
+                                  tanh, True, bfloat16)
 
 
 @kernel
 def layer_backward(layer, gradient, inputs, weights, hidden, weight_gradients, bias_gradients, scratch, tanh,
-                   parameter_gradients):
+                   parameter_gradients, bfloat16=False):
     """One layer of mlp_backward: given g_l = gradient, write dL/dW_l and dL/db_l (when
     parameter_gradients) and return g_{l-1} (in scratch[l - 1]; layer 0: g_0 itself)."""
     rows = inputs.shape[0]
     below = inputs if layer == 0 else hidden[layer - 1][:rows]
     if parameter_gradients:
-        np.dot(gradient.T, below, weight_gradients[layer])
+        product(gradient.T, below, weight_gradients[layer], bfloat16)
         column_sums(gradient, bias_gradients[layer])
     if layer == 0:
         return gradient
     below_gradient = scratch[layer - 1][:rows]
-    np.dot(gradient, weights[layer], below_gradient)
+    product(gradient, weights[layer], below_gradient, bfloat16)
     activation_backward(below_gradient, below, tanh)
     return below_gradient
 

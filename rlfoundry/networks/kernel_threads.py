@@ -205,6 +205,9 @@ def serve_parts(requests: queue.SimpleQueue[Request], finished: threading.Lock, 
     releases `finished` after it (an error goes to `errors`, with the abort flag set for part 0);
     None ends it. It holds no reference to its KernelThreads, which can then be collected."""
     torch.set_flush_denormal(True)
+    # This thread's OpenMP regions (oneDNN's bfloat16 products) take torch's thread count, one where
+    # kernels run, as the calling thread's do; a thread OpenMP did not start would get one per core.
+    torch.set_num_threads(torch.get_num_threads())
     while (request := requests.get()) is not None:
         update, arguments = request
         try:
