@@ -17,7 +17,10 @@ afterwards each model plays the same 20 deterministic evaluation episodes (rlfou
     # every library on both cores (SBX from its own venv, below):
     flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/continuous_pendulum.py run \
         --libraries rlfoundry-2threads sbx sb3 --sbx-python SBX_VENV/bin/python --seeds 0 1
-    .venv/bin/python benchmarks/continuous_pendulum.py floor      # FLOPs per update, matmul rate
+    # the bfloat16 products (matmul_precision="bfloat16") beside float32, SB3 and SBX:
+    flock /tmp/rlfoundry-bench.lock .venv/bin/python benchmarks/continuous_pendulum.py run \
+        --libraries rlfoundry-bf16 rlfoundry-2threads sb3 sbx --sbx-python SBX_VENV/bin/python --seeds 0 1
+    .venv/bin/python benchmarks/continuous_pendulum.py floor      # FLOPs per update, matmul rates (float32, bfloat16)
     .venv/bin/python benchmarks/continuous_pendulum.py ablation   # ms per update for each speed idea
     .venv/bin/python benchmarks/continuous_pendulum.py profile    # torch.profiler table of one update
 
@@ -49,10 +52,11 @@ SHARED = {"learning_rate": 1e-3, "batch_size": 256, "buffer_size": 1_000_000, "l
 EXPLORATION_NOISE = 0.1
 EVALUATION_EPISODES = 20
 EVALUATION_SEED = 10_000
-LIBRARIES = ("rlfoundry", "rlfoundry-2threads", "rlfoundry-torch", "sb3", "sb3-1thread", "sbx")
+LIBRARIES = ("rlfoundry", "rlfoundry-2threads", "rlfoundry-bf16", "rlfoundry-torch", "sb3", "sb3-1thread", "sbx")
 """rlfoundry runs with its defaults (the compiled update on one thread), rlfoundry-2threads with
-torch_threads=2 (the compiled update's two threads), rlfoundry-torch with backend="torch" on one thread;
-sb3 with torch's default (one thread per core, 2 here), sb3-1thread with one."""
+torch_threads=2 (the compiled update's two threads), rlfoundry-bf16 as rlfoundry-2threads with
+matmul_precision="bfloat16", rlfoundry-torch with backend="torch" on one thread; sb3 with torch's
+default (one thread per core, 2 here), sb3-1thread with one."""
 
 
 # -- one training run (inside a worker subprocess) ----------------------------------------------------
@@ -93,7 +97,9 @@ def worker(library: str, algorithm: str, seed: int, steps: int) -> dict:
         torch.set_num_threads(1)
     if library.startswith("rlfoundry"):
         backend = "torch" if library == "rlfoundry-torch" else "auto"
-        model = rlfoundry_model(algorithm, seed, torch_threads=2 if library == "rlfoundry-2threads" else 1, backend=backend)
+        precision = "bfloat16" if library == "rlfoundry-bf16" else "float32"
+        model = rlfoundry_model(algorithm, seed, torch_threads=2 if library in ("rlfoundry-2threads", "rlfoundry-bf16") else 1,
+                                backend=backend, matmul_precision=precision)
     else:
         model = baselines_model(library, algorithm, seed)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -117,7 +123,7 @@ def kernel_threads(model) -> int:
 
 
 def run(arguments: argparse.Namespace) -> None:
-    if any(library in ("rlfoundry", "rlfoundry-2threads") for library in arguments.libraries):
+    if any(library in ("rlfoundry", "rlfoundry-2threads", "rlfoundry-bf16") for library in arguments.libraries):
         for algorithm in arguments.algorithms:  # numba compiles the kernels (a machine's first run) or loads them
             start = time.perf_counter()
             subprocess.run([sys.executable, __file__, "worker", "rlfoundry", algorithm, "0", "300"], check=True,
@@ -226,13 +232,39 @@ def matmul_rate(size: int = 256, repeats: int = 2000) -> float:
     return 2 * size**3 / best / 1e9
 
 
+def bfloat16_rate(size: int = 256, repeats: int = 2000) -> float | None:
+    """GFLOP/s of the same product through the kernels' bfloat16 path (compiled_mlp.product: both
+    operands rounded, then oneDNN's GEMM; called from Python, best of 5); None where it is unavailable."""
+    import numpy as np
+
+    from rlfoundry.networks import bfloat16
+    from rlfoundry.networks.compiled_mlp import product
+
+    if bfloat16.enable() is not None:
+        return None
+    generator = np.random.default_rng(0)
+    left, right = (generator.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    out = np.empty((size, size), np.float32)
+    best = float("inf")
+    for _ in range(6):
+        start = time.perf_counter()
+        for _ in range(repeats // 5):
+            product(left, right, out, True)
+        best = min(best, (time.perf_counter() - start) / (repeats // 5))
+    return 2 * size**3 / best / 1e9
+
+
 def floor(arguments: argparse.Namespace) -> None:
-    rate = matmul_rate()
-    print(f"float32 matmul 256x256x256, 1 thread: {rate:.0f} GFLOP/s")
-    for algorithm in ("sac", "td3"):
-        flops = update_flops(algorithm)
-        print(f"{algorithm}: {flops / 1e6:.0f} MFLOP per update -> floor {flops / rate / 1e6:.2f} ms "
-              f"({rate * 1e9 / flops:.0f} updates/s)")
+    rates = {"float32": matmul_rate(), "bfloat16": bfloat16_rate()}
+    for precision, rate in rates.items():
+        if rate is None:
+            print(f"{precision}: unavailable here")
+            continue
+        print(f"{precision} matmul 256x256x256, 1 thread: {rate:.0f} GFLOP/s")
+        for algorithm in ("sac", "td3"):
+            flops = update_flops(algorithm)
+            print(f"  {algorithm}: {flops / 1e6:.0f} MFLOP per update -> floor {flops / rate / 1e6:.2f} ms "
+                  f"({rate * 1e9 / flops:.0f} updates/s)")
 
 
 # -- the ablation of the speed ideas, update only ------------------------------------------------------

@@ -10,6 +10,7 @@ stamp's median time after `run()` was called and the median phase before it, in 
 
     .venv/bin/python benchmarks/update_phases.py sac
     .venv/bin/python benchmarks/update_phases.py td3 --steps 4000
+    .venv/bin/python benchmarks/update_phases.py sac --precision bfloat16
 """
 
 from __future__ import annotations
@@ -109,9 +110,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="timed env steps (one update each)")
     parser.add_argument("--warm-up", type=int, default=400, help="env steps before the timed ones")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32", help="matmul_precision")
     arguments = parser.parse_args()
     stamped, labels = stamped_kernel(KERNELS[arguments.algorithm])
-    model = getattr(rlfoundry, arguments.algorithm.upper())("Pendulum-v1", seed=arguments.seed, torch_threads=2, quiet=True)
+    model = getattr(rlfoundry, arguments.algorithm.upper())("Pendulum-v1", seed=arguments.seed, torch_threads=2, quiet=True,
+                                                            matmul_precision=arguments.precision)
     model.learn(arguments.warm_up)
     threads = model.compiled.threads
     if threads.parts != 2:
