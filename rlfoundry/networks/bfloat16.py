@@ -143,7 +143,10 @@ def enable() -> str | None:
     if "avx512_bf16" not in cpu_flags():
         return "this CPU has no AVX-512 BF16 instructions (/proc/cpuinfo lists no avx512_bf16)"
     library = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
-    values = symbol_values(library, (GEMM, ANCHOR)) if library.exists() else {}
+    try:
+        values = symbol_values(library, (GEMM, ANCHOR))
+    except (OSError, ValueError, struct.error) as error:  # missing, unreadable or not a whole ELF file
+        return f"torch {torch.__version__}'s {library.name} could not be read for its symbol table ({error})"
     if len(values) < 2:
         return f"torch {torch.__version__}'s {library.name} lists no {GEMM} in a symbol table"
     anchor = ctypes.cast(getattr(ctypes.CDLL(os.fspath(library)), ANCHOR), ctypes.c_void_p).value
